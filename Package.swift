@@ -1,0 +1,84 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Hot-path targets are optimised even in debug builds: tests run real models through them,
+// and an unoptimised Swift inner loop is 20-100x slower than the same loop at -O.
+let optimised: [SwiftSetting] = [.unsafeFlags(["-O", "-enable-testing"])]
+
+let package = Package(
+    name: "Tessel",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "router", targets: ["router"]),
+        .executable(name: "worker", targets: ["worker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // C libraries, one system-library target each, wrapped by one Swift type each.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
+                       providers: [.apt(["libhwloc-dev"])]),
+
+        // Shared: model files (GGUF, safetensors), configuration, architecture registry.
+        .target(name: "ModelFormats", path: "Sources/Shared/ModelFormats",
+                swiftSettings: optimised),
+        // Shared: the router<->worker wire protocol (generated) and the ZeroMQ transport.
+        .target(name: "Wire",
+                dependencies: ["CZeroMQ", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                path: "Sources/Shared/Wire"),
+
+        .target(name: "Collectives", dependencies: ["CHwloc"],
+                path: "Sources/Collectives"),
+
+        // Router side.
+        .target(name: "Tokenizers", dependencies: ["ModelFormats"],
+                path: "Sources/Router/Tokenizers", swiftSettings: optimised),
+        .target(name: "Jinja", path: "Sources/Router/Jinja"),
+        .target(name: "RouterCore",
+                dependencies: [
+                    "ModelFormats", "Wire", "Tokenizers", "Jinja",
+                    .product(name: "Hummingbird", package: "hummingbird"),
+                    .product(name: "Logging", package: "swift-log"),
+                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                ],
+                path: "Sources/Router/Core"),
+        .executableTarget(name: "router",
+                          dependencies: ["RouterCore",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/Router/Main"),
+
+        // Worker side.
+        .target(name: "CKernels", path: "Sources/Worker/CKernels",
+                cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "WorkerCore",
+                dependencies: ["ModelFormats", "Wire", "Collectives", "COpenBLAS", "CKernels",
+                               .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Worker/Core", swiftSettings: optimised),
+        .executableTarget(name: "worker",
+                          dependencies: ["WorkerCore",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/Worker/Main"),
+
+        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"],
+                    path: "Tests/ModelFormatsTests", resources: [.copy("Fixtures")]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"],
+                    path: "Tests/TokenizersTests", resources: [.copy("Fixtures")]),
+        .testTarget(name: "JinjaTests", dependencies: ["Jinja"],
+                    path: "Tests/JinjaTests", resources: [.copy("Fixtures")]),
+        .testTarget(name: "WorkerTests", dependencies: ["WorkerCore"],
+                    path: "Tests/WorkerTests", resources: [.copy("Fixtures")]),
+        .testTarget(name: "RouterTests", dependencies: ["RouterCore"],
+                    path: "Tests/RouterTests"),
+        .testTarget(name: "EndToEndTests", dependencies: ["RouterCore"],
+                    path: "Tests/EndToEndTests"),
+    ]
+)

@@ -1,0 +1,32 @@
+import Wire
+
+/// What the router knows of the model the workers serve, from their handshakes.
+public struct ClusterModelInfo: Sendable, Equatable {
+    public var architecture: String
+    public var vocabSize: Int
+    public var maxContextLength: Int
+    public var fingerprint: String
+    public var kvBlockCount: Int
+    public var kvBlockSize: Int
+    public var worldSize: Int
+
+    public init(architecture: String, vocabSize: Int, maxContextLength: Int, fingerprint: String,
+                kvBlockCount: Int, kvBlockSize: Int, worldSize: Int) {
+        self.architecture = architecture
+        self.vocabSize = vocabSize
+        self.maxContextLength = maxContextLength
+        self.fingerprint = fingerprint
+        self.kvBlockCount = kvBlockCount
+        self.kvBlockSize = kvBlockSize
+        self.worldSize = worldSize
+    }
+}
+
+/// The seam between the scheduler and the workers: one batch step out, one result back.
+/// `run` never hangs: a dead or silent worker makes it throw within seconds.
+public protocol StepRunner: Sendable {
+    var model: ClusterModelInfo { get }
+    func run(_ step: Tessel_Wire_Step) async throws -> Tessel_Wire_StepResult
+    /// Tells the workers the sequences are finished (their per-sequence state can go).
+    func release(_ sequenceIDs: [UInt64]) async
+}

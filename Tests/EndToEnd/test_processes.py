@@ -1,0 +1,64 @@
+"""Process-level behaviour: start-up errors, worker supervision, clean shutdown."""
+import os
+import signal
+import subprocess
+import time
+
+import psutil_free as proc_tools
+import requests
+
+from conftest import BIN_DIR, RouterProcess
+
+
+def run_router(*args, timeout=60):
+    return subprocess.run([str(BIN_DIR / "router"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_missing_model_file_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "nope.gguf"
+    r = run_router("--model", str(missing), "--port", "0")
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert str(missing) in lines[-1], r.stderr
+
+
+def test_corrupt_model_file_names_the_file(tmp_path, model_path):
+    broken = tmp_path / "broken.gguf"
+    with open(model_path, "rb") as src:
+        broken.write_bytes(src.read(4096))  # header and part of the metadata only
+    r = run_router("--model", str(broken), "--port", "0")
+    assert r.returncode != 0
+    assert str(broken) in r.stderr, r.stderr
+
+
+def test_more_workers_than_supported_fails_clearly(model_path):
+    r = run_router("--model", str(model_path), "--workers", "2", "--port", "0", timeout=120)
+    assert r.returncode != 0
+    assert "tensor parallel" in r.stderr.lower(), r.stderr
+
+
+def test_dead_worker_fails_requests_instead_of_hanging(model_path):
+    router = RouterProcess("--model", str(model_path), "--workers", "1")
+    try:
+        router.wait_healthy()
+        workers = proc_tools.children_named(router.proc.pid, "worker")
+        assert workers, "router should have spawned a worker process"
+        name = requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
+        body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0, "ignore_eos": True}
+        import threading
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("r", requests.post(router.base + "/v1/completions", json=body, timeout=60)))
+        t.start()
+        time.sleep(1.5)
+        os.kill(workers[0], signal.SIGKILL)
+        t.join(timeout=45)
+        assert not t.is_alive(), "request hung after its worker died"
+        r = result["r"]
+        assert r.status_code >= 500, r.text
+        assert "error" in r.json()
+        # The router restarts its worker and serves again.
+        router.wait_healthy(timeout=90)
+        again = requests.post(router.base + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert again.status_code == 200, again.text
+    finally:
+        assert router.stop() == 0, router.output()[-3000:]
