@@ -78,7 +78,5 @@ let package = Package(
                     path: "Tests/WorkerTests", resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterTests", dependencies: ["RouterCore"],
                     path: "Tests/RouterTests"),
-        .testTarget(name: "EndToEndTests", dependencies: ["RouterCore"],
-                    path: "Tests/EndToEndTests"),
     ]
 )
