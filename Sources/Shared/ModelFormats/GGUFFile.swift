@@ -31,7 +31,7 @@ public struct GGUFFile: Sendable {
 
         var entries: [String: GGUFValue] = [:]
         var keys: [String] = []
-        keys.reserveCapacity(metadataCount)
+        keys.reserveCapacity(min(metadataCount, mapping.bytes.count / 16))
         for _ in 0..<metadataCount {
             let key = try reader.readString()
             let typeCode = try reader.readUInt32()
@@ -41,7 +41,7 @@ public struct GGUFFile: Sendable {
         let metadata = GGUFMetadata(file: url.path, entries: entries, keys: keys)
 
         var infos: [GGUFTensorInfo] = []
-        infos.reserveCapacity(tensorCount)
+        infos.reserveCapacity(min(tensorCount, mapping.bytes.count / 32))
         for _ in 0..<tensorCount {
             let name = try reader.readString()
             let dimCount = try reader.readUInt32()
@@ -49,12 +49,23 @@ public struct GGUFFile: Sendable {
                 throw GGUFError.corrupt(file: url.path, detail: "tensor \(name) has \(dimCount) dimensions")
             }
             var dims: [Int] = []
+            var elements = 1
             for _ in 0..<dimCount {
-                dims.append(try reader.readCount("dimension of \(name)"))
+                let dim = try reader.readCount("dimension of \(name)")
+                let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
+                guard !overflow, product <= mapping.bytes.count * 8 else {
+                    throw GGUFError.corrupt(file: url.path, detail: "tensor \(name) dimensions \(dims + [dim]) exceed what the file can hold")
+                }
+                elements = product
+                dims.append(dim)
             }
             let typeCode = try reader.readUInt32()
             guard let type = GGMLType(rawValue: typeCode) else {
                 throw GGUFError.unsupportedTensorType(file: url.path, tensor: name, type: typeCode)
+            }
+            // ggml quantises along rows: a row must be whole blocks.
+            guard (dims.first ?? 1) % type.blockSize == 0 else {
+                throw GGUFError.corrupt(file: url.path, detail: "tensor \(name) rows of \(dims.first ?? 1) elements are not a multiple of the \(type) block size \(type.blockSize)")
             }
             let offset = try reader.readCount("offset of \(name)")
             infos.append(GGUFTensorInfo(name: name, dimensions: dims, type: type, offset: offset))
@@ -71,7 +82,7 @@ public struct GGUFFile: Sendable {
                 throw GGUFError.corrupt(file: url.path, detail: "tensor \(info.name) offset \(info.offset) is not aligned to \(alignment)")
             }
             let end = dataOffset + info.offset + info.byteCount
-            guard end <= mapping.bytes.count else {
+            guard info.offset <= mapping.bytes.count, end <= mapping.bytes.count else {
                 throw GGUFError.truncated(file: url.path, detail: "tensor \(info.name) ends at byte \(end), file has \(mapping.bytes.count)")
             }
             guard info.elementCount % info.type.blockSize == 0 else {
@@ -97,6 +108,22 @@ public struct GGUFFile: Sendable {
     public func withBytes<R>(of tensor: GGUFTensorInfo, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try withExtendedLifetime(mapping) { try body(bytes(of: tensor)) }
     }
+
+    /// The raw bytes of ggml rows `rows` of a tensor (rows are `dimensions[0]` elements, whole
+    /// blocks). `rows` must lie within `0..<tensor.rowCount`.
+    public func bytes(of tensor: GGUFTensorInfo, rows: Range<Int>) -> UnsafeRawBufferPointer {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= tensor.rowCount,
+                     "rows \(rows) out of range for \(tensor.name) with \(tensor.rowCount) rows")
+        let rowBytes = tensor.rowByteCount
+        let start = mapping.bytes.baseAddress! + dataOffset + tensor.offset + rows.lowerBound * rowBytes
+        return UnsafeRawBufferPointer(start: start, count: rows.count * rowBytes)
+    }
+
+    /// Keeps the mapping alive while `body` uses the raw bytes of some rows of a tensor.
+    public func withBytes<R>(of tensor: GGUFTensorInfo, rows: Range<Int>,
+                             _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(mapping) { try body(bytes(of: tensor, rows: rows)) }
+    }
 }
 
 public struct GGUFTensorInfo: Sendable, Equatable {
@@ -112,6 +139,8 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     /// Rows × columns in the row-major sense: a ggml tensor of dims [cols, rows].
     public var rowCount: Int { elementCount / max(dimensions.first ?? 1, 1) }
     public var columnCount: Int { dimensions.first ?? 1 }
+    /// Bytes of one ggml row (`columnCount` elements).
+    public var rowByteCount: Int { type.byteCount(elements: columnCount) }
 }
 
 /// Tensor encodings of ggml (the `type` of a GGUF tensor).
@@ -130,6 +159,9 @@ public enum GGMLType: UInt32, Sendable, CustomStringConvertible {
         default: return 256
         }
     }
+
+    /// Bytes taken by `elements` elements (a whole number of blocks).
+    public func byteCount(elements: Int) -> Int { elements / blockSize * bytesPerBlock }
 
     /// Bytes per block.
     public var bytesPerBlock: Int {
@@ -182,7 +214,23 @@ public enum GGMLType: UInt32, Sendable, CustomStringConvertible {
         case .q5_K: "Q5_K"
         case .q6_K: "Q6_K"
         case .q8_K: "Q8_K"
-        default: "ggml type \(rawValue)"
+        case .iq2_xxs: "IQ2_XXS"
+        case .iq2_xs: "IQ2_XS"
+        case .iq3_xxs: "IQ3_XXS"
+        case .iq1_s: "IQ1_S"
+        case .iq4_nl: "IQ4_NL"
+        case .iq3_s: "IQ3_S"
+        case .iq2_s: "IQ2_S"
+        case .iq4_xs: "IQ4_XS"
+        case .i8: "I8"
+        case .i16: "I16"
+        case .i32: "I32"
+        case .i64: "I64"
+        case .f64: "F64"
+        case .iq1_m: "IQ1_M"
+        case .tq1_0: "TQ1_0"
+        case .tq2_0: "TQ2_0"
+        case .mxfp4: "MXFP4"
         }
     }
 }
@@ -389,7 +437,7 @@ struct GGUFByteReader {
             let elementType = try readUInt32()
             let count = try readCount("array length of \(key)")
             var items: [GGUFValue] = []
-            items.reserveCapacity(count)
+            items.reserveCapacity(min(count, bytes.count - position))
             for _ in 0..<count {
                 items.append(try readValue(typeCode: elementType, key: key))
             }
