@@ -1,5 +1,17 @@
 import Foundation
 
+// How this module is put together (decisions worth knowing before changing it):
+// - One engine for every supported model: BPE over token ids. Byte-level vocabularies (GPT-2, Llama 3,
+//   Qwen2, …) start from one symbol per byte; SentencePiece vocabularies (Llama 2, Mistral v0.1) start
+//   from one symbol per character with <0xXX> byte fallback, and their scores become merge ranks
+//   (every split of a token into two tokens is a merge, ranked by the token's score).
+// - Pre-tokenizer regexes are hand-written scanners over Unicode scalars (PreTokenizer.swift). Only the
+//   known family patterns are accepted; an unknown tokenizer.json `Split` regex is a load error naming it.
+// - Special tokens written in text are recognised only with `parseSpecial` (llama.cpp's parse_special);
+//   non-special added tokens (GGUF user-defined) always are, as in both references.
+// - GGUF follows llama.cpp (add_bos defaults, ignore_merges for the Llama 3 family, no NFC);
+//   tokenizer.json follows HF `tokenizers`.
+
 /// Token ids are 32-bit everywhere: they go over the wire to workers as int32 and index embedding rows.
 public typealias TokenID = Int32
 

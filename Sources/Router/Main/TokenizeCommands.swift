@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Tokenizers
+
+/// `router tokenize`: text on stdin -> token ids on stdout.
+struct Tokenize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the token ids of the UTF-8 text read from standard input.",
+        discussion: """
+            The ids are printed on one line, separated by spaces. Without --special the text is tokenized \
+            as plain text: no BOS/EOS is added and special tokens written in it (<|im_start|>) are not \
+            recognised. With --special, BOS/EOS are added as the model asks and special tokens are parsed.
+            """)
+
+    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
+    var model: String
+
+    @Flag(name: .long, help: "Add BOS/EOS as the model does and parse special tokens written in the text.")
+    var special = false
+
+    func run() async throws {
+        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let input = FileHandle.standardInput.readDataToEndOfFile()
+        guard let text = String(data: input, encoding: .utf8) else {
+            throw ValidationError("standard input is not valid UTF-8")
+        }
+        let ids = tokenizer.encode(text, addSpecialTokens: special, parseSpecial: special)
+        print(ids.map(String.init).joined(separator: " "))
+    }
+}
+
+/// `router detokenize`: token ids on stdin -> text on stdout.
+struct Detokenize: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the text of the token ids (whitespace-separated integers) read from standard input.")
+
+    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
+    var model: String
+
+    @Flag(name: .long, help: "Leave out special tokens (BOS, EOS, <|im_end|>, …) from the text.")
+    var skipSpecial = false
+
+    func run() async throws {
+        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        var ids: [TokenID] = []
+        for word in input.split(whereSeparator: { $0.isWhitespace }) {
+            guard let id = TokenID(word), id >= 0, Int(id) < tokenizer.vocabularySize else {
+                throw ValidationError("'\(word)' is not a token id of this model (0..<\(tokenizer.vocabularySize))")
+            }
+            ids.append(id)
+        }
+        FileHandle.standardOutput.write(Data(tokenizer.decode(ids, skipSpecialTokens: skipSpecial).utf8))
+    }
+}
