@@ -1,0 +1,38 @@
+/// One chunk of a step's tokens, flattened across its sequences, in buffers the executor owns.
+/// Tokens of one sequence appear in position order, so a token's earlier context is already in
+/// the cache (from earlier steps, earlier chunks, or earlier rows of this chunk).
+public struct TokenBatch {
+    public var count: Int
+    public var tokens: UnsafePointer<Int32>
+    public var positions: UnsafePointer<Int32>
+    /// Per token: where its sequence's block table starts in `blockTables`.
+    public var blockTableStarts: UnsafePointer<Int32>
+    public var blockTables: UnsafePointer<Int32>
+
+    public init(count: Int, tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
+                blockTableStarts: UnsafePointer<Int32>, blockTables: UnsafePointer<Int32>) {
+        self.count = count
+        self.tokens = tokens
+        self.positions = positions
+        self.blockTableStarts = blockTableStarts
+        self.blockTables = blockTables
+    }
+}
+
+/// What the step executor needs from an architecture's graph. Implementations own their weights
+/// and scratch; calls come from one thread at a time.
+public protocol CausalLanguageModel: AnyObject, Sendable {
+    var hiddenSize: Int { get }
+    var vocabSize: Int { get }
+    var maxContextLength: Int { get }
+    var cacheShape: KVCacheShape { get }
+    /// The most tokens `forward` accepts in one call.
+    var maxChunkTokens: Int { get }
+
+    /// Runs `batch` through the model: writes each token's keys and values into `cache` and its
+    /// final-normed hidden state into `hidden` (`batch.count × hiddenSize`).
+    func forward(_ batch: TokenBatch, cache: KVCachePool, hidden: UnsafeMutablePointer<Float>)
+
+    /// Logits (`rows × vocabSize`) of final-normed hidden states.
+    func logits(hidden: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>)
+}

@@ -1,0 +1,252 @@
+/// Runs steps of a loaded model: owns the graph (weights and activation scratch), the KV pool,
+/// and the sampler. `execute` must be called from one thread at a time.
+public final class ModelExecutor: @unchecked Sendable {
+    public let info: ModelInfo
+    public let model: any CausalLanguageModel
+    public let cache: KVCachePool
+    private let sampler: TokenSampler
+
+    /// Final hidden states of the current chunk, then gathered rows and their logits.
+    private let hidden: FloatBuffer
+    private let gathered: FloatBuffer
+    private let logitRows: FloatBuffer
+    /// Per-step token buffers, reused across steps (they grow only when a step is larger).
+    private var chunkTokens: [Int32] = []
+    private var chunkPositions: [Int32] = []
+    private var chunkTableStarts: [Int32] = []
+    private var blockTables: [Int32] = []
+    private var sequenceTableStarts: [Int32] = []
+    /// (sequence, token index) of each row of the current chunk, and of rows awaiting logits.
+    private var chunkMembers: [(sequence: Int, index: Int)] = []
+    private var pendingRows: [(sequence: Int, index: Int)] = []
+    /// Last hidden state of sequences whose prompt chunk wanted prompt logprobs but did not
+    /// sample: the next chunk's first token is scored against it.
+    private var carriedHidden: [UInt64: (position: Int, hidden: [Float])] = [:]
+
+    public static let kvBlockSize = 16
+    static let logitRowsPerBatch = 16
+    static let maxCarriedSequences = 1024
+    static let defaultCacheBudgetBytes = 1 << 30
+
+    /// Loads `model` (a .gguf file, a Hugging Face directory, or a cache entry `org/name`) for
+    /// this rank. `kvCacheTokens` nil picks a size from `defaultCacheTokens`.
+    public static func load(model: String, rank: Int, worldSize: Int, kvCacheTokens: Int?) throws -> ModelExecutor {
+        let plan = try TensorParallelPlan(rank: rank, worldSize: worldSize)
+        let checkpoint = try ModelCheckpoint.open(model)
+        let (registration, graph) = try ArchitectureRegistry.builtIn.loadModel(checkpoint, plan: plan)
+        return try ModelExecutor(model: graph, architecture: registration.name, fingerprint: checkpoint.fingerprint,
+                                 kvCacheTokens: kvCacheTokens)
+    }
+
+    public init(model: any CausalLanguageModel, architecture: String, fingerprint: String, kvCacheTokens: Int?) throws {
+        let shape = model.cacheShape
+        let tokens = kvCacheTokens ?? Self.defaultCacheTokens(shape: shape, maxContext: model.maxContextLength)
+        guard tokens >= Self.kvBlockSize else {
+            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "must hold at least one block of \(Self.kvBlockSize) tokens")
+        }
+        let blocks = tokens / Self.kvBlockSize
+        self.model = model
+        cache = KVCachePool(shape: shape, blockCount: blocks, blockSize: Self.kvBlockSize)
+        sampler = TokenSampler(vocabSize: model.vocabSize)
+        hidden = FloatBuffer(count: model.maxChunkTokens * model.hiddenSize)
+        gathered = FloatBuffer(count: Self.logitRowsPerBatch * model.hiddenSize)
+        logitRows = FloatBuffer(count: Self.logitRowsPerBatch * model.vocabSize)
+        info = ModelInfo(architecture: architecture, vocabSize: model.vocabSize, maxContextLength: model.maxContextLength,
+                         fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize)
+    }
+
+    /// Enough for four sequences at full context, capped by a 1 GiB budget (but never less than
+    /// one full context, so a single long request always fits).
+    public static func defaultCacheTokens(shape: KVCacheShape, maxContext: Int) -> Int {
+        let budget = defaultCacheBudgetBytes / max(shape.bytesPerToken, 1)
+        let wanted = min(4 * maxContext, max(budget, maxContext))
+        return (wanted + kvBlockSize - 1) / kvBlockSize * kvBlockSize
+    }
+
+    // MARK: Steps
+
+    /// Runs one step: every sequence's tokens go through the model (in chunks of at most
+    /// `model.maxChunkTokens` across the batch), then sequences that asked are sampled.
+    public func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome] {
+        try validate(work)
+        var outcomes = work.map { SequenceOutcome(id: $0.id) }
+        scoreCarriedTokens(work, into: &outcomes)
+        run(work, wants: { sequence, index in
+            let item = work[sequence]
+            let last = index == item.tokens.count - 1
+            return (item.wantPromptLogprobs && !last) || (last && item.sample)
+        }, consume: { sequence, index, logits in
+            consume(work[sequence], index: index, logits: logits, outcome: &outcomes[sequence])
+        })
+        return outcomes
+    }
+
+    /// Runs one step like `execute` (filling the cache) and returns each sequence's logits at its
+    /// last token, without sampling. For parity tests and tools.
+    public func lastLogits(_ work: [SequenceWork]) throws -> [[Float]] {
+        try validate(work)
+        var result = [[Float]](repeating: [], count: work.count)
+        run(work, wants: { sequence, index in index == work[sequence].tokens.count - 1 },
+            consume: { sequence, _, logits in
+                result[sequence] = Array(UnsafeBufferPointer(start: logits, count: model.vocabSize))
+            })
+        return result
+    }
+
+    private func consume(_ item: SequenceWork, index: Int, logits: UnsafePointer<Float>, outcome: inout SequenceOutcome) {
+        let count = item.tokens.count
+        if item.wantPromptLogprobs, index < count - 1 {
+            outcome.promptLogprobs.append(promptLogprob(logits, next: item.tokens[index + 1], top: item.sampling.topLogprobs))
+        }
+        guard index == count - 1, item.sample else { return }
+        let token = sampler.sample(logits, config: item.sampling, generated: item.generatedTokens,
+                                   sampleIndex: item.sampleIndex, position: item.startPosition + count)
+        let logSumExp = sampler.logSumExp(logits)
+        outcome.sampled = TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp)
+        if item.sampling.wantLogprobs {
+            outcome.topLogprobs = sampler.topChoices(logits, count: item.sampling.topLogprobs, logSumExp: logSumExp)
+        }
+    }
+
+    private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> PromptTokenLogprob {
+        let logSumExp = sampler.logSumExp(logits)
+        return PromptTokenLogprob(chosen: TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp),
+                                  top: sampler.topChoices(logits, count: top, logSumExp: logSumExp))
+    }
+
+    /// A later prompt chunk's first token, scored with the hidden state the previous chunk left.
+    private func scoreCarriedTokens(_ work: [SequenceWork], into outcomes: inout [SequenceOutcome]) {
+        for (index, item) in work.enumerated() where item.wantPromptLogprobs && item.startPosition > 0 {
+            guard let carried = carriedHidden.removeValue(forKey: item.id) else { continue }
+            carried.hidden.withUnsafeBufferPointer { state in
+                model.logits(hidden: state.baseAddress!, rows: 1, into: logitRows.pointer)
+            }
+            outcomes[index].promptLogprobs.append(
+                promptLogprob(logitRows.pointer, next: item.tokens[0], top: item.sampling.topLogprobs))
+        }
+    }
+
+    /// Pushes all tokens through the model chunk by chunk; rows `wants` selects get logits,
+    /// computed a few rows at a time and handed to `consume` in token order.
+    private func run(_ work: [SequenceWork], wants: (Int, Int) -> Bool,
+                     consume: (Int, Int, UnsafePointer<Float>) -> Void) {
+        sequenceTableStarts.removeAll(keepingCapacity: true)
+        blockTables.removeAll(keepingCapacity: true)
+        for item in work {
+            sequenceTableStarts.append(Int32(blockTables.count))
+            blockTables.append(contentsOf: item.blockTable)
+        }
+        let hiddenSize = model.hiddenSize, vocabSize = model.vocabSize
+        pendingRows.removeAll(keepingCapacity: true)
+        func flush() {
+            guard !pendingRows.isEmpty else { return }
+            model.logits(hidden: gathered.pointer, rows: pendingRows.count, into: logitRows.pointer)
+            for (row, entry) in pendingRows.enumerated() {
+                consume(entry.sequence, entry.index, logitRows.pointer + row * vocabSize)
+            }
+            pendingRows.removeAll(keepingCapacity: true)
+        }
+
+        var sequence = 0, index = 0
+        while sequence < work.count {
+            chunkTokens.removeAll(keepingCapacity: true)
+            chunkPositions.removeAll(keepingCapacity: true)
+            chunkTableStarts.removeAll(keepingCapacity: true)
+            chunkMembers.removeAll(keepingCapacity: true)
+            while sequence < work.count, chunkTokens.count < model.maxChunkTokens {
+                let item = work[sequence]
+                chunkTokens.append(item.tokens[index])
+                chunkPositions.append(Int32(item.startPosition + index))
+                chunkTableStarts.append(sequenceTableStarts[sequence])
+                chunkMembers.append((sequence, index))
+                index += 1
+                if index == item.tokens.count {
+                    sequence += 1
+                    index = 0
+                }
+            }
+            chunkTokens.withUnsafeBufferPointer { tokens in
+                chunkPositions.withUnsafeBufferPointer { positions in
+                    chunkTableStarts.withUnsafeBufferPointer { starts in
+                        blockTables.withUnsafeBufferPointer { tables in
+                            let batch = TokenBatch(count: tokens.count, tokens: tokens.baseAddress!,
+                                                   positions: positions.baseAddress!,
+                                                   blockTableStarts: starts.baseAddress!,
+                                                   blockTables: tables.baseAddress ?? starts.baseAddress!)
+                            model.forward(batch, cache: cache, hidden: hidden.pointer)
+                        }
+                    }
+                }
+            }
+            for (row, member) in chunkMembers.enumerated() {
+                let state = hidden.pointer + row * hiddenSize
+                let item = work[member.sequence]
+                if member.index == item.tokens.count - 1, item.wantPromptLogprobs, !item.sample {
+                    carry(item.id, position: item.startPosition + member.index, state: state)
+                }
+                guard wants(member.sequence, member.index) else { continue }
+                (gathered.pointer + pendingRows.count * hiddenSize).update(from: state, count: hiddenSize)
+                pendingRows.append(member)
+                if pendingRows.count == Self.logitRowsPerBatch { flush() }
+            }
+            flush()
+        }
+    }
+
+    private func carry(_ id: UInt64, position: Int, state: UnsafePointer<Float>) {
+        if carriedHidden.count >= Self.maxCarriedSequences, carriedHidden[id] == nil {
+            carriedHidden.remove(at: carriedHidden.startIndex)
+        }
+        carriedHidden[id] = (position, Array(UnsafeBufferPointer(start: state, count: model.hiddenSize)))
+    }
+
+    // MARK: Validation
+
+    private func validate(_ work: [SequenceWork]) throws {
+        let vocabSize = model.vocabSize, blockSize = cache.blockSize
+        for item in work {
+            guard !item.tokens.isEmpty else { throw ExecutionError.emptySequence(id: item.id) }
+            guard item.startPosition >= 0 else {
+                throw ExecutionError.negativeStartPosition(id: item.id, position: item.startPosition)
+            }
+            for (index, token) in item.tokens.enumerated() where token < 0 || Int(token) >= vocabSize {
+                throw ExecutionError.tokenOutOfRange(id: item.id, index: index, token: token, vocabSize: vocabSize)
+            }
+            let end = item.startPosition + item.tokens.count
+            guard end <= model.maxContextLength else {
+                throw ExecutionError.contextOverflow(id: item.id, endPosition: end, maxContext: model.maxContextLength)
+            }
+            guard item.blockTable.count * blockSize >= end else {
+                throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)
+            }
+            for (index, block) in item.blockTable.prefix((end + blockSize - 1) / blockSize).enumerated()
+            where block < 0 || Int(block) >= cache.blockCount {
+                throw ExecutionError.blockOutOfRange(id: item.id, index: index, block: block, blockCount: cache.blockCount)
+            }
+            try validate(item.sampling, id: item.id)
+            if item.wantPromptLogprobs, item.startPosition > 0 {
+                guard let carried = carriedHidden[item.id], carried.position == item.startPosition - 1 else {
+                    throw ExecutionError.missingPromptContext(id: item.id, position: item.startPosition)
+                }
+            }
+        }
+    }
+
+    private func validate(_ sampling: SamplingConfig, id: UInt64) throws {
+        func fail(_ detail: String) -> ExecutionError { .invalidSampling(id: id, detail: detail) }
+        guard sampling.temperature >= 0, sampling.temperature.isFinite else {
+            throw fail("temperature \(sampling.temperature) must be a finite number >= 0")
+        }
+        guard sampling.topP > 0, sampling.topP <= 1 else { throw fail("top_p \(sampling.topP) must be in (0, 1]") }
+        guard sampling.topK >= 0 else { throw fail("top_k \(sampling.topK) must be >= 0 (0 = off)") }
+        guard sampling.topLogprobs >= 0, sampling.topLogprobs <= model.vocabSize else {
+            throw fail("top_logprobs \(sampling.topLogprobs) must be in 0...\(model.vocabSize)")
+        }
+        guard sampling.repetitionPenalty > 0, sampling.repetitionPenalty.isFinite else {
+            throw fail("repetition_penalty \(sampling.repetitionPenalty) must be a finite number > 0")
+        }
+        guard sampling.presencePenalty.isFinite, sampling.frequencyPenalty.isFinite else {
+            throw fail("presence/frequency penalties must be finite")
+        }
+    }
+}

@@ -1,0 +1,2 @@
+// The model layer's executor is what the worker serves in production.
+extension ModelExecutor: StepExecuting {}

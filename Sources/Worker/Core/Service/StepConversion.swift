@@ -1,0 +1,89 @@
+import Wire
+
+/// A step whose fields do not fit the model layer's types.
+public enum StepConversionError: Error, CustomStringConvertible, Equatable {
+    case blockIDOutOfRange(sequenceID: UInt64, blockID: UInt32)
+
+    public var description: String {
+        switch self {
+        case .blockIDOutOfRange(let sequenceID, let blockID):
+            return "sequence \(sequenceID): KV block id \(blockID) is out of range"
+        }
+    }
+}
+
+/// Protobuf <-> model-layer types. The model layer never sees protobuf; it validates the
+/// contents itself (token ranges, positions, block tables).
+public enum StepConversion {
+    /// The model layer's view of a step. `unseeded` supplies the seed of sequences the request
+    /// gave none (only rank 0 samples, so ranks need not agree on it).
+    public static func work(from step: Tessel_Wire_Step,
+                            unseeded: () -> UInt64 = { UInt64.random(in: .min ... .max) }) throws
+        -> [SequenceWork]
+    {
+        try step.sequences.map { sequence in
+            let blockTable = try sequence.blockTable.map { blockID -> Int32 in
+                guard let value = Int32(exactly: blockID) else {
+                    throw StepConversionError.blockIDOutOfRange(sequenceID: sequence.sequenceID, blockID: blockID)
+                }
+                return value
+            }
+            let parameters = sequence.sampling
+            let sampling = SamplingConfig(
+                temperature: parameters.temperature,
+                topP: parameters.topP,
+                topK: Int(parameters.topK),
+                seed: parameters.hasSeed_p ? parameters.seed : unseeded(),
+                topLogprobs: Int(parameters.topLogprobs),
+                wantLogprobs: parameters.wantLogprobs,
+                repetitionPenalty: parameters.repetitionPenalty,
+                presencePenalty: parameters.presencePenalty,
+                frequencyPenalty: parameters.frequencyPenalty)
+            return SequenceWork(
+                id: sequence.sequenceID,
+                tokens: sequence.tokens,
+                startPosition: Int(sequence.startPosition),
+                blockTable: blockTable,
+                sampling: sampling,
+                sample: sequence.sample,
+                wantPromptLogprobs: sequence.wantPromptLogprobs,
+                sampleIndex: Int(sequence.sampleIndex),
+                generatedTokens: sequence.generatedTokens)
+        }
+    }
+
+    public static func result(stepID: UInt64, rank: Int, outcomes: [SequenceOutcome],
+                              computeSeconds: Double) -> Tessel_Wire_StepResult
+    {
+        var result = Tessel_Wire_StepResult()
+        result.stepID = stepID
+        result.rank = UInt32(rank)
+        result.computeSeconds = computeSeconds
+        result.sequences = outcomes.map { outcome in
+            var sequence = Tessel_Wire_SequenceResult()
+            sequence.sequenceID = outcome.id
+            if let sampled = outcome.sampled {
+                sequence.sampled = true
+                sequence.token = sampled.token
+                sequence.logprob = sampled.logprob
+            }
+            sequence.topLogprobs = outcome.topLogprobs.map(tokenLogprob)
+            sequence.promptLogprobs = outcome.promptLogprobs.map { prompt in
+                var entry = Tessel_Wire_PromptLogprob()
+                entry.token = prompt.chosen.token
+                entry.logprob = prompt.chosen.logprob
+                entry.topLogprobs = prompt.top.map(tokenLogprob)
+                return entry
+            }
+            return sequence
+        }
+        return result
+    }
+
+    private static func tokenLogprob(_ choice: TokenChoice) -> Tessel_Wire_TokenLogprob {
+        var entry = Tessel_Wire_TokenLogprob()
+        entry.token = choice.token
+        entry.logprob = choice.logprob
+        return entry
+    }
+}

@@ -1,0 +1,15 @@
+/// What the worker's service loop needs from the model: its description and a way to run one
+/// batch step. `ModelExecutor` conforms; tests drive the service with small fakes.
+public protocol StepExecuting: AnyObject {
+    var info: ModelInfo { get }
+    /// Runs one step over the given sequences; an error fails this step only.
+    func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome]
+    /// The router says these sequences are finished; drop any per-sequence state.
+    func releaseSequences(_ ids: [UInt64])
+}
+
+extension StepExecuting {
+    /// Executors whose per-sequence state lives entirely in the router-managed KV blocks have
+    /// nothing to drop.
+    public func releaseSequences(_ ids: [UInt64]) {}
+}

@@ -1,0 +1,221 @@
+import Dispatch
+import Foundation
+import Logging
+import Wire
+
+/// Asks a running `WorkerService` to stop at its next poll (within `WorkerService.pollInterval`).
+/// Safe to trigger from any thread or signal handler queue.
+public final class WorkerStopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var requested = false
+    // Dispatch signal sources must stay alive as long as they should fire.
+    private var signalSources: [DispatchSourceSignal] = []
+
+    public init() {}
+
+    public func requestStop() {
+        lock.withLock { requested = true }
+    }
+
+    public var isStopRequested: Bool {
+        lock.withLock { requested }
+    }
+
+    /// Routes SIGTERM and SIGINT to `requestStop()` instead of killing the process, so the
+    /// service loop closes its socket and returns (what systemd and the router expect).
+    public func stopOnTerminationSignals() {
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { [weak self] in self?.requestStop() }
+            source.resume()
+            lock.withLock { signalSources.append(source) }
+        }
+    }
+}
+
+/// Why the worker's service loop returned.
+public enum WorkerExitReason: Sendable, Equatable {
+    case shutdownRequested
+    case stopSignal
+    /// The process that spawned the worker is gone (see `parentProcessID`).
+    case parentExited
+}
+
+/// The worker's request loop: binds its endpoint and answers the router's messages one at a time
+/// on the calling thread. Health checks are answered between steps, so the router must allow a
+/// step's full duration before it calls a busy worker silent.
+public final class WorkerService {
+    public let rank: Int
+    public let worldSize: Int
+    public let endpoint: String
+    public let stopSignal: WorkerStopSignal
+    /// How often the loop wakes while idle to look at `stopSignal`.
+    public var pollInterval: Duration = .milliseconds(100)
+    public private(set) var stepsExecuted: UInt64 = 0
+    /// When set, the loop ends once this is no longer the worker's parent process: a router that
+    /// dies without a chance to shut its workers down does not leave them running.
+    public var parentProcessID: Int32?
+
+    private let executor: any StepExecuting
+    private let context: ZeroMQContext
+    private var logger: Logger
+    private let replyTimeout: Duration = .seconds(5)
+
+    public init(executor: any StepExecuting, rank: Int, worldSize: Int, endpoint: String,
+                logger: Logger, context: ZeroMQContext? = nil, stopSignal: WorkerStopSignal = WorkerStopSignal()) throws
+    {
+        self.executor = executor
+        self.rank = rank
+        self.worldSize = worldSize
+        self.endpoint = endpoint
+        self.context = try context ?? ZeroMQContext()
+        self.stopSignal = stopSignal
+        self.logger = logger
+        self.logger[metadataKey: "rank"] = "\(rank)"
+    }
+
+    /// Binds `endpoint` and serves until a Shutdown message (answered first) or the stop signal.
+    /// Throws only if the endpoint cannot be bound or the socket fails; a failing step is reported
+    /// to the router as a WorkerError and the loop goes on.
+    @discardableResult
+    public func run() throws -> WorkerExitReason {
+        let socket = try context.socket(.router)
+        defer { socket.close() }
+        try socket.bind(endpoint)
+        logger.info("worker listening", metadata: ["endpoint": "\(endpoint)", "world_size": "\(worldSize)"])
+        while !stopSignal.isStopRequested {
+            if let parentProcessID, getppid() != parentProcessID {
+                logger.warning("the parent process is gone; exiting", metadata: ["parent_pid": "\(parentProcessID)"])
+                return .parentExited
+            }
+            let incoming: IncomingRouterMessage
+            do {
+                guard let received = try socket.receiveRouterMessage(timeout: pollInterval) else { continue }
+                incoming = received
+            } catch let error as WireError {
+                // A garbled message loses only itself; there is no request id to answer it with.
+                logger.error("dropping unreadable message", metadata: ["error": "\(error)"])
+                continue
+            }
+            let (reply, exit) = handle(incoming.message)
+            do {
+                try socket.send(reply, to: incoming.peer, timeout: replyTimeout)
+            } catch {
+                logger.warning("could not deliver reply", metadata: ["error": "\(error)"])
+            }
+            if exit {
+                logger.info("shutting down at the router's request")
+                return .shutdownRequested
+            }
+        }
+        logger.info("stopping on signal")
+        return .stopSignal
+    }
+
+    /// Answers one message. Returns the reply and whether the loop should end after sending it.
+    public func handle(_ message: RouterMessage) -> (reply: WorkerMessage, exit: Bool) {
+        var reply = WorkerMessage()
+        var exit = false
+        switch message.body {
+        case .handshake(let handshake):
+            switch handshakeReply(handshake) {
+            case .success(let answer): reply.handshakeReply = answer
+            case .failure(let error): reply.error = workerError(stepID: 0, message: error.description)
+            }
+        case .step(let step):
+            reply = runStep(step)
+        case .health(let check):
+            var health = Tessel_Wire_HealthReply()
+            health.nonce = check.nonce
+            health.rank = UInt32(rank)
+            health.stepsExecuted = stepsExecuted
+            reply.healthReply = health
+        case .release(let release):
+            executor.releaseSequences(release.sequenceIds)
+            // Acknowledged with a health reply so the router's request/reply pairing stays simple.
+            var health = Tessel_Wire_HealthReply()
+            health.rank = UInt32(rank)
+            health.stepsExecuted = stepsExecuted
+            reply.healthReply = health
+        case .shutdown:
+            var answer = Tessel_Wire_ShutdownReply()
+            answer.rank = UInt32(rank)
+            reply.shutdownReply = answer
+            exit = true
+        case nil:
+            reply.error = workerError(stepID: 0, message: "message without a body (newer router?)")
+        }
+        reply.requestID = message.requestID
+        return (reply, exit)
+    }
+
+    private func handshakeReply(_ handshake: Tessel_Wire_Handshake) -> Result<Tessel_Wire_HandshakeReply, HandshakeMismatch> {
+        if handshake.protocolVersion != WireProtocol.version {
+            return .failure(.protocolVersion(router: handshake.protocolVersion, worker: WireProtocol.version))
+        }
+        if Int(handshake.worldSize) != worldSize {
+            return .failure(.worldSize(router: Int(handshake.worldSize), worker: worldSize))
+        }
+        if Int(handshake.expectedRank) != rank {
+            return .failure(.rank(router: Int(handshake.expectedRank), worker: rank))
+        }
+        let info = executor.info
+        var reply = Tessel_Wire_HandshakeReply()
+        reply.protocolVersion = WireProtocol.version
+        reply.rank = UInt32(rank)
+        reply.worldSize = UInt32(worldSize)
+        reply.modelFingerprint = info.fingerprint
+        reply.architecture = info.architecture
+        reply.vocabSize = UInt32(clamping: info.vocabSize)
+        reply.maxContextLength = UInt32(clamping: info.maxContextLength)
+        reply.kvBlockCount = UInt32(clamping: info.kvBlockCount)
+        reply.kvBlockSize = UInt32(clamping: info.kvBlockSize)
+        reply.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
+        return .success(reply)
+    }
+
+    private func runStep(_ step: Tessel_Wire_Step) -> WorkerMessage {
+        var reply = WorkerMessage()
+        let started = ContinuousClock.now
+        do {
+            let work = try StepConversion.work(from: step)
+            let outcomes = try executor.execute(work)
+            stepsExecuted += 1
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            reply.stepResult = StepConversion.result(stepID: step.stepID, rank: rank, outcomes: outcomes,
+                                                     computeSeconds: seconds)
+        } catch {
+            logger.error("step failed", metadata: ["step_id": "\(step.stepID)", "error": "\(error)"])
+            reply.error = workerError(stepID: step.stepID, message: "\(error)")
+        }
+        return reply
+    }
+
+    private func workerError(stepID: UInt64, message: String) -> Tessel_Wire_WorkerError {
+        var error = Tessel_Wire_WorkerError()
+        error.stepID = stepID
+        error.rank = UInt32(rank)
+        error.message = message
+        return error
+    }
+}
+
+/// The router's view of the cluster disagrees with this worker's command line.
+enum HandshakeMismatch: Error, CustomStringConvertible {
+    case protocolVersion(router: UInt32, worker: UInt32)
+    case worldSize(router: Int, worker: Int)
+    case rank(router: Int, worker: Int)
+
+    var description: String {
+        switch self {
+        case .protocolVersion(let router, let worker):
+            return "wire protocol mismatch: router speaks version \(router), this worker version \(worker)"
+        case .worldSize(let router, let worker):
+            return "world size mismatch: router expects \(router) ranks, this worker was started with --shard …/\(worker)"
+        case .rank(let router, let worker):
+            return "rank mismatch: router expected rank \(router) at this endpoint, this worker is rank \(worker)"
+        }
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import Testing
+import ModelFormats
+import CKernels
+@testable import WorkerCore
+
+@Suite("Architecture registry, config and step validation")
+struct RegistryAndValidationTests {
+    func temporaryModel(config: String) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tessel-llama-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Fixtures.url("tiny-llama").appendingPathComponent("model.safetensors"),
+                                         to: directory.appendingPathComponent("model.safetensors"))
+        try Data(config.utf8).write(to: directory.appendingPathComponent("config.json"))
+        return directory
+    }
+
+    func tinyConfig(_ edit: (inout [String: Any]) -> Void) throws -> String {
+        let data = try Data(contentsOf: Fixtures.url("tiny-llama").appendingPathComponent("config.json"))
+        var object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        edit(&object)
+        return String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+
+    @Test("the registry maps LlamaForCausalLM and GGUF 'llama' to the Llama registration")
+    func lookups() throws {
+        let registry = ArchitectureRegistry.builtIn
+        #expect(registry.registrations.contains { $0.huggingFaceClassNames.contains("LlamaForCausalLM") && $0.ggufArchitectures.contains("llama") })
+    }
+
+    @Test("an unknown architecture names the file and the value")
+    func unknownArchitecture() throws {
+        let directory = try temporaryModel(config: try tinyConfig { $0["architectures"] = ["MambaForCausalLM"] })
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            _ = try ModelExecutor.load(model: directory.path, rank: 0, worldSize: 1, kvCacheTokens: 64)
+            Issue.record("loading an unknown architecture succeeded")
+        } catch let error as ModelLoadError {
+            #expect(error.description.contains("config.json"))
+            #expect(error.description.contains("MambaForCausalLM"))
+        }
+    }
+
+    @Test("an unknown GGUF general.architecture names the file and the value")
+    func unknownGGUFArchitecture() throws {
+        var bytes = try Data(contentsOf: Fixtures.url("tiny-llama-q.gguf"))
+        let key = Data("general.architecture".utf8)
+        let keyRange = try #require(bytes.range(of: key))
+        // The value follows: type (u32), length (u64), then the five bytes "llama".
+        let valueStart = keyRange.upperBound + 4 + 8
+        #expect(bytes[valueStart..<(valueStart + 5)] == Data("llama".utf8))
+        bytes.replaceSubrange(valueStart..<(valueStart + 5), with: Data("mamba".utf8))
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("tessel-\(UUID().uuidString).gguf")
+        try bytes.write(to: url)
+        defer { try? FileManager.default.removeItem(at: url) }
+        do {
+            _ = try ModelExecutor.load(model: url.path, rank: 0, worldSize: 1, kvCacheTokens: 64)
+            Issue.record("loading GGUF architecture 'mamba' succeeded")
+        } catch let error as ModelLoadError {
+            #expect(error == .unknownArchitecture(file: url.path, key: "general.architecture", value: "mamba", known: ["llama"]))
+        }
+    }
+
+    @Test("a missing tensor or a wrong shape names the file and the tensor")
+    func tensorErrors() throws {
+        let moreLayers = try temporaryModel(config: try tinyConfig { $0["num_hidden_layers"] = 3 })
+        defer { try? FileManager.default.removeItem(at: moreLayers) }
+        #expect(throws: ModelLoadError.missingTensor(file: moreLayers.path, tensor: "model.layers.2.input_layernorm.weight")) {
+            try ModelExecutor.load(model: moreLayers.path, rank: 0, worldSize: 1, kvCacheTokens: 64)
+        }
+        let narrower = try temporaryModel(config: try tinyConfig { $0["intermediate_size"] = 96 })
+        defer { try? FileManager.default.removeItem(at: narrower) }
+        #expect(throws: ModelLoadError.shapeMismatch(file: narrower.path, tensor: "model.layers.0.mlp.gate_proj.weight",
+                                                     expected: [96, 64], found: [128, 64])) {
+            try ModelExecutor.load(model: narrower.path, rank: 0, worldSize: 1, kvCacheTokens: 64)
+        }
+    }
+
+    @Test("world size above 1 says tensor parallelism is not available yet")
+    func tensorParallel() throws {
+        #expect(throws: ModelLoadError.tensorParallelismUnavailable(worldSize: 2)) {
+            try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 1, worldSize: 2, kvCacheTokens: 64)
+        }
+        #expect(throws: ModelLoadError.invalidRank(rank: 3, worldSize: 2)) { try TensorParallelPlan(rank: 3, worldSize: 2) }
+        #expect(try TensorParallelPlan(rank: 0, worldSize: 1).units(of: 9) == 0..<9)
+    }
+
+    @Test("9 query heads over 2 ranks split 5 + 4; 1 KV head over 2 ranks leaves rank 1 none to own")
+    func unevenSplit() {
+        #expect(TensorParallelPlan.units(of: 9, rank: 0, worldSize: 2) == 0..<5)
+        #expect(TensorParallelPlan.units(of: 9, rank: 1, worldSize: 2) == 5..<9)
+        #expect(TensorParallelPlan.units(of: 1, rank: 1, worldSize: 2).isEmpty)
+        #expect(LlamaArchitecture.registration.sharding["query"] == .outputRows(.attentionHeads))
+        #expect(LlamaArchitecture.registration.sharding["down"] == .inputColumns(.mlpColumns))
+    }
+
+    @Test("config errors name the key and the value")
+    func configErrors() throws {
+        let bad = try tinyConfig { $0["num_key_value_heads"] = 3 }
+        let directory = try temporaryModel(config: bad)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        do {
+            _ = try ModelExecutor.load(model: directory.path, rank: 0, worldSize: 1, kvCacheTokens: 64)
+            Issue.record("3 KV heads for 4 query heads was accepted")
+        } catch let error as ModelLoadError {
+            #expect(error.description.contains("num_key_value_heads"))
+            #expect(error.description.contains("config.json"))
+        }
+        let decoder = JSONDecoder()
+        #expect(throws: LlamaConfigError.self) {
+            try decoder.decode(LlamaConfig.self, from: Data(try tinyConfig { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 2.0] }.utf8))
+        }
+        #expect(throws: LlamaConfigError.self) {
+            try decoder.decode(LlamaConfig.self, from: Data(try tinyConfig { $0["hidden_act"] = "gelu" }.utf8))
+        }
+    }
+
+    @Test("both rope spellings parse: rope_parameters (transformers 5) and rope_theta + rope_scaling")
+    func ropeSpellings() throws {
+        let decoder = JSONDecoder()
+        let modern = try decoder.decode(LlamaConfig.self, from: Data(contentsOf: Fixtures.url("tiny-llama").appendingPathComponent("config.json")))
+        let classic = try decoder.decode(LlamaConfig.self, from: Data(contentsOf: Fixtures.url("tiny-llama-tied").appendingPathComponent("config.json")))
+        let expected = RotaryScaling.llama3(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 64)
+        #expect(modern.ropeScaling == expected)
+        #expect(classic.ropeScaling == expected)
+        #expect(modern.ropeTheta == 10000 && classic.ropeTheta == 10000)
+        #expect(!modern.tieWordEmbeddings && classic.tieWordEmbeddings)
+        #expect(modern.kvHeadCount == 2 && modern.headDimension == 16)
+        // Round trip through Codable.
+        let again = try decoder.decode(LlamaConfig.self, from: JSONEncoder().encode(modern))
+        #expect(again == modern)
+    }
+
+    @Test("bad steps are refused with errors that say what is wrong")
+    func stepValidation() throws {
+        let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
+        #expect(model.info.kvBlockCount == 16)
+        #expect(throws: ExecutionError.tokenOutOfRange(id: 1, index: 1, token: 300, vocabSize: 300)) {
+            try model.execute([SequenceWork(id: 1, tokens: [1, 300], startPosition: 0, blockTable: [0])])
+        }
+        #expect(throws: ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17)) {
+            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 16, blockTable: [0])])
+        }
+        #expect(throws: ExecutionError.blockOutOfRange(id: 1, index: 0, block: 16, blockCount: 16)) {
+            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [16])])
+        }
+        #expect(throws: ExecutionError.contextOverflow(id: 1, endPosition: 513, maxContext: 512)) {
+            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 512, blockTable: Array(repeating: 0, count: 33))])
+        }
+        #expect(throws: ExecutionError.emptySequence(id: 4)) {
+            try model.execute([SequenceWork(id: 4, tokens: [], startPosition: 0, blockTable: [0])])
+        }
+        #expect(throws: ExecutionError.self) {
+            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [0],
+                                            sampling: SamplingConfig(temperature: -1))])
+        }
+        #expect(throws: ExecutionError.missingPromptContext(id: 7, position: 5)) {
+            try model.execute([SequenceWork(id: 7, tokens: [1], startPosition: 5, blockTable: [0], wantPromptLogprobs: true)])
+        }
+        let error = ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17)
+        #expect(error.description.contains("block table"))
+    }
+
+    @Test("default KV pool: four full contexts, capped by the memory budget but never below one context")
+    func defaultCacheSize() {
+        let small = KVCacheShape(layers: 2, kvHeads: 2, headDimension: 16)
+        #expect(ModelExecutor.defaultCacheTokens(shape: small, maxContext: 512) == 2048)
+        let smol = KVCacheShape(layers: 30, kvHeads: 3, headDimension: 64)
+        let tokens = ModelExecutor.defaultCacheTokens(shape: smol, maxContext: 8192)
+        #expect(tokens * smol.bytesPerToken <= ModelExecutor.defaultCacheBudgetBytes + 16 * smol.bytesPerToken)
+        #expect(tokens >= 8192)
+        let huge = KVCacheShape(layers: 80, kvHeads: 8, headDimension: 128)
+        #expect(ModelExecutor.defaultCacheTokens(shape: huge, maxContext: 131072) == 131072)
+    }
+}
+
+@Suite("Kernels")
+struct KernelTests {
+    @Test("dispatched dot and axpy agree with the portable C on odd lengths")
+    func dispatch() {
+        let random = CounterRandom(seed: 5)
+        for n in [1, 7, 16, 33, 64, 100, 1000] {
+            let a = (0..<n).map { Float(random.uniform(stream: 1, counter: UInt64($0))) - 0.5 }
+            let b = (0..<n).map { Float(random.uniform(stream: 2, counter: UInt64($0))) - 0.5 }
+            let fast = tk_dot(a, b, n), portable = tk_dot_portable(a, b, n)
+            #expect(abs(fast - portable) < 1e-4, "n=\(n) on \(VectorKernels.instructionSet)")
+            var y1 = b, y2 = b
+            tk_axpy(0.3, a, &y1, n)
+            tk_axpy_portable(0.3, a, &y2, n)
+            #expect(zip(y1, y2).allSatisfy { abs($0 - $1) < 1e-6 })
+        }
+    }
+
+    @Test("GGUF Q/K rows un-permute to rotate-half order")
+    func unpermute() {
+        // Two heads of dimension 4 with 2 columns: GGUF row order is (0, 2, 1, 3) of the HF rows.
+        let gguf: [Float] = [10, 10.5, 12, 12.5, 11, 11.5, 13, 13.5, 20, 20.5, 22, 22.5, 21, 21.5, 23, 23.5]
+        var halves = [Float](repeating: 0, count: gguf.count)
+        halves.withUnsafeMutableBytes { target in
+            LlamaWeightAdapter.interleavedToHalves(gguf, rows: 8, rowBytes: 2 * MemoryLayout<Float>.stride,
+                                                   headDimension: 4, into: target)
+        }
+        #expect(halves == [10, 10.5, 11, 11.5, 12, 12.5, 13, 13.5, 20, 20.5, 21, 21.5, 22, 22.5, 23, 23.5])
+    }
+
+    @Test("llama3 rope scaling keeps high frequencies, divides low ones by the factor")
+    func llama3Frequencies() {
+        let scaling = RotaryScaling.llama3(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 64)
+        let plain = RotaryScaling.none.inverseFrequencies(base: 10000, dimensions: 16)
+        let scaled = scaling.inverseFrequencies(base: 10000, dimensions: 16)
+        #expect(scaled[0] == plain[0])  // wavelength 2π < 16
+        #expect(abs(scaled[7] - plain[7] / 8) < 1e-12)  // wavelength ≫ 64
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+@testable import WorkerCore
+
+/// The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) against transformers, which loads the
+/// same GGUF dequantised to fp32 (un-permuting Q/K as this adapter does). Needs the file from
+/// scripts/fetch-model; without it these tests fail, naming that script.
+@Suite("Llama parity with transformers (default GGUF model)", .serialized)
+struct SmolLM2ParityTests {
+    /// One load shared by the serialized tests of this suite (540 MB of dequantised weights).
+    nonisolated(unsafe) static var shared: ModelExecutor?
+
+    func executor() throws -> ModelExecutor {
+        if let loaded = Self.shared { return loaded }
+        let loaded = try ModelExecutor.load(model: try Fixtures.defaultModel(), rank: 0, worldSize: 1,
+                                            kvCacheTokens: 4096)
+        Self.shared = loaded
+        return loaded
+    }
+
+    @Test("model info describes the GGUF")
+    func info() throws {
+        let info = try executor().info
+        #expect(info.architecture == "llama")
+        #expect(info.vocabSize == 49152)
+        #expect(info.maxContextLength == 8192)
+        #expect(info.kvBlockSize == 16)
+        #expect(info.kvBlockCount == 256)
+    }
+
+    @Test("next-token logits match transformers within 1e-3 relative")
+    func logitsMatch() throws {
+        let model = try executor()
+        let reference = try Fixtures.reference("smollm2-q4_1.expected.json")
+        for (index, item) in reference.cases.enumerated() {
+            let logits = try model.promptLogits(item.prompt)
+            let error = relativeError(logits, try #require(item.logits))
+            print("SmolLM2 prompt \(index): max|a-b|/max|b| = \(error)")
+            #expect(error < 1e-3, "prompt \(index): relative error \(error)")
+        }
+    }
+
+    @Test("32 greedy tokens match transformers exactly")
+    func greedyMatches() throws {
+        let model = try executor()
+        for item in try Fixtures.reference("smollm2-q4_1.expected.json").cases {
+            #expect(try model.greedy(item.prompt, count: 32) == item.greedy)
+        }
+    }
+
+    @Test("chunked prefill and a batch of two give the one-shot logits")
+    func chunkedAndBatched() throws {
+        let model = try executor()
+        let cases = try Fixtures.reference("smollm2-q4_1.expected.json").cases
+        let a = cases[0].prompt, b = cases[2].prompt
+        let expectedA = try model.promptLogits(a, firstBlock: 0)
+        let expectedB = try model.promptLogits(b, firstBlock: 8)
+
+        let table = blockTable(first: 16, tokens: a.count)
+        let split = a.count / 2
+        _ = try model.execute([SequenceWork(id: 5, tokens: Array(a[..<split]), startPosition: 0, blockTable: table, sample: false)])
+        let chunked = try model.lastLogits([SequenceWork(id: 5, tokens: Array(a[split...]), startPosition: split,
+                                                         blockTable: table, sample: false)])[0]
+        #expect(relativeError(chunked, expectedA) < 1e-4)
+
+        let together = try model.lastLogits([
+            SequenceWork(id: 6, tokens: a, startPosition: 0, blockTable: blockTable(first: 32, tokens: a.count), sample: false),
+            SequenceWork(id: 7, tokens: b, startPosition: 0, blockTable: blockTable(first: 48, tokens: b.count), sample: false),
+        ])
+        #expect(relativeError(together[0], expectedA) < 1e-4)
+        #expect(relativeError(together[1], expectedB) < 1e-4)
+    }
+
+    @Test("decode throughput (printed, not asserted)")
+    func decodeThroughput() throws {
+        let model = try executor()
+        let prompt = try Fixtures.reference("smollm2-q4_1.expected.json").cases[0].prompt
+        let steps = 64
+        let clock = ContinuousClock()
+        func seconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+        }
+        for batch in [1, 4] {
+            // Each sequence: its prompt in one step, then `steps` decode steps of `batch` tokens.
+            var work = (0..<batch).map { index in
+                SequenceWork(id: UInt64(100 + index), tokens: prompt, startPosition: 0,
+                             blockTable: blockTable(first: Int32(index * 8), tokens: prompt.count + steps))
+            }
+            let prefill = try clock.measure {
+                for (index, outcome) in try model.execute(work).enumerated() {
+                    work[index].startPosition = prompt.count
+                    work[index].tokens = [try #require(outcome.sampled).token]
+                }
+            }
+            let decode = try clock.measure {
+                for _ in 0..<(steps - 1) {
+                    for (index, outcome) in try model.execute(work).enumerated() {
+                        work[index].startPosition += 1
+                        work[index].tokens = [try #require(outcome.sampled).token]
+                    }
+                }
+            }
+            let tokens = Double(batch * (steps - 1))
+            print("SmolLM2-135M Q4_1, kernels \(VectorKernels.instructionSet), batch \(batch): prefill \(prompt.count) tokens x \(batch) in \(seconds(prefill)) s; decode \(tokens) tokens in \(seconds(decode)) s = \(tokens / seconds(decode)) tokens/s")
+            #expect(seconds(decode) > 0)
+        }
+    }
+}
