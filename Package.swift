@@ -52,8 +52,10 @@ let package = Package(
                 ],
                 path: "Sources/Router/Core"),
         .executableTarget(name: "router",
-                          dependencies: ["RouterCore",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                           path: "Sources/Router/Main"),
 
         // Worker side.
@@ -65,8 +67,14 @@ let package = Package(
                 path: "Sources/Worker/Core", swiftSettings: optimised),
         .executableTarget(name: "worker",
                           dependencies: ["WorkerCore",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")],
                           path: "Sources/Worker/Main"),
+        // A stand-in worker whose failure modes (die on step, hang, fail to load) the supervision
+        // tests choose with TESSEL_FAKE_WORKER_MODE.
+        .executableTarget(name: "tessel-fake-worker",
+                          dependencies: ["WorkerCore", "Wire", .product(name: "Logging", package: "swift-log")],
+                          path: "Tests/FakeWorker"),
 
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"],
                     path: "Tests/ModelFormatsTests", resources: [.copy("Fixtures")]),
@@ -76,7 +84,10 @@ let package = Package(
                     path: "Tests/JinjaTests", resources: [.copy("Fixtures")]),
         .testTarget(name: "WorkerTests", dependencies: ["WorkerCore"],
                     path: "Tests/WorkerTests", resources: [.copy("Fixtures")]),
-        .testTarget(name: "RouterTests", dependencies: ["RouterCore"],
+        .testTarget(name: "WireTests", dependencies: ["Wire", "WorkerCore", "RouterCore", "tessel-fake-worker"],
+                    path: "Tests/WireTests"),
+        .testTarget(name: "RouterTests",
+                    dependencies: ["RouterCore", .product(name: "HummingbirdTesting", package: "hummingbird")],
                     path: "Tests/RouterTests"),
     ]
 )

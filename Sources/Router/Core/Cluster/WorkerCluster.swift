@@ -1,0 +1,492 @@
+import Foundation
+import Logging
+import Wire
+
+/// Knobs of worker supervision. The defaults suit local workers on one host.
+public struct WorkerClusterOptions: Sendable {
+    /// BLAS threads per spawned worker (exported as OPENBLAS_NUM_THREADS and passed as --threads);
+    /// default: the machine's cores divided by the number of workers.
+    public var threadsPerWorker: Int?
+    /// Passed to spawned workers as --kv-cache-tokens.
+    public var kvCacheTokens: Int?
+    /// How long a worker may take from start (or restart) to answering the handshake: model load.
+    public var startupTimeout: Duration = .seconds(300)
+    /// How long an attached worker that is back may take to answer a re-handshake.
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// An idle worker is asked for its health this often ...
+    public var healthInterval: Duration = .seconds(1)
+    /// ... and declared failed if it does not answer within this.
+    public var healthTimeout: Duration = .seconds(3)
+    /// Health checks are answered between steps, so a busy worker is only declared silent after
+    /// this long without a step result. A spawned worker that exits is noticed at once regardless.
+    public var stepTimeout: Duration = .seconds(300)
+    /// First wait before restarting (or re-handshaking) a failed worker; doubles on each
+    /// consecutive failure up to `maxRestartBackoff`.
+    public var restartBackoff: Duration = .milliseconds(500)
+    public var maxRestartBackoff: Duration = .seconds(30)
+    /// Extra environment variables for spawned workers.
+    public var environment: [String: String] = [:]
+
+    public init() {}
+}
+
+/// The router's side of the workers: starts or attaches to one process per rank, checks they all
+/// serve the same model, sends every step to every rank (SPMD) and returns rank 0's result.
+/// Supervises them: a worker that exits or stops answering is noticed within seconds, steps then
+/// fail with a clear error (never hang), and the worker is restarted (if spawned) or re-handshaken
+/// (if attached) with backoff.
+public final class WorkerCluster: StepRunner, @unchecked Sendable {
+    /// The endpoint of each rank.
+    public let endpoints: [String]
+    public var worldSize: Int { endpoints.count }
+
+    private let options: WorkerClusterOptions
+    private let logger: Logger
+    private let context: ZeroMQContext
+    private let spawnPlan: SpawnPlan?
+    private let links: [WorkerLink]
+
+    /// Held while a step is queued on every link.
+    private let submission = NSLock()
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var modelInfo: ClusterModelInfo?
+    private var reference: Tessel_Wire_HandshakeReply?
+    private var processes: [WorkerProcess?]
+    private var spawnGenerations: [UInt64]
+    private var supervisors: [Task<Void, Never>] = []
+    private var isShutDown = false
+    private var recoveryCount: UInt64 = 0
+
+    private struct SpawnPlan: Sendable {
+        var executable: URL
+        var model: String
+        var threads: Int
+        var socketDirectory: String
+    }
+
+    public var model: ClusterModelInfo {
+        lock.withLock { modelInfo! }
+    }
+
+    /// Incremented each time a failed rank is back in service. A restarted worker's KV cache is
+    /// empty: whoever caches KV contents across steps (prefix cache, running sequences) must
+    /// drop them when this changes.
+    public var recoveries: UInt64 {
+        lock.withLock { recoveryCount }
+    }
+
+    /// Whether every rank is currently handshaken and answering.
+    public var isHealthy: Bool {
+        links.allSatisfy(\.isReady)
+    }
+
+    /// Process ids of the spawned workers (nil for a rank that is down or attached).
+    public var workerProcessIDs: [Int32?] {
+        lock.withLock { processes.map { $0?.isRunning == true ? $0?.pid : nil } }
+    }
+
+    private init(endpoints: [String], spawnPlan: SpawnPlan?, options: WorkerClusterOptions, logger: Logger) throws {
+        self.endpoints = endpoints
+        self.spawnPlan = spawnPlan
+        self.options = options
+        self.logger = logger
+        let context = try ZeroMQContext()
+        self.context = context
+        self.processes = Array(repeating: nil, count: endpoints.count)
+        self.spawnGenerations = Array(repeating: 0, count: endpoints.count)
+        self.links = endpoints.enumerated().map { rank, endpoint in
+            WorkerLink(rank: rank, endpoint: endpoint, context: context, healthInterval: options.healthInterval,
+                       healthTimeout: options.healthTimeout, logger: logger,
+                       onFailure: { rank, error in
+                           logger.error("worker failed", metadata: ["rank": "\(rank)", "error": "\(error)"])
+                       })
+        }
+    }
+
+    // MARK: - Starting
+
+    /// Spawns `workers` local worker processes serving `model` and handshakes with each.
+    /// `workerExecutable` defaults to the `worker` binary next to the running executable.
+    /// Any rank failing to come up (exit, rejected handshake, silence past `startupTimeout`)
+    /// stops the others and throws `.startupFailed` carrying the worker's own error line.
+    public static func launch(model: String, workers: Int, workerExecutable: URL? = nil,
+                              options: WorkerClusterOptions = WorkerClusterOptions(),
+                              logger: Logger = Logger(label: "tessel.cluster")) async throws -> WorkerCluster
+    {
+        guard workers >= 1 else { throw ClusterError.invalidWorkerCount(workers) }
+        let executable = try workerExecutable ?? defaultWorkerExecutable()
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw ClusterError.workerExecutableNotFound(path: executable.path)
+        }
+        let directory = try makePrivateSocketDirectory()
+        let endpoints = (0..<workers).map { "ipc://\(directory)/rank-\($0).sock" }
+        let threads = options.threadsPerWorker ?? max(1, ProcessInfo.processInfo.activeProcessorCount / workers)
+        let plan = SpawnPlan(executable: executable, model: model, threads: threads, socketDirectory: directory)
+        let cluster: WorkerCluster
+        do {
+            cluster = try WorkerCluster(endpoints: endpoints, spawnPlan: plan, options: options, logger: logger)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        do {
+            for rank in 0..<workers { try cluster.spawn(rank: rank) }
+            try await cluster.handshakeAll(timeout: options.startupTimeout)
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        cluster.startSupervision()
+        return cluster
+    }
+
+    /// Connects to workers started elsewhere (systemd units, other hosts); `endpoints[r]` must be
+    /// rank r's --listen endpoint.
+    public static func attach(endpoints: [String], options: WorkerClusterOptions = WorkerClusterOptions(),
+                              logger: Logger = Logger(label: "tessel.cluster")) async throws -> WorkerCluster
+    {
+        guard !endpoints.isEmpty else { throw ClusterError.invalidWorkerCount(0) }
+        let cluster = try WorkerCluster(endpoints: endpoints, spawnPlan: nil, options: options, logger: logger)
+        do {
+            try await cluster.handshakeAll(timeout: options.startupTimeout)
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        cluster.startSupervision()
+        return cluster
+    }
+
+    /// The `worker` binary in the directory of the running executable.
+    public static func defaultWorkerExecutable() throws -> URL {
+        guard let running = Bundle.main.executableURL else {
+            throw ClusterError.workerExecutableNotFound(path: "(cannot locate the running executable)")
+        }
+        return running.resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("worker")
+    }
+
+    private static func makePrivateSocketDirectory() throws -> String {
+        // mkdtemp makes the directory 0700: other users cannot reach the workers' sockets.
+        var template = Array((NSTemporaryDirectory() + "tessel-XXXXXX").utf8CString)
+        guard let created = mkdtemp(&template) else {
+            throw ClusterError.spawnFailed(rank: 0, executable: "", reason:
+                "cannot create a socket directory in \(NSTemporaryDirectory()): errno \(errno)")
+        }
+        return String(cString: created)
+    }
+
+    private func spawn(rank: Int) throws {
+        guard let plan = spawnPlan else { return }
+        var arguments = ["--rank", "\(rank)", "--shard", "\(rank)/\(worldSize)", "--model", plan.model,
+                         "--listen", endpoints[rank], "--threads", "\(plan.threads)",
+                         "--parent-pid", "\(getpid())"]
+        if let tokens = options.kvCacheTokens { arguments += ["--kv-cache-tokens", "\(tokens)"] }
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENBLAS_NUM_THREADS"] = "\(plan.threads)"
+        environment.merge(options.environment) { _, new in new }
+        let generation: UInt64 = lock.withLock {
+            spawnGenerations[rank] += 1
+            return spawnGenerations[rank]
+        }
+        let process = try WorkerProcess(
+            rank: rank, executable: plan.executable, arguments: arguments, environment: environment,
+            onExit: { [weak self] pid, status, lastOutput in
+                self?.workerExited(rank: rank, generation: generation, pid: pid, status: status, lastOutput: lastOutput)
+            })
+        lock.withLock { processes[rank] = process }
+        logger.info("started worker", metadata: ["rank": "\(rank)", "pid": "\(process.pid)",
+                                                 "endpoint": "\(endpoints[rank])", "threads": "\(plan.threads)"])
+    }
+
+    private func workerExited(rank: Int, generation: UInt64, pid: Int32, status: String, lastOutput: String) {
+        // Exits we caused (restart of a hung worker, shutdown) are expected.
+        let current = lock.withLock { spawnGenerations[rank] == generation && !isShutDown }
+        guard current else { return }
+        links[rank].markFailed(.workerExited(rank: rank, pid: pid, status: status, lastOutput: lastOutput))
+    }
+
+    private func handshakeAll(timeout: Duration) async throws {
+        let replies = try await withThrowingTaskGroup(of: (Int, Tessel_Wire_HandshakeReply).self) { group in
+            for rank in 0..<worldSize {
+                group.addTask {
+                    do {
+                        return (rank, try await self.handshake(rank: rank, timeout: timeout))
+                    } catch let error as ClusterError {
+                        throw ClusterError.startupFailed(rank: rank, reason: error.description)
+                    }
+                }
+            }
+            var replies = [Tessel_Wire_HandshakeReply?](repeating: nil, count: worldSize)
+            for try await (rank, reply) in group { replies[rank] = reply }
+            return replies.map { $0! }
+        }
+        let reference = replies[0]
+        for (rank, reply) in replies.enumerated() {
+            try Self.checkConsistent(reply, rank: rank, reference: reference)
+        }
+        let info = ClusterModelInfo(
+            architecture: reference.architecture, vocabSize: Int(reference.vocabSize),
+            maxContextLength: Int(reference.maxContextLength), fingerprint: reference.modelFingerprint,
+            kvBlockCount: Int(replies.map(\.kvBlockCount).min()!), kvBlockSize: Int(reference.kvBlockSize),
+            worldSize: worldSize)
+        lock.withLock {
+            self.reference = reference
+            self.modelInfo = info
+        }
+        for link in links { link.markReady() }
+        logger.info("workers ready", metadata: [
+            "world_size": "\(worldSize)", "architecture": "\(info.architecture)",
+            "fingerprint": "\(info.fingerprint)", "kv_blocks": "\(info.kvBlockCount)",
+        ])
+    }
+
+    private func handshake(rank: Int, timeout: Duration) async throws -> Tessel_Wire_HandshakeReply {
+        var handshake = Tessel_Wire_Handshake()
+        handshake.protocolVersion = WireProtocol.version
+        handshake.worldSize = UInt32(worldSize)
+        handshake.expectedRank = UInt32(rank)
+        var message = RouterMessage()
+        message.handshake = handshake
+        let reply = try await links[rank].request(message, operation: "the handshake", timeout: timeout,
+                                                  requireReady: false)
+        switch reply.body {
+        case .handshakeReply(let answer):
+            guard answer.protocolVersion == WireProtocol.version else {
+                throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoints[rank], message:
+                    "worker speaks wire protocol \(answer.protocolVersion), router \(WireProtocol.version)")
+            }
+            guard Int(answer.rank) == rank, Int(answer.worldSize) == worldSize else {
+                throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoints[rank], message:
+                    "worker reports rank \(answer.rank) of \(answer.worldSize)")
+            }
+            return answer
+        case .error(let error):
+            throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoints[rank], message: error.message)
+        default:
+            throw ClusterError.unexpectedReply(rank: rank, expected: "a handshake reply", got: describe(reply))
+        }
+    }
+
+    private static func checkConsistent(_ reply: Tessel_Wire_HandshakeReply, rank: Int,
+                                        reference: Tessel_Wire_HandshakeReply) throws
+    {
+        let fields: [(String, String, String)] = [
+            ("the model fingerprint", reference.modelFingerprint, reply.modelFingerprint),
+            ("the architecture", reference.architecture, reply.architecture),
+            ("the vocabulary size", "\(reference.vocabSize)", "\(reply.vocabSize)"),
+            ("the maximum context length", "\(reference.maxContextLength)", "\(reply.maxContextLength)"),
+            ("the KV block size", "\(reference.kvBlockSize)", "\(reply.kvBlockSize)"),
+        ]
+        for (field, expected, found) in fields where expected != found {
+            throw ClusterError.inconsistentWorkers(rank: rank, field: field, expected: expected, found: found)
+        }
+    }
+
+    // MARK: - Supervision
+
+    private func startSupervision() {
+        let tasks = (0..<worldSize).map { rank in
+            Task<Void, Never> { [weak self] in await self?.supervise(rank: rank) }
+        }
+        lock.withLock { supervisors = tasks }
+    }
+
+    /// Waits for rank `rank` to fail, then brings it back: restart (spawned) or re-handshake
+    /// (attached), with exponential backoff while it keeps failing.
+    private func supervise(rank: Int) async {
+        let link = links[rank]
+        var consecutiveFailures = 0
+        var lastUptime: Duration = .zero
+        while !Task.isCancelled {
+            while let uptime = link.readyDuration {
+                lastUptime = uptime
+                try? await Task.sleep(for: .milliseconds(100))
+                if Task.isCancelled || shuttingDown { return }
+            }
+            if shuttingDown { return }
+            // A worker that ran fine for a while before failing starts the backoff afresh.
+            if lastUptime > options.maxRestartBackoff { consecutiveFailures = 0 }
+            lastUptime = .zero
+            let backoff = min(options.maxRestartBackoff, options.restartBackoff * (1 << min(consecutiveFailures, 20)))
+            consecutiveFailures += 1
+            try? await Task.sleep(for: backoff)
+            if Task.isCancelled || shuttingDown { return }
+            do {
+                let timeout: Duration
+                if spawnPlan != nil {
+                    await retireProcess(rank: rank)
+                    try spawn(rank: rank)
+                    timeout = options.startupTimeout
+                } else {
+                    timeout = options.handshakeTimeout
+                }
+                let reply = try await handshake(rank: rank, timeout: timeout)
+                let (reference, info) = lock.withLock { (self.reference!, self.modelInfo!) }
+                try Self.checkConsistent(reply, rank: rank, reference: reference)
+                guard Int(reply.kvBlockCount) >= info.kvBlockCount else {
+                    throw ClusterError.inconsistentWorkers(rank: rank, field: "the KV block count",
+                                                           expected: "at least \(info.kvBlockCount)",
+                                                           found: "\(reply.kvBlockCount)")
+                }
+                if shuttingDown { return }
+                lock.withLock { recoveryCount += 1 }
+                link.markReady()
+                logger.notice("worker is back", metadata: ["rank": "\(rank)", "pid": "\(reply.pid)"])
+            } catch {
+                logger.error("worker did not come back", metadata: ["rank": "\(rank)", "error": "\(error)",
+                                                                   "retry_after": "\(backoff * 2)"])
+                link.markFailed(error as? ClusterError
+                    ?? .transport(rank: rank, endpoint: endpoints[rank], reason: "\(error)"))
+            }
+        }
+    }
+
+    private var shuttingDown: Bool {
+        lock.withLock { isShutDown }
+    }
+
+    /// Stops rank `rank`'s current process (if any) without reporting its exit as a new failure.
+    private func retireProcess(rank: Int) async {
+        let process: WorkerProcess? = lock.withLock {
+            spawnGenerations[rank] += 1
+            defer { processes[rank] = nil }
+            return processes[rank]
+        }
+        await process?.stop(grace: .seconds(2))
+    }
+
+    // MARK: - Steps
+
+    /// Runs `step` on every rank; returns rank 0's result. Throws at once if a rank is down, and
+    /// within seconds if one dies during the step.
+    public func run(_ step: Tessel_Wire_Step) async throws -> Tessel_Wire_StepResult {
+        if shuttingDown { throw ClusterError.shutDown }
+        let message = RouterMessage.with { $0.step = step }
+        // Every rank must see the steps in the same order (they meet in collectives), so the
+        // step is queued on all links under one lock before anything is awaited.
+        let slots = submission.withLock {
+            links.map { $0.enqueue(message, operation: "step \(step.stepID)", timeout: options.stepTimeout,
+                                   requireReady: true) }
+        }
+        if slots.count == 1 {
+            return try stepResult(try await slots[0].value(), rank: 0, stepID: step.stepID)
+        }
+        // The first rank to fail fails the step: the others may be waiting for it in a collective.
+        return try await withThrowingTaskGroup(of: (Int, Tessel_Wire_StepResult).self) { group in
+            for (rank, slot) in slots.enumerated() {
+                group.addTask { (rank, try self.stepResult(try await slot.value(), rank: rank, stepID: step.stepID)) }
+            }
+            var first: Tessel_Wire_StepResult?
+            for try await (rank, result) in group where rank == 0 { first = result }
+            return first!
+        }
+    }
+
+    private func stepResult(_ reply: WorkerMessage, rank: Int, stepID: UInt64) throws -> Tessel_Wire_StepResult {
+        switch reply.body {
+        case .stepResult(let result):
+            return result
+        case .error(let error):
+            throw ClusterError.stepFailed(rank: rank, stepID: stepID, message: error.message)
+        default:
+            throw ClusterError.unexpectedReply(rank: rank, expected: "a step result", got: describe(reply))
+        }
+    }
+
+    public func release(_ sequenceIDs: [UInt64]) async {
+        guard !sequenceIDs.isEmpty, !shuttingDown else { return }
+        var release = Tessel_Wire_ReleaseSequences()
+        release.sequenceIds = sequenceIDs
+        let message = RouterMessage.with { $0.release = release }
+        await withTaskGroup(of: Void.self) { group in
+            for link in links where link.isReady {
+                group.addTask {
+                    do {
+                        _ = try await link.request(message, operation: "a release", timeout: self.options.healthTimeout,
+                                                   requireReady: true)
+                    } catch {
+                        self.logger.debug("release not delivered", metadata: ["rank": "\(link.rank)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// Asks every worker to shut down, reaps spawned processes (SIGTERM, then SIGKILL after a
+    /// grace period), closes the sockets and removes the socket directory. Idempotent.
+    public func shutdown() async {
+        let (alreadyDown, tasks) = lock.withLock {
+            let was = isShutDown
+            isShutDown = true
+            for rank in spawnGenerations.indices { spawnGenerations[rank] += 1 }
+            return (was, supervisors)
+        }
+        if alreadyDown { return }
+        for task in tasks { task.cancel() }
+        let message = RouterMessage.with { $0.shutdown = Tessel_Wire_Shutdown() }
+        // Ready workers are asked to exit; failed or busy ones get SIGTERM (spawned) right away.
+        let answered = await withTaskGroup(of: (Int, Bool).self) { group in
+            for link in links {
+                group.addTask {
+                    var didAnswer = false
+                    if link.isReady {
+                        // Bounded as a whole: the request may queue behind a long step.
+                        let reply = link.enqueue(message, operation: "shutdown", timeout: .seconds(2),
+                                                 requireReady: true)
+                        didAnswer = (try? await withDeadline(.seconds(2)) { try await reply.value() }) != nil
+                    }
+                    link.close()
+                    return (link.rank, didAnswer)
+                }
+            }
+            var answered = [Bool](repeating: false, count: links.count)
+            for await (rank, didAnswer) in group { answered[rank] = didAnswer }
+            return answered
+        }
+        let children = lock.withLock { processes.compactMap { $0 } }
+        await withTaskGroup(of: Void.self) { group in
+            for child in children {
+                group.addTask {
+                    if answered[child.rank], await child.waitForExit(polling: .seconds(3)) { return }
+                    await child.stop(grace: .seconds(2))
+                }
+            }
+        }
+        for link in links {
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !link.isThreadFinished && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        lock.withLock { processes = processes.map { _ in nil } }
+        if let directory = spawnPlan?.socketDirectory {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        logger.info("workers stopped")
+    }
+
+    deinit {
+        // Last resort if shutdown() was never called: do not leave orphan workers behind.
+        for process in processes.compactMap({ $0 }) { process.forceKill() }
+        for link in links { link.close() }
+    }
+}
+
+/// Runs `operation`, giving up (nil) after `timeout`; `operation` must honour cancellation.
+func withDeadline<Value: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async throws -> Value)
+    async throws -> Value?
+{
+    try await withThrowingTaskGroup(of: Value?.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        return first
+    }
+}
