@@ -87,7 +87,10 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "WorkerCore", "RouterCore", "tessel-fake-worker"],
                     path: "Tests/WireTests"),
         .testTarget(name: "RouterTests",
-                    dependencies: ["RouterCore", .product(name: "HummingbirdTesting", package: "hummingbird")],
+                    dependencies: ["RouterCore", "Tokenizers", "Jinja", "Wire",
+                                   .product(name: "HummingbirdTesting", package: "hummingbird"),
+                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                   .product(name: "Logging", package: "swift-log")],
                     path: "Tests/RouterTests"),
     ]
 )

@@ -7,7 +7,7 @@ import time
 import psutil_free as proc_tools
 import requests
 
-from conftest import BIN_DIR, RouterProcess
+from conftest import BIN_DIR, RouterProcess, free_port
 
 
 def run_router(*args, timeout=60):
@@ -16,7 +16,7 @@ def run_router(*args, timeout=60):
 
 def test_missing_model_file_is_a_one_line_error(tmp_path):
     missing = tmp_path / "nope.gguf"
-    r = run_router("--model", str(missing), "--port", "0")
+    r = run_router("--model", str(missing), "--port", str(free_port()))
     assert r.returncode != 0
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert str(missing) in lines[-1], r.stderr
@@ -26,13 +26,13 @@ def test_corrupt_model_file_names_the_file(tmp_path, model_path):
     broken = tmp_path / "broken.gguf"
     with open(model_path, "rb") as src:
         broken.write_bytes(src.read(4096))  # header and part of the metadata only
-    r = run_router("--model", str(broken), "--port", "0")
+    r = run_router("--model", str(broken), "--port", str(free_port()))
     assert r.returncode != 0
     assert str(broken) in r.stderr, r.stderr
 
 
 def test_more_workers_than_supported_fails_clearly(model_path):
-    r = run_router("--model", str(model_path), "--workers", "2", "--port", "0", timeout=120)
+    r = run_router("--model", str(model_path), "--workers", "2", "--port", str(free_port()), timeout=120)
     assert r.returncode != 0
     assert "tensor parallel" in r.stderr.lower(), r.stderr
 

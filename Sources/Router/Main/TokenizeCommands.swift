@@ -53,3 +53,25 @@ struct Detokenize: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data(tokenizer.decode(ids, skipSpecialTokens: skipSpecial).utf8))
     }
 }
+
+/// `router bench-tokenizer`: single-thread encoding throughput, for scripts/bench/tokenizer.sh.
+struct BenchTokenizer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-tokenizer",
+        abstract: "Single-thread encoding throughput (MB/s) of a model's tokenizer on a UTF-8 text file.")
+
+    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory.")
+    var model: String
+
+    @Option(name: .long, help: "The text file to encode.")
+    var text: String
+
+    @Option(name: .long, help: "Timed encodes after the first (cold) one; the fastest is reported.")
+    var repetitions = 5
+
+    func run() async throws {
+        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let input = try String(contentsOfFile: text, encoding: .utf8)
+        print(TokenizerBenchmark.run(tokenizer: tokenizer, text: input, repetitions: repetitions))
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Logging
+
+/// Where the HTTP server listens and how much it accepts.
+public struct HTTPServerSettings: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// Largest request body accepted, in bytes.
+    public var maxRequestBytes: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024) {
+        self.host = host
+        self.port = port
+        self.maxRequestBytes = maxRequestBytes
+    }
+}
+
+/// Answers `/health`: true while the workers can run steps.
+public typealias WorkerHealthProbe = @Sendable () async -> Bool
+
+/// The OpenAI-compatible HTTP surface: routes, error shapes and server-sent events.
+public enum OpenAIServer {
+    /// The routes, usable alone in tests (`Application(router:)` / HummingbirdTesting).
+    public static func makeRouter(endpoints: OpenAIEndpoints, settings: HTTPServerSettings = HTTPServerSettings(),
+                                  health: @escaping WorkerHealthProbe) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: OpenAIErrorMiddleware())
+        let limit = settings.maxRequestBytes
+        let scheduler = endpoints.scheduler
+
+        router.get("health") { _, _ -> Response in
+            // The probe is the truth (a restarted worker is healthy again before any new step);
+            // the last step failure only explains a 503.
+            if await health() { return jsonResponse(.object([("status", "ok")]), status: .ok) }
+            let failure = await scheduler.lastStepFailure
+            throw APIError.workersUnavailable("the workers are not available" + (failure.map { ": \($0)" } ?? ""))
+        }
+        router.get("v1/models") { _, _ -> Response in
+            jsonResponse(endpoints.models(), status: .ok)
+        }
+        router.post("v1/completions") { request, _ -> Response in
+            let body = try await collect(request, limit: limit)
+            return respond(try await endpoints.completions(body: body))
+        }
+        router.post("v1/chat/completions") { request, _ -> Response in
+            let body = try await collect(request, limit: limit)
+            return respond(try await endpoints.chatCompletions(body: body))
+        }
+        return router
+    }
+
+    /// The server as a `Service` (put it last in the `ServiceGroup`: it stops first and drains).
+    public static func makeApplication(endpoints: OpenAIEndpoints, settings: HTTPServerSettings,
+                                       health: @escaping WorkerHealthProbe, logger: Logger,
+                                       onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
+        -> some ApplicationProtocol
+    {
+        Application(
+            router: makeRouter(endpoints: endpoints, settings: settings, health: health),
+            configuration: ApplicationConfiguration(address: .hostname(settings.host, port: settings.port),
+                                                    serverName: "tessel"),
+            onServerRunning: onServerRunning,
+            logger: logger)
+    }
+
+    static func collect(_ request: Request, limit: Int) async throws -> Data {
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(status: 413, message: "the request body is larger than \(limit) bytes",
+                           type: "invalid_request_error", code: "request_too_large")
+        }
+    }
+
+    static func respond(_ response: EndpointResponse) -> Response {
+        switch response {
+        case .json(let value):
+            return jsonResponse(value, status: .ok)
+        case .stream(let chunks):
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                for await chunk in chunks {
+                    try await writer.write(ByteBuffer(string: ServerSentEvents.event(chunk)))
+                }
+                try await writer.write(ByteBuffer(string: ServerSentEvents.done))
+                try await writer.finish(nil)
+            })
+        }
+    }
+}
+
+/// The framing of OpenAI's streams: one `data:` line per JSON chunk, a blank line after each,
+/// and a final `data: [DONE]`.
+public enum ServerSentEvents {
+    public static func event(_ payload: JSONValue) -> String { "data: \(payload.serialized)\n\n" }
+    public static let done = "data: [DONE]\n\n"
+
+    /// Splits an event stream back into its `data:` payloads (for tests and clients).
+    public static func payloads(in text: String) -> [String] {
+        text.components(separatedBy: "\n\n").compactMap { block in
+            let lines = block.split(separator: "\n", omittingEmptySubsequences: true)
+            let data = lines.filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+            return data.isEmpty ? nil : data.joined(separator: "\n")
+        }
+    }
+}
+
+func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: value.serialized)))
+}
+
+/// Turns every error, including Hummingbird's own 404 for an unknown route, into OpenAI's shape.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
+        } catch let error as HTTPError {
+            let apiError: APIError
+            if error.status == .notFound {
+                apiError = .notFound(method: request.method.rawValue, path: request.uri.path)
+            } else {
+                apiError = APIError(status: error.status.code, message: error.body ?? error.status.reasonPhrase,
+                                    type: error.status.code >= 500 ? "internal_server_error" : "invalid_request_error")
+            }
+            return jsonResponse(apiError.json, status: HTTPResponse.Status(code: apiError.status))
+        } catch {
+            let apiError = APIError.internalError("\(error)")
+            return jsonResponse(apiError.json, status: .internalServerError)
+        }
+    }
+}

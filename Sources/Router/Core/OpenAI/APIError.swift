@@ -1,0 +1,64 @@
+/// An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
+    public var status: Int
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+    }
+
+    public var description: String { "HTTP \(status) \(type): \(message)" }
+
+    public var json: JSONValue {
+        .object([
+            ("error", .object([
+                ("message", .string(message)),
+                ("type", .string(type)),
+                ("param", param.map(JSONValue.string) ?? .null),
+                ("code", code.map(JSONValue.string) ?? .null),
+            ])),
+        ])
+    }
+
+    /// A request the server understood but cannot accept (bad value, wrong type, missing field).
+    public static func invalidRequest(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
+        APIError(status: 400, message: message, type: "invalid_request_error", param: param, code: code)
+    }
+
+    public static func invalidType(_ param: String, expected: String, got value: JSONValue) -> APIError {
+        .invalidRequest("'\(param)' must be \(expected), got \(value.typeName)", param: param, code: "invalid_type")
+    }
+
+    public static func invalidValue(_ param: String, _ reason: String) -> APIError {
+        .invalidRequest("'\(param)' \(reason)", param: param, code: "invalid_value")
+    }
+
+    public static func missing(_ param: String) -> APIError {
+        .invalidRequest("'\(param)' is a required property", param: param, code: "missing_required_parameter")
+    }
+
+    public static func modelNotFound(_ model: String) -> APIError {
+        APIError(status: 404, message: "The model '\(model)' does not exist", type: "invalid_request_error",
+                 param: "model", code: "model_not_found")
+    }
+
+    public static func notFound(method: String, path: String) -> APIError {
+        APIError(status: 404, message: "Unknown route: \(method) \(path)", type: "invalid_request_error",
+                 param: nil, code: "unknown_url")
+    }
+
+    public static func workersUnavailable(_ reason: String) -> APIError {
+        APIError(status: 503, message: reason, type: "service_unavailable", param: nil, code: "workers_unavailable")
+    }
+
+    public static func internalError(_ reason: String) -> APIError {
+        APIError(status: 500, message: reason, type: "internal_server_error", param: nil, code: nil)
+    }
+}

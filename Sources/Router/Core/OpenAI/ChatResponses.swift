@@ -1,0 +1,122 @@
+import Tokenizers
+
+extension OpenAIEndpoints {
+    private func chatUsage(_ outputs: [ChoiceOutput], context: ChatContext) -> JSONValue {
+        usageJSON(promptTokens: context.promptTokenCount, completionTokens: outputs.reduce(0) { $0 + $1.tokenCount })
+    }
+
+    /// Applies one event to a choice; returns the released text, the logprob entries of the
+    /// token, and whether the choice just finished.
+    private func apply(_ event: SequenceEvent, to output: inout ChoiceOutput, choice: Int, run: ChoiceRun,
+                       wantsLogprobs: Bool) async -> (text: String, logprobs: [JSONValue], finished: Bool) {
+        switch event {
+        case .promptLogprobs:
+            return ("", [], false)
+        case .token(let sampled):
+            guard !output.isFinished else { return ("", [], false) }
+            let text = output.accept(sampled)
+            let entries = wantsLogprobs ? [formatter.chatEntry(sampled)] : []
+            if output.isFinished {
+                await run.stop(choice: choice)
+                return (text, entries, true)
+            }
+            return (text, entries, false)
+        case .finished(let reason):
+            guard !output.isFinished else { return ("", [], false) }
+            return (output.finish(reason), [], true)
+        }
+    }
+
+    func collectChat(_ run: ChoiceRun, context: ChatContext) async throws(APIError) -> JSONValue {
+        var outputs = run.plans.map { makeOutput(for: $0, options: context.request.options) }
+        var logprobs = Array(repeating: [JSONValue](), count: outputs.count)
+        let wantsLogprobs = context.request.logprobs
+        for await item in run.events {
+            switch item.event {
+            case .failure(let error):
+                throw Self.apiError(from: error)
+            case .success(let event):
+                let (_, entries, _) = await apply(event, to: &outputs[item.choice], choice: item.choice, run: run,
+                                                  wantsLogprobs: wantsLogprobs)
+                logprobs[item.choice] += entries
+            }
+        }
+        var choices: [JSONValue] = []
+        for (index, output) in outputs.enumerated() {
+            guard let reason = output.finishReason else { throw .workersUnavailable("choice \(index) ended without finishing") }
+            choices.append(.object([
+                ("index", .int(index)),
+                ("message", .object([("role", "assistant"), ("content", .string(output.text))])),
+                ("logprobs", wantsLogprobs ? .object([("content", .array(logprobs[index]))]) : .null),
+                ("finish_reason", .string(reason.rawValue)),
+            ]))
+        }
+        return .object([
+            ("id", .string(context.id)),
+            ("object", "chat.completion"),
+            ("created", .int(context.created)),
+            ("model", .string(context.model)),
+            ("choices", .array(choices)),
+            ("usage", chatUsage(outputs, context: context)),
+        ])
+    }
+
+    func streamChat(_ run: ChoiceRun, context: ChatContext) -> AsyncStream<JSONValue> {
+        let (stream, continuation) = AsyncStream.makeStream(of: JSONValue.self)
+        let includeUsage = context.request.options.includeUsage
+        let wantsLogprobs = context.request.logprobs
+        func chunk(_ choices: [JSONValue], usage: JSONValue? = nil) -> JSONValue {
+            var members: [(String, JSONValue)] = [
+                ("id", .string(context.id)),
+                ("object", "chat.completion.chunk"),
+                ("created", .int(context.created)),
+                ("model", .string(context.model)),
+                ("choices", .array(choices)),
+            ]
+            if includeUsage { members.append(("usage", usage ?? .null)) }
+            return .object(members)
+        }
+        func choice(_ index: Int, delta: JSONValue, logprobs: JSONValue, finishReason: FinishReason?) -> JSONValue {
+            .object([
+                ("index", .int(index)),
+                ("delta", delta),
+                ("logprobs", logprobs),
+                ("finish_reason", finishReason.map { .string($0.rawValue) } ?? .null),
+            ])
+        }
+        let task = Task {
+            var outputs = run.plans.map { makeOutput(for: $0, options: context.request.options) }
+            // Every choice opens with the assistant role, as OpenAI's stream does.
+            for index in outputs.indices {
+                continuation.yield(chunk([choice(index, delta: .object([("role", "assistant"), ("content", "")]),
+                                                 logprobs: .null, finishReason: nil)]))
+            }
+            for await item in run.events {
+                switch item.event {
+                case .failure(let error):
+                    continuation.yield(Self.apiError(from: error).json)
+                    continuation.finish()
+                    return
+                case .success(let event):
+                    let index = item.choice
+                    let (text, entries, finished) = await apply(event, to: &outputs[index], choice: index, run: run,
+                                                                wantsLogprobs: wantsLogprobs)
+                    guard !text.isEmpty || finished || !entries.isEmpty else { continue }
+                    let delta: JSONValue = text.isEmpty && finished ? .object([]) : .object([("content", .string(text))])
+                    let logprobs: JSONValue = wantsLogprobs && !entries.isEmpty ? .object([("content", .array(entries))]) : .null
+                    continuation.yield(chunk([choice(index, delta: delta, logprobs: logprobs,
+                                                     finishReason: finished ? outputs[index].finishReason : nil)]))
+                }
+            }
+            if Task.isCancelled { continuation.finish(); return }
+            if let unfinished = outputs.firstIndex(where: { !$0.isFinished }) {
+                continuation.yield(APIError.workersUnavailable("choice \(unfinished) ended without finishing").json)
+            } else if includeUsage {
+                continuation.yield(chunk([], usage: chatUsage(outputs, context: context)))
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+}

@@ -1,0 +1,278 @@
+import Foundation
+import Jinja
+import Tokenizers
+
+/// What an endpoint answers: one JSON body, or a stream of JSON chunks sent as server-sent
+/// events (the HTTP layer adds the `data: [DONE]` line).
+public enum EndpointResponse: Sendable {
+    case json(JSONValue)
+    case stream(AsyncStream<JSONValue>)
+}
+
+/// The OpenAI API over the scheduler, free of HTTP: parse and check a request, tokenize it,
+/// submit one sequence per choice, and turn their tokens into OpenAI's response shapes.
+public struct OpenAIEndpoints: Sendable {
+    public let model: ServedModel
+    public let scheduler: Scheduler
+    let formatter: LogprobFormatter
+
+    public init(model: ServedModel, scheduler: Scheduler) {
+        self.model = model
+        self.scheduler = scheduler
+        formatter = LogprobFormatter(tokenizer: model.tokenizer)
+    }
+
+    // MARK: /v1/models
+
+    public func models() -> JSONValue {
+        .object([
+            ("object", "list"),
+            ("data", .array([
+                .object([
+                    ("id", .string(model.name)),
+                    ("object", "model"),
+                    ("created", .int(model.created)),
+                    ("owned_by", "tessel"),
+                    ("root", .string(model.name)),
+                    ("parent", .null),
+                    ("max_model_len", .int(model.maxContextLength)),
+                ]),
+            ])),
+        ])
+    }
+
+    // MARK: /v1/completions
+
+    public func completions(body: Data) async throws(APIError) -> EndpointResponse {
+        let request = try CompletionRequest(body: try Self.parseBody(body))
+        try checkModel(request.model)
+        var prompts: [[TokenID]] = []
+        for prompt in request.prompts {
+            switch prompt {
+            case .text(let text):
+                prompts.append(model.tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true))
+            case .tokens(let tokens):
+                if let bad = tokens.first(where: { Int($0) >= model.vocabularySize }) {
+                    throw .invalidValue("prompt", "contains token id \(bad), outside the vocabulary of \(model.vocabularySize) tokens")
+                }
+                prompts.append(tokens)
+            }
+        }
+        let promptLogprobs = request.echo ? request.logprobs : nil
+        var plans: [ChoicePlan] = []
+        for (promptIndex, tokens) in prompts.enumerated() {
+            let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: 16)
+            for choice in 0..<request.options.n {
+                plans.append(ChoicePlan(
+                    index: promptIndex * request.options.n + choice, promptIndex: promptIndex,
+                    request: sequenceRequest(tokens, options: request.options, maxTokens: maxTokens,
+                                             logprobs: request.logprobs, promptLogprobs: promptLogprobs,
+                                             sampleIndex: choice)))
+            }
+        }
+        let run = try await submit(plans, seed: request.options.seed)
+        let context = CompletionContext(
+            id: makeResponseID(prefix: "cmpl-"), created: Int(Date().timeIntervalSince1970), model: model.name,
+            request: request, prompts: prompts, promptTexts: request.prompts.map { prompt in
+                if case .text(let text) = prompt { return text }
+                if case .tokens(let tokens) = prompt { return model.tokenizer.decode(tokens, skipSpecialTokens: false) }
+                return ""
+            })
+        if request.options.stream {
+            return .stream(streamCompletion(run, context: context))
+        }
+        return .json(try await collectCompletion(run, context: context))
+    }
+
+    // MARK: /v1/chat/completions
+
+    public func chatCompletions(body: Data, now: Date = Date()) async throws(APIError) -> EndpointResponse {
+        let request = try ChatCompletionRequest(body: try Self.parseBody(body))
+        try checkModel(request.model)
+        let prompt = try renderChat(request, now: now)
+        let tokens = model.tokenizer.encode(prompt, addSpecialTokens: false, parseSpecial: true)
+        let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: nil)
+        let logprobs: Int? = request.logprobs ? request.topLogprobs : nil
+        var plans: [ChoicePlan] = []
+        for choice in 0..<request.options.n {
+            plans.append(ChoicePlan(index: choice, promptIndex: 0,
+                                    request: sequenceRequest(tokens, options: request.options, maxTokens: maxTokens,
+                                                             logprobs: logprobs, promptLogprobs: nil, sampleIndex: choice)))
+        }
+        let run = try await submit(plans, seed: request.options.seed)
+        let context = ChatContext(id: makeResponseID(prefix: "chatcmpl-"), created: Int(now.timeIntervalSince1970),
+                                  model: model.name, request: request, promptTokenCount: tokens.count)
+        if request.options.stream {
+            return .stream(streamChat(run, context: context))
+        }
+        return .json(try await collectChat(run, context: context))
+    }
+
+    /// The prompt text of a chat request, by the model's template.
+    public func renderChat(_ request: ChatCompletionRequest, now: Date = Date()) throws(APIError) -> String {
+        guard let template = model.chatTemplate else {
+            throw .invalidRequest("the model has no chat template; start the router with --chat-template FILE",
+                                  param: "messages", code: "chat_template_missing")
+        }
+        do {
+            return try template.render(
+                messages: .array(request.messages.map(\.jinjaValue)),
+                tools: request.tools.map { .array($0.map(\.jinjaValue)) },
+                addGenerationPrompt: request.addGenerationPrompt,
+                bosToken: model.tokenizer.bosToken ?? "",
+                eosToken: model.tokenizer.eosToken ?? "",
+                extra: Dictionary(request.templateArguments.map { ($0.0, $0.1.jinjaValue) }, uniquingKeysWith: { $1 }),
+                now: now)
+        } catch {
+            throw .invalidRequest("chat template error: \(error)", param: "messages", code: "chat_template_error")
+        }
+    }
+
+    // MARK: Shared steps
+
+    static func parseBody(_ body: Data) throws(APIError) -> JSONValue {
+        do {
+            return try JSONValue.parse(body)
+        } catch {
+            throw .invalidRequest("the request body is not valid JSON: \(error)", code: "invalid_json")
+        }
+    }
+
+    func checkModel(_ requested: String?) throws(APIError) {
+        if let requested, requested != model.name { throw .modelNotFound(requested) }
+    }
+
+    /// The token limit of each choice, checked against the context as vLLM does.
+    func maxNewTokens(promptCount: Int, requested: Int?, default defaultCount: Int?) throws(APIError) -> Int {
+        let room = model.maxContextLength - promptCount
+        guard room > 0 else {
+            throw .invalidRequest(
+                "This model's maximum context length is \(model.maxContextLength) tokens. However, your request has \(promptCount) input tokens. Please reduce the length of the input.",
+                param: "messages", code: "context_length_exceeded")
+        }
+        if let requested {
+            guard requested <= room else {
+                throw .invalidRequest(
+                    "This model's maximum context length is \(model.maxContextLength) tokens. However, you requested \(promptCount + requested) tokens (\(promptCount) in the input, \(requested) in the completion). Please reduce the length of the input or the completion.",
+                    param: "max_tokens", code: "context_length_exceeded")
+            }
+            return requested
+        }
+        return min(defaultCount ?? room, room)
+    }
+
+    func sequenceRequest(_ tokens: [TokenID], options: GenerationOptions, maxTokens: Int, logprobs: Int?,
+                         promptLogprobs: Int?, sampleIndex: Int) -> SequenceRequest {
+        var stops = Set(options.stopTokenIDs)
+        if !options.ignoreEOS { stops.formUnion(model.stopTokenIDs) }
+        return SequenceRequest(
+            promptTokens: tokens,
+            sampling: SamplingSettings(temperature: options.temperature, topP: options.topP, topK: options.topK,
+                                       seed: 0, repetitionPenalty: options.repetitionPenalty,
+                                       presencePenalty: options.presencePenalty, frequencyPenalty: options.frequencyPenalty,
+                                       logprobs: logprobs),
+            maxNewTokens: maxTokens, stopTokenIDs: stops, promptLogprobs: promptLogprobs, sampleIndex: sampleIndex)
+    }
+
+    /// Submits every choice, or none: a choice refused by the scheduler cancels the others.
+    func submit(_ plans: [ChoicePlan], seed: UInt64?) async throws(APIError) -> ChoiceRun {
+        let seed = seed ?? UInt64.random(in: 0...UInt64.max)
+        var submitted: [(id: UInt64, events: AsyncThrowingStream<SequenceEvent, any Error>)] = []
+        for plan in plans {
+            var request = plan.request
+            request.sampling.seed = seed
+            do {
+                submitted.append(try await scheduler.submit(request))
+            } catch {
+                for entry in submitted { await scheduler.cancel(entry.id) }
+                switch error {
+                case .shuttingDown: throw .workersUnavailable("the server is shutting down")
+                default: throw .invalidRequest("\(error)", param: "prompt", code: "context_length_exceeded")
+                }
+            }
+        }
+        return ChoiceRun(plans: plans, sequenceIDs: submitted.map(\.id), events: merge(submitted.map(\.events)),
+                         scheduler: scheduler)
+    }
+
+    /// One stream of (choice index, event) over all the choices' streams. Dropping it cancels
+    /// every sequence still running.
+    private func merge(_ streams: [AsyncThrowingStream<SequenceEvent, any Error>]) -> AsyncStream<ChoiceEvent> {
+        let (merged, continuation) = AsyncStream.makeStream(of: ChoiceEvent.self)
+        let task = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for (index, stream) in streams.enumerated() {
+                    group.addTask {
+                        do {
+                            for try await event in stream { continuation.yield(ChoiceEvent(choice: index, event: .success(event))) }
+                        } catch {
+                            continuation.yield(ChoiceEvent(choice: index, event: .failure(error)))
+                        }
+                    }
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return merged
+    }
+
+    func makeOutput(for plan: ChoicePlan, options: GenerationOptions) -> ChoiceOutput {
+        ChoiceOutput(tokenizer: model.tokenizer, stopStrings: options.stop, stopTokenIDs: plan.request.stopTokenIDs,
+                     skipSpecialTokens: options.skipSpecialTokens)
+    }
+
+    static func apiError(from error: any Error) -> APIError {
+        if let error = error as? GenerationError {
+            switch error {
+            case .stepFailed, .missingResult: return .workersUnavailable("generation failed: \(error)")
+            case .shuttingDown: return .workersUnavailable("\(error)")
+            case .doesNotFit: return .invalidRequest("\(error)")
+            }
+        }
+        if error is CancellationError { return .workersUnavailable("the request was cancelled") }
+        return .internalError("\(error)")
+    }
+}
+
+/// One choice to generate: its index in the response and its sequence.
+struct ChoicePlan: Sendable {
+    var index: Int
+    var promptIndex: Int
+    var request: SequenceRequest
+}
+
+struct ChoiceEvent: Sendable {
+    var choice: Int
+    var event: Result<SequenceEvent, any Error>
+}
+
+/// The sequences of one request in flight.
+struct ChoiceRun: Sendable {
+    var plans: [ChoicePlan]
+    var sequenceIDs: [UInt64]
+    var events: AsyncStream<ChoiceEvent>
+    var scheduler: Scheduler
+
+    /// Ends a choice early (its stop string was found).
+    func stop(choice: Int) async {
+        await scheduler.cancel(sequenceIDs[choice])
+    }
+}
+
+struct CompletionContext: Sendable {
+    var id: String
+    var created: Int
+    var model: String
+    var request: CompletionRequest
+    var prompts: [[TokenID]]
+    var promptTexts: [String]
+}
+
+struct ChatContext: Sendable {
+    var id: String
+    var created: Int
+    var model: String
+    var request: ChatCompletionRequest
+    var promptTokenCount: Int
+}

@@ -1,0 +1,48 @@
+import Foundation
+import Jinja
+import Tokenizers
+
+/// The model as the API presents it: its public name, tokenizer, chat template and limits.
+public struct ServedModel: Sendable {
+    public var name: String
+    public var tokenizer: any Tokenizer
+    /// The compiled chat template (from `--chat-template` or the model file); nil: chat is refused.
+    public var chatTemplate: ChatTemplate?
+    public var maxContextLength: Int
+    public var vocabularySize: Int
+    /// Unix time the server started, reported as the model's `created`.
+    public var created: Int
+
+    public init(name: String, tokenizer: any Tokenizer, chatTemplate: ChatTemplate?, maxContextLength: Int,
+                vocabularySize: Int, created: Int = Int(Date().timeIntervalSince1970)) {
+        self.name = name
+        self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
+        self.maxContextLength = maxContextLength
+        self.vocabularySize = vocabularySize
+        self.created = created
+    }
+
+    /// The ids that end generation unless `ignore_eos`: eos, eot and the model's other stop ids.
+    public var stopTokenIDs: Set<TokenID> {
+        var ids = tokenizer.specialTokens.stop
+        if let eos = tokenizer.specialTokens.eos { ids.insert(eos) }
+        if let eot = tokenizer.specialTokens.eot { ids.insert(eot) }
+        return ids
+    }
+}
+
+extension JSONValue {
+    /// The same value as a template sees it.
+    public var jinjaValue: JinjaValue {
+        switch self {
+        case .null: return .none
+        case .bool(let value): return .bool(value)
+        case .int(let value): return .int(value)
+        case .double(let value): return .double(value)
+        case .string(let value): return .string(value)
+        case .array(let values): return .array(values.map(\.jinjaValue))
+        case .object(let members): return .object(OrderedObject(members.map { ($0.0, $0.1.jinjaValue) }))
+        }
+    }
+}

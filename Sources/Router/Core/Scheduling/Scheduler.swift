@@ -1,0 +1,438 @@
+import Tokenizers
+import Wire
+
+/// Step limits, as vLLM users know them.
+public struct SchedulerConfiguration: Sendable, Equatable {
+    /// Most sequences in one step (`--max-num-seqs`).
+    public var maxSequences: Int
+    /// Most tokens (decode tokens + prefill chunks) in one step (`--max-num-batched-tokens`).
+    public var maxBatchedTokens: Int
+    /// Reuse KV blocks of identical prompt prefixes.
+    public var prefixCaching: Bool
+
+    public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true) {
+        self.maxSequences = maxSequences
+        self.maxBatchedTokens = maxBatchedTokens
+        self.prefixCaching = prefixCaching
+    }
+}
+
+/// The KV capacity and context length the scheduler plans with (from the workers' handshake,
+/// possibly lowered by `--kv-cache-tokens`).
+public struct SchedulerModelLimits: Sendable, Equatable {
+    public var maxContextLength: Int
+    public var kvBlockCount: Int
+    public var kvBlockSize: Int
+
+    public init(maxContextLength: Int, kvBlockCount: Int, kvBlockSize: Int) {
+        self.maxContextLength = maxContextLength
+        self.kvBlockCount = kvBlockCount
+        self.kvBlockSize = kvBlockSize
+    }
+
+    /// Token slots of the whole KV cache.
+    public var kvCapacityTokens: Int { kvBlockCount * kvBlockSize }
+}
+
+/// One running or waiting sequence, owned by the scheduler actor.
+final class ScheduledSequence {
+    let id: UInt64
+    let request: SequenceRequest
+    let arrival: UInt64
+    let continuation: AsyncThrowingStream<SequenceEvent, any Error>.Continuation
+    /// Prompt followed by the tokens generated so far.
+    var tokens: [TokenID]
+    /// Tokens whose KV is in the cache (the one number the scheduler plans with).
+    var computedTokens = 0
+    var blocks: [Int] = []
+    var registeredBlocks = 0
+    var registeredChain: UInt64 = 0
+    var generatedCount = 0
+    /// Filled while the prompt is prefilled when prompt logprobs are asked for.
+    var promptLogprobs: [PromptTokenLogprob]?
+    var promptLogprobsDelivered = false
+    var cancelled = false
+    var preemptions = 0
+
+    init(id: UInt64, request: SequenceRequest, arrival: UInt64,
+         continuation: AsyncThrowingStream<SequenceEvent, any Error>.Continuation) {
+        self.id = id
+        self.request = request
+        self.arrival = arrival
+        self.continuation = continuation
+        self.tokens = request.promptTokens
+    }
+
+    var promptCount: Int { request.promptTokens.count }
+    var wantsPromptLogprobs: Bool { request.promptLogprobs != nil && !promptLogprobsDelivered }
+}
+
+/// A step planned by the scheduler: the wire message, and what each entry covered.
+public struct PlannedStep: Sendable {
+    public var message: Tessel_Wire_Step
+    /// (sequence id, tokens computed by this step), in message order.
+    public var entries: [(sequenceID: UInt64, tokenCount: Int)]
+    /// Decode entries (one token of an already-prefilled sequence) and prefill tokens, for tests and metrics.
+    public var decodeCount: Int
+    public var prefillTokenCount: Int
+    public var totalTokens: Int { entries.reduce(0) { $0 + $1.tokenCount } }
+}
+
+/// Counters for tests, `/health` and logs.
+public struct SchedulerStatistics: Sendable, Equatable {
+    public var waiting: Int
+    public var running: Int
+    public var usedBlocks: Int
+    public var freeBlocks: Int
+    public var preemptions: Int
+    public var prefixCacheHitTokens: Int
+    public var stepsPlanned: Int
+}
+
+/// Continuous batching with one rule: every sequence has a count of computed tokens, every step
+/// a token budget. Running sequences go first (oldest first: decode tokens, then the rest of
+/// their prefill), then waiting sequences are admitted in arrival order with a prefill chunk.
+/// When the KV cache runs out, the newest running sequence gives its blocks back and is
+/// recomputed later. Requests enter through this actor; the `StepLoop` drives it.
+public actor Scheduler {
+    public let configuration: SchedulerConfiguration
+    public let limits: SchedulerModelLimits
+    private var blockManager: KVBlockManager
+    private var waiting: [ScheduledSequence] = []
+    private var running: [ScheduledSequence] = []
+    private var sequences: [UInt64: ScheduledSequence] = [:]
+    private var inFlight: PlannedStep?
+    private var nextSequenceID: UInt64 = 1
+    private var nextStepID: UInt64 = 1
+    private var arrivals: UInt64 = 0
+    private var pendingReleases: [UInt64] = []
+    private var accepting = true
+    public var isAccepting: Bool { accepting }
+    /// Why the last step failed; nil once a step succeeds again.
+    public private(set) var lastStepFailure: String?
+    private var preemptionCount = 0
+    private var prefixCacheHitTokens = 0
+    private var stepsPlanned = 0
+    private let wakeUp: AsyncStream<Void>.Continuation
+    /// Yields whenever there may be new work (a request, a cancellation, a release).
+    public nonisolated let workSignals: AsyncStream<Void>
+
+    public init(configuration: SchedulerConfiguration, limits: SchedulerModelLimits) {
+        precondition(configuration.maxSequences > 0 && configuration.maxBatchedTokens > 0)
+        self.configuration = configuration
+        self.limits = limits
+        self.blockManager = KVBlockManager(blockCount: limits.kvBlockCount, blockSize: limits.kvBlockSize,
+                                           prefixCaching: configuration.prefixCaching)
+        (workSignals, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    // MARK: Requests
+
+    /// Queues a sequence; its events arrive on the returned stream. Ending the stream's
+    /// iteration (a client going away) cancels the sequence and frees its blocks.
+    public func submit(_ request: SequenceRequest) throws(GenerationError) -> (id: UInt64, events: AsyncThrowingStream<SequenceEvent, any Error>) {
+        guard accepting else { throw .shuttingDown }
+        let total = request.promptTokens.count + 1
+        guard !request.promptTokens.isEmpty else { throw .doesNotFit("the prompt is empty") }
+        guard total <= limits.maxContextLength else {
+            throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the context holds \(limits.maxContextLength)")
+        }
+        guard blockManager.blocksNeeded(forTokens: total) <= limits.kvBlockCount else {
+            throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the KV cache holds \(limits.kvCapacityTokens)")
+        }
+        let id = nextSequenceID
+        nextSequenceID += 1
+        arrivals += 1
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: SequenceEvent.self, throwing: (any Error).self)
+        let sequence = ScheduledSequence(id: id, request: request, arrival: arrivals, continuation: continuation)
+        sequences[id] = sequence
+        waiting.append(sequence)
+        continuation.onTermination = { [weak self] termination in
+            if case .finished = termination { return }
+            guard let self else { return }
+            Task { await self.cancel(id) }
+        }
+        wakeUp.yield()
+        return (id, stream)
+    }
+
+    /// Ends a sequence early (client gone, stop string found): frees its blocks now, or when
+    /// the step it is part of comes back.
+    public func cancel(_ id: UInt64) {
+        guard let sequence = sequences[id] else { return }
+        sequence.cancelled = true
+        if isInFlight(id) { return }
+        retire(sequence)
+        sequence.continuation.finish()
+        wakeUp.yield()
+    }
+
+    /// Stops taking new sequences; the ones already queued still run to their end.
+    public func stopAccepting() {
+        accepting = false
+        wakeUp.yield()
+    }
+
+    public var isIdle: Bool { waiting.isEmpty && running.isEmpty && inFlight == nil }
+
+    public var statistics: SchedulerStatistics {
+        SchedulerStatistics(waiting: waiting.count, running: running.count, usedBlocks: blockManager.usedBlockCount,
+                            freeBlocks: blockManager.freeBlockCount, preemptions: preemptionCount,
+                            prefixCacheHitTokens: prefixCacheHitTokens, stepsPlanned: stepsPlanned)
+    }
+
+    /// Sequence ids whose worker-side state can go; each is returned once.
+    public func takeReleases() -> [UInt64] {
+        defer { pendingReleases.removeAll() }
+        return pendingReleases
+    }
+
+    /// Fails every sequence, queued or running (the workers are gone for good).
+    public func failAll(_ error: GenerationError) {
+        for sequence in Array(sequences.values) where !isInFlight(sequence.id) {
+            retire(sequence)
+            sequence.continuation.finish(throwing: error)
+        }
+    }
+
+    /// The workers' KV cache was lost (a worker restarted): every running sequence restarts
+    /// from scratch and the prefix cache forgets what it held.
+    public func dropComputedKV() {
+        for sequence in running.reversed() { preempt(sequence) }
+        blockManager.forgetCachedContents()
+    }
+
+    // MARK: Planning
+
+    /// Plans the next step, or nil when nothing can run. Only one step is in flight at a time.
+    public func planStep() -> PlannedStep? {
+        precondition(inFlight == nil, "a step is already in flight")
+        var budget = configuration.maxBatchedTokens
+        var scheduled: [(ScheduledSequence, Int)] = []
+        var preempted = false
+
+        // Running sequences, oldest first.
+        var index = 0
+        while index < running.count, budget > 0 {
+            let sequence = running[index]
+            let take = min(sequence.tokens.count - sequence.computedTokens, budget)
+            if take <= 0 { index += 1; continue }
+            var placed = true
+            while true {
+                let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
+                if missing <= 0 { break }
+                if let blocks = blockManager.allocate(missing) {
+                    sequence.blocks += blocks
+                    break
+                }
+                let victim = running[running.count - 1]
+                preempt(victim)
+                preempted = true
+                if victim === sequence { placed = false; break }
+            }
+            if !placed { break }
+            scheduled.append((sequence, take))
+            budget -= take
+            index += 1
+        }
+
+        // Waiting sequences, in arrival order, while there is room (not after a preemption:
+        // the cache is full).
+        while !preempted, budget > 0, running.count < configuration.maxSequences, let sequence = waiting.first {
+            if sequence.computedTokens == 0, sequence.blocks.isEmpty, !sequence.wantsPromptLogprobs {
+                // At least one token is always computed, so the step has logits to sample from.
+                let cached = blockManager.acquireCachedPrefix(of: sequence.tokens, maxTokens: sequence.tokens.count - 1)
+                sequence.blocks = cached
+                sequence.computedTokens = cached.count * limits.kvBlockSize
+            }
+            let take = min(sequence.tokens.count - sequence.computedTokens, budget)
+            let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
+            if missing > 0 {
+                guard let blocks = blockManager.allocate(missing) else {
+                    blockManager.free(sequence.blocks)
+                    sequence.blocks = []
+                    sequence.computedTokens = 0
+                    break
+                }
+                sequence.blocks += blocks
+            }
+            prefixCacheHitTokens += sequence.computedTokens
+            waiting.removeFirst()
+            running.append(sequence)
+            scheduled.append((sequence, take))
+            budget -= take
+        }
+
+        guard !scheduled.isEmpty else { return nil }
+        var message = Tessel_Wire_Step()
+        message.stepID = nextStepID
+        nextStepID += 1
+        var entries: [(sequenceID: UInt64, tokenCount: Int)] = []
+        var decodes = 0
+        var prefillTokens = 0
+        for (sequence, take) in scheduled {
+            message.sequences.append(wireStep(for: sequence, take: take))
+            entries.append((sequence.id, take))
+            if take == 1, sequence.computedTokens >= sequence.promptCount { decodes += 1 } else { prefillTokens += take }
+        }
+        let step = PlannedStep(message: message, entries: entries, decodeCount: decodes, prefillTokenCount: prefillTokens)
+        inFlight = step
+        stepsPlanned += 1
+        return step
+    }
+
+    private func wireStep(for sequence: ScheduledSequence, take: Int) -> Tessel_Wire_SequenceStep {
+        let start = sequence.computedTokens
+        var entry = Tessel_Wire_SequenceStep()
+        entry.sequenceID = sequence.id
+        entry.tokens = Array(sequence.tokens[start..<start + take])
+        entry.startPosition = UInt32(start)
+        entry.blockTable = sequence.blocks.prefix(blockManager.blocksNeeded(forTokens: start + take)).map { UInt32($0) }
+        entry.sample = start + take == sequence.tokens.count
+        entry.wantPromptLogprobs = sequence.wantsPromptLogprobs && start < sequence.promptCount
+        entry.sampleIndex = UInt32(sequence.request.sampleIndex)
+        let settings = sequence.request.sampling
+        var sampling = Tessel_Wire_SamplingParameters()
+        sampling.temperature = settings.temperature
+        sampling.topP = settings.topP
+        sampling.topK = Int32(settings.topK)
+        sampling.seed = settings.seed
+        sampling.hasSeed_p = true
+        sampling.wantLogprobs = settings.logprobs != nil || entry.wantPromptLogprobs
+        sampling.topLogprobs = UInt32(max(settings.logprobs ?? 0, entry.wantPromptLogprobs ? sequence.request.promptLogprobs ?? 0 : 0))
+        sampling.repetitionPenalty = settings.repetitionPenalty
+        sampling.presencePenalty = settings.presencePenalty
+        sampling.frequencyPenalty = settings.frequencyPenalty
+        entry.sampling = sampling
+        if settings.usesPenalties, sequence.tokens.count > sequence.promptCount {
+            entry.generatedTokens = Array(sequence.tokens[sequence.promptCount...])
+        }
+        return entry
+    }
+
+    /// Gives a running sequence's blocks back; it restarts from its cached prefix later.
+    private func preempt(_ sequence: ScheduledSequence) {
+        running.removeAll { $0 === sequence }
+        blockManager.free(sequence.blocks)
+        sequence.blocks = []
+        sequence.computedTokens = 0
+        sequence.registeredBlocks = 0
+        sequence.registeredChain = 0
+        sequence.preemptions += 1
+        preemptionCount += 1
+        waiting.insert(sequence, at: 0)
+    }
+
+    // MARK: Results
+
+    /// Applies the workers' answer to the step in flight: advances computed counts, delivers
+    /// tokens, finishes sequences.
+    public func complete(_ step: PlannedStep, result: Tessel_Wire_StepResult) {
+        inFlight = nil
+        lastStepFailure = nil
+        var results: [UInt64: Tessel_Wire_SequenceResult] = [:]
+        for entry in result.sequences { results[entry.sequenceID] = entry }
+        for (position, entry) in step.entries.enumerated() {
+            guard let sequence = sequences[entry.sequenceID] else { continue }
+            if sequence.cancelled {
+                retire(sequence)
+                sequence.continuation.finish()
+                continue
+            }
+            let sent = step.message.sequences[position]
+            let start = sequence.computedTokens
+            sequence.computedTokens += entry.tokenCount
+            sequence.registeredBlocks = blockManager.registerFullBlocks(
+                sequence.blocks, tokens: sequence.tokens, computedTokens: sequence.computedTokens,
+                alreadyRegistered: sequence.registeredBlocks, parentChain: &sequence.registeredChain)
+            let outcome = results[entry.sequenceID]
+            if sent.wantPromptLogprobs {
+                recordPromptLogprobs(sequence, chunkStart: start, chunkLength: entry.tokenCount,
+                                     entries: outcome?.promptLogprobs ?? [])
+            }
+            guard sent.sample else { continue }
+            guard let outcome, outcome.sampled else {
+                retire(sequence)
+                sequence.continuation.finish(throwing: GenerationError.missingResult(sequenceID: sequence.id, stepID: step.message.stepID))
+                continue
+            }
+            let wantsLogprobs = sequence.request.sampling.logprobs != nil
+            let sampled = SampledToken(
+                token: outcome.token,
+                logprob: wantsLogprobs ? outcome.logprob : nil,
+                topLogprobs: wantsLogprobs
+                    ? outcome.topLogprobs.prefix(sequence.request.sampling.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
+                    : [])
+            sequence.tokens.append(outcome.token)
+            sequence.generatedCount += 1
+            sequence.continuation.yield(.token(sampled))
+            if let reason = finishReason(of: sequence, last: outcome.token) {
+                retire(sequence)
+                sequence.continuation.yield(.finished(reason))
+                sequence.continuation.finish()
+            }
+        }
+    }
+
+    /// Fails every sequence of the step in flight (the workers could not run it).
+    public func fail(_ step: PlannedStep, error: GenerationError) {
+        inFlight = nil
+        lastStepFailure = error.description
+        for entry in step.entries {
+            guard let sequence = sequences[entry.sequenceID] else { continue }
+            retire(sequence)
+            if sequence.cancelled {
+                sequence.continuation.finish()
+            } else {
+                sequence.continuation.finish(throwing: error)
+            }
+        }
+    }
+
+    private func finishReason(of sequence: ScheduledSequence, last token: TokenID) -> FinishReason? {
+        if sequence.request.stopTokenIDs.contains(token) { return .stop }
+        if sequence.generatedCount >= sequence.request.maxNewTokens { return .length }
+        if sequence.tokens.count >= limits.maxContextLength { return .length }
+        // The next token would need a block the cache can never give this sequence.
+        if blockManager.blocksNeeded(forTokens: sequence.tokens.count + 1) > limits.kvBlockCount { return .length }
+        return nil
+    }
+
+    private func recordPromptLogprobs(_ sequence: ScheduledSequence, chunkStart: Int, chunkLength: Int,
+                                      entries: [Tessel_Wire_PromptLogprob]) {
+        if sequence.promptLogprobs == nil {
+            sequence.promptLogprobs = sequence.request.promptTokens.map { PromptTokenLogprob(token: $0, logprob: nil) }
+        }
+        let top = sequence.request.promptLogprobs ?? 0
+        // One entry per chunk token after the sequence's first position; aligned at the chunk's end.
+        let chunkEnd = min(chunkStart + chunkLength, sequence.promptCount)
+        let firstPosition = chunkStart + chunkLength - entries.count
+        for (offset, entry) in entries.enumerated() {
+            let position = firstPosition + offset
+            guard position >= 1, position < chunkEnd else { continue }
+            sequence.promptLogprobs![position] = PromptTokenLogprob(
+                token: sequence.tokens[position], logprob: entry.logprob,
+                topLogprobs: entry.topLogprobs.prefix(top).map { TokenLogprob(token: $0.token, logprob: $0.logprob) })
+        }
+        if sequence.computedTokens >= sequence.promptCount, let logprobs = sequence.promptLogprobs {
+            sequence.promptLogprobsDelivered = true
+            sequence.continuation.yield(.promptLogprobs(logprobs))
+        }
+    }
+
+    /// Removes a sequence from every queue and gives its blocks back.
+    private func retire(_ sequence: ScheduledSequence) {
+        guard sequences.removeValue(forKey: sequence.id) != nil else { return }
+        running.removeAll { $0 === sequence }
+        waiting.removeAll { $0 === sequence }
+        blockManager.free(sequence.blocks)
+        sequence.blocks = []
+        if sequence.computedTokens > 0 || sequence.generatedCount > 0 || sequence.preemptions > 0 {
+            pendingReleases.append(sequence.id)
+        }
+    }
+
+    private func isInFlight(_ id: UInt64) -> Bool {
+        inFlight?.entries.contains { $0.sequenceID == id } ?? false
+    }
+}

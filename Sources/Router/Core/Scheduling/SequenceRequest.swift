@@ -1,0 +1,125 @@
+import Tokenizers
+
+/// How the workers pick each next token of one sequence.
+public struct SamplingSettings: Sendable, Equatable {
+    /// 0 = greedy.
+    public var temperature: Float = 1
+    /// 1 = off.
+    public var topP: Float = 1
+    /// 0 = off.
+    public var topK: Int = 0
+    /// Every request carries a seed: the client's, or a random one, so a run can be replayed.
+    public var seed: UInt64 = 0
+    /// 1 = off (vLLM extension).
+    public var repetitionPenalty: Float = 1
+    public var presencePenalty: Float = 0
+    public var frequencyPenalty: Float = 0
+    /// nil: no logprobs; k: the sampled token's logprob and its k most likely alternatives.
+    public var logprobs: Int?
+
+    public init(temperature: Float = 1, topP: Float = 1, topK: Int = 0, seed: UInt64 = 0,
+                repetitionPenalty: Float = 1, presencePenalty: Float = 0, frequencyPenalty: Float = 0,
+                logprobs: Int? = nil) {
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.seed = seed
+        self.repetitionPenalty = repetitionPenalty
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.logprobs = logprobs
+    }
+
+    var usesPenalties: Bool { repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0 }
+}
+
+/// One sequence to generate: what the scheduler needs, nothing about text.
+public struct SequenceRequest: Sendable, Equatable {
+    public var promptTokens: [TokenID]
+    public var sampling: SamplingSettings
+    /// Generation ends with `length` after this many new tokens.
+    public var maxNewTokens: Int
+    /// Sampling one of these ends the sequence with `stop` (the token is still reported).
+    public var stopTokenIDs: Set<TokenID>
+    /// nil: no prompt logprobs; k: each prompt token's logprob with k alternatives (echo + logprobs).
+    public var promptLogprobs: Int?
+    /// Which of the request's `n` choices this is: distinct random streams for the same seed.
+    public var sampleIndex: Int
+
+    public init(promptTokens: [TokenID], sampling: SamplingSettings = SamplingSettings(), maxNewTokens: Int,
+                stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0) {
+        self.promptTokens = promptTokens
+        self.sampling = sampling
+        self.maxNewTokens = maxNewTokens
+        self.stopTokenIDs = stopTokenIDs
+        self.promptLogprobs = promptLogprobs
+        self.sampleIndex = sampleIndex
+    }
+}
+
+public struct TokenLogprob: Sendable, Equatable {
+    public var token: TokenID
+    public var logprob: Float
+    public init(token: TokenID, logprob: Float) {
+        self.token = token
+        self.logprob = logprob
+    }
+}
+
+/// A token the workers sampled, with its logprobs when they were asked for.
+public struct SampledToken: Sendable, Equatable {
+    public var token: TokenID
+    public var logprob: Float?
+    public var topLogprobs: [TokenLogprob]
+    public init(token: TokenID, logprob: Float? = nil, topLogprobs: [TokenLogprob] = []) {
+        self.token = token
+        self.logprob = logprob
+        self.topLogprobs = topLogprobs
+    }
+}
+
+/// The logprob of one prompt token given the ones before it; nil for the first prompt token.
+public struct PromptTokenLogprob: Sendable, Equatable {
+    public var token: TokenID
+    public var logprob: Float?
+    public var topLogprobs: [TokenLogprob]
+    public init(token: TokenID, logprob: Float?, topLogprobs: [TokenLogprob] = []) {
+        self.token = token
+        self.logprob = logprob
+        self.topLogprobs = topLogprobs
+    }
+}
+
+public enum FinishReason: String, Sendable, Equatable {
+    /// EOS, a stop token or a stop string.
+    case stop
+    /// max_tokens, the context length or the KV cache capacity.
+    case length
+}
+
+/// What a sequence's stream delivers, in order: prompt logprobs (when asked), tokens, one finish.
+public enum SequenceEvent: Sendable, Equatable {
+    case promptLogprobs([PromptTokenLogprob])
+    case token(SampledToken)
+    case finished(FinishReason)
+}
+
+public enum GenerationError: Error, CustomStringConvertible, Equatable {
+    /// The workers failed a step this sequence was part of.
+    case stepFailed(String)
+    /// The result of a step did not mention a sequence that was to sample.
+    case missingResult(sequenceID: UInt64, stepID: UInt64)
+    /// The server is shutting down and takes no new sequences.
+    case shuttingDown
+    /// The request does not fit the model (it was not validated against the context).
+    case doesNotFit(String)
+
+    public var description: String {
+        switch self {
+        case .stepFailed(let reason): return "the workers failed the step: \(reason)"
+        case .missingResult(let id, let step): return "step \(step) returned no result for sequence \(id)"
+        case .shuttingDown: return "the server is shutting down"
+        case .doesNotFit(let reason): return reason
+        }
+    }
+}

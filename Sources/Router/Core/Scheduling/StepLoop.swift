@@ -1,0 +1,74 @@
+import Logging
+import ServiceLifecycle
+import Wire
+
+/// Drives the scheduler: plan a step, send it to the workers, apply the result, repeat; sleeps
+/// while there is no work. On graceful shutdown it stops taking requests, finishes the ones it
+/// has, then returns.
+public struct StepLoop: Service {
+    public let scheduler: Scheduler
+    public let runner: any StepRunner
+    public let logger: Logger
+    /// Changes whenever the workers' KV cache was lost (WorkerCluster's `recoveries`).
+    public let kvEpoch: @Sendable () -> UInt64
+
+    public init(scheduler: Scheduler, runner: any StepRunner, logger: Logger = Logger(label: "tessel.steps"),
+                kvEpoch: @escaping @Sendable () -> UInt64 = { 0 }) {
+        self.scheduler = scheduler
+        self.runner = runner
+        self.logger = logger
+        self.kvEpoch = kvEpoch
+    }
+
+    public func run() async throws {
+        let scheduler = self.scheduler
+        try await withGracefulShutdownHandler {
+            try await self.loop()
+        } onGracefulShutdown: {
+            Task { await scheduler.stopAccepting() }
+        }
+    }
+
+    private func loop() async throws {
+        var signals = scheduler.workSignals.makeAsyncIterator()
+        var epoch = kvEpoch()
+        while true {
+            try Task.checkCancellation()
+            await releaseFinished()
+            let currentEpoch = kvEpoch()
+            if currentEpoch != epoch {
+                epoch = currentEpoch
+                logger.warning("the workers lost their KV cache; running sequences are recomputed")
+                await scheduler.dropComputedKV()
+            }
+            if let step = await scheduler.planStep() {
+                await execute(step)
+                continue
+            }
+            if await scheduler.isIdle, await scheduler.isDraining { return }
+            // Nothing to run: wait for a request, a cancellation or the shutdown signal.
+            guard await signals.next() != nil else { return }
+        }
+    }
+
+    /// Runs one planned step; a failure fails exactly the sequences in it.
+    func execute(_ step: PlannedStep) async {
+        do {
+            let result = try await runner.run(step.message)
+            await scheduler.complete(step, result: result)
+        } catch {
+            logger.error("step \(step.message.stepID) failed: \(error)")
+            await scheduler.fail(step, error: .stepFailed("\(error)"))
+        }
+    }
+
+    private func releaseFinished() async {
+        let finished = await scheduler.takeReleases()
+        if !finished.isEmpty { await runner.release(finished) }
+    }
+}
+
+extension Scheduler {
+    /// True once `stopAccepting()` was called.
+    public var isDraining: Bool { !isAccepting }
+}

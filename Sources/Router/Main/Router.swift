@@ -1,0 +1,234 @@
+import ArgumentParser
+import Foundation
+import Jinja
+import Logging
+import ModelFormats
+import RouterCore
+import ServiceLifecycle
+import Tokenizers
+
+@main
+struct Router: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "router",
+        abstract: "Tessel's router: the OpenAI-compatible HTTP API in front of the model workers.",
+        subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// What can stop the router before it serves, each naming what was wrong and where.
+enum RouterStartupError: Error, CustomStringConvertible {
+    case defaultModelMissing(path: String)
+    case modelUnreadable(path: String, reason: String)
+    case chatTemplateUnreadable(path: String, reason: String)
+    case tensorParallelismUnavailable(workers: Int)
+    case invalidOption(name: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .defaultModelMissing(let path):
+            return "default model not found: \(path); run scripts/fetch-model to download it, or pass --model PATH"
+        case .modelUnreadable(let path, let reason):
+            return "cannot load model \(path): \(reason)"
+        case .chatTemplateUnreadable(let path, let reason):
+            return "cannot use chat template \(path): \(reason)"
+        case .tensorParallelismUnavailable(let workers):
+            return "--workers \(workers): tensor parallelism is not available yet; use --workers 1"
+        case .invalidOption(let name, let reason):
+            return "\(name): \(reason)"
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a model over the OpenAI API (the default command).",
+        discussion: """
+            Spawns the workers (or attaches to --worker-endpoints), then serves /v1/completions, \
+            /v1/chat/completions, /v1/models and /health. SIGTERM or SIGINT stops taking requests, \
+            finishes the running ones, and shuts the workers down.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The model: a .gguf file, a Hugging Face model directory, or org/name from the Hugging Face cache.",
+        discussion: "Default: $TESSEL_MODEL_CACHE (default ~/.cache/tessel/models)/SmolLM2-135M-Instruct.Q4_1.gguf.",
+        valueName: "path"))
+    var model: String?
+
+    @Option(name: .long, help: "Number of local worker processes to spawn (1 until tensor parallelism lands).")
+    var workers: Int = 1
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Comma-separated endpoints of workers started elsewhere, rank 0 first (e.g. tcp://10.0.0.2:5555); no workers are spawned.",
+        valueName: "e1,e2,..."))
+    var workerEndpoints: String?
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(name: .long, help: "TCP port to listen on.")
+    var port: Int = 8000
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The model name clients send and /v1/models reports.",
+        discussion: "Default: the model file's name without .gguf, the directory's name, or org/name."))
+    var servedModelName: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "A Jinja chat template file to use instead of the one in the model.", valueName: "file"))
+    var chatTemplate: String?
+
+    @Option(name: .long, help: "Most sequences in one batch step.")
+    var maxNumSeqs: Int = 64
+
+    @Option(name: .long, help: "Most tokens in one batch step: decode tokens plus prefill chunks (chunked prefill).")
+    var maxNumBatchedTokens: Int = 512
+
+    @Option(name: .long, help: ArgumentHelp(
+        "KV cache size per worker, in tokens (rounded to whole blocks). Default: the worker's own default.",
+        valueName: "tokens"))
+    var kvCacheTokens: Int?
+
+    @Flag(name: .long, help: "Do not reuse the KV cache of identical prompt prefixes.")
+    var noPrefixCaching = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if workers < 1 { throw ValidationError("--workers must be at least 1") }
+        if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
+        if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
+        if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
+        if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "tessel.router")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        do {
+            try await serve(logger: logger)
+        } catch let error as RouterStartupError {
+            // One line, naming the file, and a non-zero exit.
+            FileHandle.standardError.write(Data("router: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func serve(logger: Logger) async throws {
+        let endpoints = workerEndpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        let workerCount = endpoints?.count ?? workers
+        if workerCount > 1 { throw RouterStartupError.tensorParallelismUnavailable(workers: workerCount) }
+
+        let source = try resolveModel()
+        let tokenizer: any Tokenizer
+        do {
+            tokenizer = try TokenizerLoader.load(path: source.ggufURL ?? source.directory)
+        } catch {
+            throw RouterStartupError.modelUnreadable(path: source.specifier, reason: "\(error)")
+        }
+        let template = try loadChatTemplate(tokenizer: tokenizer)
+
+        var options = WorkerClusterOptions()
+        options.kvCacheTokens = kvCacheTokens
+        let clusterLogger = Logger(label: "tessel.cluster")
+        let cluster: WorkerCluster
+        if let endpoints {
+            cluster = try await WorkerCluster.attach(endpoints: endpoints, options: options, logger: clusterLogger)
+        } else {
+            cluster = try await WorkerCluster.launch(model: source.ggufURL?.path ?? source.directory.path, workers: workers, options: options,
+                                                     logger: clusterLogger)
+        }
+        let info = cluster.model
+        logger.info("workers ready", metadata: [
+            "architecture": "\(info.architecture)", "context": "\(info.maxContextLength)",
+            "kv_blocks": "\(info.kvBlockCount)", "kv_block_size": "\(info.kvBlockSize)",
+        ])
+
+        let scheduler = Scheduler(
+            configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
+                                                  prefixCaching: !noPrefixCaching),
+            limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
+                                         kvBlockSize: info.kvBlockSize))
+        let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
+                                 maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize)
+        let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)
+        let stepLoop = StepLoop(scheduler: scheduler, runner: cluster, logger: Logger(label: "tessel.steps"),
+                                kvEpoch: { cluster.recoveries })
+        let host = self.host
+        let port = self.port
+        let httpLogger = logger
+        let application = OpenAIServer.makeApplication(
+            endpoints: endpointsAPI, settings: HTTPServerSettings(host: host, port: port),
+            health: { cluster.isHealthy }, logger: logger,
+            onServerRunning: { _ in
+                httpLogger.info("serving \(served.name) on http://\(host):\(port)")
+            })
+        // Shutdown runs in reverse: the HTTP server drains first, then the step loop finishes
+        // the sequences it has, then the workers are told to exit.
+        let group = ServiceGroup(
+            services: [WorkerShutdownService(cluster: cluster), stepLoop, application],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
+    /// --model as ModelSource resolves it (a .gguf file, an HF directory, or org/name in the
+    /// Hugging Face cache); without --model, the default model in the Tessel model cache.
+    func resolveModel() throws -> ModelSource {
+        let specifier: String
+        if let model {
+            specifier = model
+        } else {
+            let cache = ProcessInfo.processInfo.environment["TESSEL_MODEL_CACHE"]
+                ?? (NSHomeDirectory() + "/.cache/tessel/models")
+            specifier = (cache as NSString).appendingPathComponent("SmolLM2-135M-Instruct.Q4_1.gguf")
+            guard FileManager.default.fileExists(atPath: specifier) else {
+                throw RouterStartupError.defaultModelMissing(path: specifier)
+            }
+        }
+        do {
+            return try ModelSource.resolve(specifier)
+        } catch {
+            throw RouterStartupError.modelUnreadable(path: specifier, reason: "\(error)")
+        }
+    }
+
+    func loadChatTemplate(tokenizer: any Tokenizer) throws -> ChatTemplate? {
+        if let chatTemplate {
+            let source: String
+            do {
+                source = try String(contentsOfFile: chatTemplate, encoding: .utf8)
+            } catch {
+                throw RouterStartupError.chatTemplateUnreadable(path: chatTemplate, reason: "cannot read the file")
+            }
+            do {
+                return try ChatTemplate(source: source)
+            } catch {
+                throw RouterStartupError.chatTemplateUnreadable(path: chatTemplate, reason: "\(error)")
+            }
+        }
+        guard let source = tokenizer.chatTemplate else { return nil }
+        do {
+            return try ChatTemplate(source: source)
+        } catch {
+            throw RouterStartupError.chatTemplateUnreadable(path: "(the model's own template)", reason: "\(error)")
+        }
+    }
+}
+
+/// Waits for the shutdown signal, then stops the workers (it runs last in the shutdown order).
+struct WorkerShutdownService: Service {
+    let cluster: WorkerCluster
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await cluster.shutdown()
+    }
+}

@@ -1,0 +1,55 @@
+"""The router's side commands: tokenize, detokenize, chat-template."""
+import json
+import pathlib
+import subprocess
+
+from conftest import BIN_DIR, REPO
+
+VOCAB = REPO / "Tests" / "TokenizersTests" / "Fixtures" / "vocab"
+
+
+def router(*args, stdin=""):
+    return subprocess.run([str(BIN_DIR / "router"), *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def vocab_cases(name):
+    inputs = (VOCAB / f"{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    outputs = (VOCAB / f"{name}.gguf.out").read_text(encoding="utf-8").split("\n")
+    return list(zip(inputs, outputs))[:12]
+
+
+def test_tokenize_matches_reference_ids_and_round_trips():
+    model = VOCAB / "ggml-vocab-llama-bpe.gguf"
+    for text, expected in vocab_cases("ggml-vocab-llama-bpe"):
+        r = router("tokenize", "--model", str(model), stdin=text)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == expected.split(), repr(text)
+        back = router("detokenize", "--model", str(model), stdin=r.stdout)
+        assert back.returncode == 0, back.stderr
+        assert back.stdout.removesuffix("\n") == text or back.stdout == text
+
+
+def test_tokenize_special_parses_special_tokens(model_path):
+    plain = router("tokenize", "--model", str(model_path), stdin="<|im_start|>user").stdout.split()
+    special = router("tokenize", "--model", str(model_path), "--special", stdin="<|im_start|>user").stdout.split()
+    assert special[0] == "1"  # <|im_start|> is one token when specials are parsed
+    assert len(plain) > len(special)
+
+
+def test_chat_template_renders_the_models_template(tmp_path, model_path):
+    messages = tmp_path / "messages.json"
+    messages.write_text(json.dumps([{"role": "user", "content": "Hi"}]))
+    r = router("chat-template", "--model", str(model_path), "--messages", str(messages), "--add-generation-prompt")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                        "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chat_template_error_names_the_line(tmp_path, model_path):
+    template = tmp_path / "bad.jinja"
+    template.write_text("line one\n{% for m in messages %}\n{{ m.content }\n{% endfor %}")
+    messages = tmp_path / "messages.json"
+    messages.write_text("[]")
+    r = router("chat-template", "--model", str(model_path), "--template", str(template), "--messages", str(messages))
+    assert r.returncode != 0
+    assert "line 3" in r.stderr, r.stderr

@@ -1,0 +1,115 @@
+import Testing
+@testable import RouterCore
+import Tokenizers
+
+private func completion(_ json: String) throws(APIError) -> CompletionRequest {
+    try CompletionRequest(body: try! JSONValue.parse(json))
+}
+
+private func chat(_ json: String) throws(APIError) -> ChatCompletionRequest {
+    try ChatCompletionRequest(body: try! JSONValue.parse(json))
+}
+
+private func rejection(_ body: () throws -> Void) -> APIError? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error as? APIError
+    }
+}
+
+@Suite("Request parsing")
+struct RequestParsingTests {
+    @Test("a prompt may be a string, strings, token ids, or lists of token ids")
+    func promptForms() throws {
+        #expect(try completion(#"{"prompt":"hi"}"#).prompts == [.text("hi")])
+        #expect(try completion(#"{"prompt":["a","b"]}"#).prompts == [.text("a"), .text("b")])
+        #expect(try completion(#"{"prompt":[1,2,3]}"#).prompts == [.tokens([1, 2, 3])])
+        #expect(try completion(#"{"prompt":[[1],[2,3]]}"#).prompts == [.tokens([1]), .tokens([2, 3])])
+    }
+
+    @Test("parameters are read with OpenAI's names and defaults")
+    func parameters() throws {
+        let request = try completion(#"""
+            {"prompt":"x","max_tokens":7,"temperature":0,"top_p":0.5,"top_k":-1,"seed":-3,"stop":"\n",
+             "n":2,"echo":true,"logprobs":3,"presence_penalty":0.5,"frequency_penalty":-0.5,
+             "repetition_penalty":1.1,"ignore_eos":true,"skip_special_tokens":false,
+             "stream":true,"stream_options":{"include_usage":true}}
+            """#)
+        #expect(request.options.maxTokens == 7)
+        #expect(request.options.temperature == 0)
+        #expect(request.options.topP == 0.5)
+        #expect(request.options.topK == 0)
+        #expect(request.options.seed == UInt64(bitPattern: -3))
+        #expect(request.options.stop == ["\n"])
+        #expect(request.options.n == 2)
+        #expect(request.echo && request.logprobs == 3)
+        #expect(request.options.ignoreEOS && !request.options.skipSpecialTokens)
+        #expect(request.options.stream && request.options.includeUsage)
+        #expect(request.options.repetitionPenalty == Float(1.1))
+        let defaults = try completion(#"{"prompt":"x"}"#)
+        #expect(defaults.options == GenerationOptions())
+    }
+
+    @Test("bad values are 400s that name the parameter", arguments: [
+        (#"{"prompt":"x","temperature":-0.1}"#, "temperature"),
+        (#"{"prompt":"x","top_p":0}"#, "top_p"),
+        (#"{"prompt":"x","top_p":1.5}"#, "top_p"),
+        (#"{"prompt":"x","n":0}"#, "n"),
+        (#"{"prompt":"x","max_tokens":0}"#, "max_tokens"),
+        (#"{"prompt":"x","logprobs":21}"#, "logprobs"),
+        (#"{"prompt":"x","temperature":"hot"}"#, "temperature"),
+        (#"{"prompt":"x","stop":[1]}"#, "stop"),
+        (#"{"prompt":"x","stream":"yes"}"#, "stream"),
+        (#"{"prompt":"x","stream_options":{"include_usage":true}}"#, "stream_options"),
+        (#"{"prompt":[]}"#, "prompt"),
+        (#"{"prompt":[1,"a"]}"#, "prompt"),
+        (#"{"prompt":3}"#, "prompt"),
+        (#"{"temperature":1}"#, "prompt"),
+    ])
+    func badCompletionValues(json: String, param: String) {
+        let error = rejection { _ = try completion(json) }
+        #expect(error?.status == 400)
+        #expect(error?.param == param)
+        #expect(error?.type == "invalid_request_error")
+    }
+
+    @Test("chat: content parts are joined, other keys pass through, bad messages are named", arguments: [
+        (#"{"model":"m"}"#, "messages"),
+        (#"{"messages":[]}"#, "messages"),
+        (#"{"messages":"hi"}"#, "messages"),
+        (#"{"messages":[{"content":"x"}]}"#, "messages[0].role"),
+        (#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#, "messages[0].content[0].type"),
+        (#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":21,"logprobs":true}"#, "top_logprobs"),
+        (#"{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#, "top_logprobs"),
+        (#"{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":0}"#, "max_completion_tokens"),
+    ])
+    func badChat(json: String, param: String) {
+        let error = rejection { _ = try chat(json) }
+        #expect(error?.status == 400)
+        #expect(error?.param == param)
+    }
+
+    @Test("chat content-part arrays become one string; tools keep their order")
+    func chatContent() throws {
+        let request = try chat(#"""
+            {"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"name":"u"}],
+             "tools":[{"type":"function","function":{"name":"f","parameters":{"z":1,"a":2}}}],
+             "logprobs":true,"top_logprobs":2,"max_completion_tokens":5}
+            """#)
+        #expect(request.messages == [.object([("role", "user"), ("content", "a\nb"), ("name", "u")])])
+        #expect(request.tools?.first?.serialized == #"{"type":"function","function":{"name":"f","parameters":{"z":1,"a":2}}}"#)
+        #expect(request.logprobs && request.topLogprobs == 2)
+        #expect(request.options.maxTokens == 5)
+    }
+
+    @Test("errors serialise in OpenAI's shape")
+    func errorShape() {
+        let error = APIError.invalidValue("n", "must be at least 1, got 0")
+        #expect(error.json.serialized
+            == #"{"error":{"message":"'n' must be at least 1, got 0","type":"invalid_request_error","param":"n","code":"invalid_value"}}"#)
+        #expect(APIError.modelNotFound("x").status == 404)
+        #expect(APIError.modelNotFound("x").code == "model_not_found")
+    }
+}

@@ -1,0 +1,337 @@
+import Testing
+@testable import RouterCore
+import Tokenizers
+import Wire
+
+private func prompt(_ count: Int, offset: Int = 0) -> [TokenID] {
+    (0..<count).map { TokenID(UInt8(ascii: "A") + UInt8((offset + $0) % 26)) }
+}
+
+private func makeScheduler(_ runner: ScriptedStepRunner, maxSequences: Int = 16, budget: Int = 512,
+                           prefixCaching: Bool = true) -> Scheduler {
+    Scheduler(configuration: SchedulerConfiguration(maxSequences: maxSequences, maxBatchedTokens: budget,
+                                                    prefixCaching: prefixCaching),
+              limits: SchedulerModelLimits(maxContextLength: runner.model.maxContextLength,
+                                           kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
+}
+
+/// Plans and runs steps until nothing is left; returns the planned steps.
+@discardableResult
+private func runToCompletion(_ scheduler: Scheduler, _ runner: ScriptedStepRunner, limit: Int = 1000) async throws -> [PlannedStep] {
+    var planned: [PlannedStep] = []
+    while let step = await scheduler.planStep() {
+        planned.append(step)
+        let result = try await runner.run(step.message)
+        await scheduler.complete(step, result: result)
+        #expect(planned.count < limit)
+        if planned.count >= limit { break }
+    }
+    return planned
+}
+
+@Suite("Scheduler")
+struct SchedulerTests {
+    @Test("a long prompt is prefilled in chunks no larger than the step budget; only the last chunk samples")
+    func chunkedPrefill() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 8)
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(20), maxNewTokens: 2))
+        let steps = try await runToCompletion(scheduler, runner)
+        let chunks = steps.map { $0.message.sequences.map(\.tokens.count) }
+        #expect(chunks == [[8], [8], [4], [1]])
+        #expect(steps.map { $0.message.sequences[0].sample } == [false, false, true, true])
+        #expect(steps.map { $0.message.sequences[0].startPosition } == [0, 8, 16, 20])
+        #expect(steps.allSatisfy { $0.totalTokens <= 8 })
+        let collected = try await collectEvents(events)
+        #expect(sampledTokens(collected) == [ScriptedStepRunner.token(atPosition: 20), ScriptedStepRunner.token(atPosition: 21)])
+        #expect(collected.last == .finished(.length))
+    }
+
+    @Test("a step mixes the decode token of a running sequence with a prefill chunk of a new one")
+    func mixedStep() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 8)
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 5))
+        let first = try #require(await scheduler.planStep())
+        await scheduler.complete(first, result: try await runner.run(first.message))
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(20), maxNewTokens: 5))
+        let second = try #require(await scheduler.planStep())
+        #expect(second.message.sequences.map(\.tokens.count) == [1, 7])
+        #expect(second.decodeCount == 1)
+        #expect(second.prefillTokenCount == 7)
+        #expect(second.message.sequences[0].sample)
+        #expect(!second.message.sequences[1].sample)
+    }
+
+    @Test("block tables cover exactly the positions computed so far")
+    func blockTables() async throws {
+        let runner = ScriptedStepRunner(blockSize: 4)
+        let scheduler = makeScheduler(runner, budget: 6)
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(10), maxNewTokens: 3))
+        let steps = try await runToCompletion(scheduler, runner)
+        for step in steps {
+            let entry = step.message.sequences[0]
+            let end = Int(entry.startPosition) + entry.tokens.count
+            #expect(entry.blockTable.count == (end + 3) / 4)
+        }
+        // The table only grows: earlier blocks keep their ids.
+        let tables = steps.map { $0.message.sequences[0].blockTable }
+        for (previous, next) in zip(tables, tables.dropFirst()) {
+            #expect(Array(next.prefix(previous.count)) == previous)
+        }
+    }
+
+    @Test("out of KV blocks, the newest sequence is preempted, recomputed later, and both outputs stay right")
+    func preemption() async throws {
+        // 6 blocks of 4 slots; each sequence grows to 8 + 10 = 18 tokens (5 blocks).
+        let runner = ScriptedStepRunner(blockCount: 6, blockSize: 4)
+        let scheduler = makeScheduler(runner, budget: 64)
+        let (_, first) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(8), maxNewTokens: 10))
+        let (_, second) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(8, offset: 3), maxNewTokens: 10))
+        try await runToCompletion(scheduler, runner)
+        let expected = (8..<18).map { ScriptedStepRunner.token(atPosition: $0) }
+        #expect(sampledTokens(try await collectEvents(first)) == expected)
+        #expect(sampledTokens(try await collectEvents(second)) == expected)
+        let statistics = await scheduler.statistics
+        #expect(statistics.preemptions >= 1)
+        #expect(statistics.usedBlocks == 0)
+        #expect(statistics.running == 0 && statistics.waiting == 0)
+        // No step ever referenced more blocks than exist.
+        for step in runner.steps {
+            let used = Set(step.sequences.flatMap(\.blockTable))
+            #expect(used.count <= 6)
+        }
+    }
+
+    @Test("sequences never share a block they write to")
+    func noSharedWrites() async throws {
+        let runner = ScriptedStepRunner(blockCount: 32, blockSize: 4)
+        let scheduler = makeScheduler(runner, budget: 16)
+        for index in 0..<4 {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(6, offset: index), maxNewTokens: 6))
+        }
+        try await runToCompletion(scheduler, runner)
+        for step in runner.steps {
+            var written: [UInt32: UInt64] = [:]
+            for entry in step.sequences {
+                let first = Int(entry.startPosition) / 4
+                let last = (Int(entry.startPosition) + entry.tokens.count - 1) / 4
+                for index in first...last {
+                    let block = entry.blockTable[index]
+                    #expect(written[block] == nil, "block \(block) written by two sequences in one step")
+                    written[block] = entry.sequenceID
+                }
+            }
+        }
+    }
+
+    @Test("the step's sequence count never exceeds max-num-seqs")
+    func maxSequences() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, maxSequences: 3)
+        for index in 0..<7 {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3, offset: index), maxNewTokens: 4))
+        }
+        let steps = try await runToCompletion(scheduler, runner)
+        #expect(steps.allSatisfy { $0.message.sequences.count <= 3 })
+        #expect(Set(steps.flatMap { $0.message.sequences.map(\.sequenceID) }).count == 7)
+    }
+
+    @Test("a stop token ends the sequence with finish reason stop and frees its blocks")
+    func stopToken() async throws {
+        let runner = ScriptedStepRunner(eosAtPosition: 7)
+        let scheduler = makeScheduler(runner)
+        let (id, events) = try await scheduler.submit(
+            SequenceRequest(promptTokens: prompt(5), maxNewTokens: 50, stopTokenIDs: [ByteTokenizer.eos]))
+        try await runToCompletion(scheduler, runner)
+        let collected = try await collectEvents(events)
+        #expect(sampledTokens(collected) == [ScriptedStepRunner.token(atPosition: 5), ScriptedStepRunner.token(atPosition: 6), ByteTokenizer.eos])
+        #expect(collected.last == .finished(.stop))
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        #expect(await scheduler.takeReleases() == [id])
+    }
+
+    @Test("the context length ends a sequence with length")
+    func contextLimit() async throws {
+        let runner = ScriptedStepRunner(contextLength: 12)
+        let scheduler = makeScheduler(runner)
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(9), maxNewTokens: 100))
+        try await runToCompletion(scheduler, runner)
+        let collected = try await collectEvents(events)
+        #expect(sampledTokens(collected).count == 3)
+        #expect(collected.last == .finished(.length))
+    }
+
+    @Test("cancelling a queued or running sequence frees its blocks and ends its stream")
+    func cancellation() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 4)
+        let (running, runningEvents) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(12), maxNewTokens: 5))
+        let step = try #require(await scheduler.planStep())
+        await scheduler.complete(step, result: try await runner.run(step.message))
+        #expect(await scheduler.statistics.usedBlocks > 0)
+        await scheduler.cancel(running)
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        #expect(try await collectEvents(runningEvents).isEmpty)
+        #expect(await scheduler.planStep() == nil)
+        #expect(await scheduler.takeReleases() == [running])
+    }
+
+    @Test("a sequence cancelled while its step runs is dropped when the step returns")
+    func cancelInFlight() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        let (id, events) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 5))
+        let step = try #require(await scheduler.planStep())
+        await scheduler.cancel(id)
+        #expect(await scheduler.statistics.usedBlocks > 0)
+        await scheduler.complete(step, result: try await runner.run(step.message))
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        #expect(try await collectEvents(events).isEmpty)
+    }
+
+    @Test("dropping a sequence's event stream cancels it")
+    func droppedStream() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        do {
+            let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 5))
+            _ = events
+        }
+        for _ in 0..<100 where await scheduler.statistics.waiting > 0 { await Task.yield() }
+        #expect(await scheduler.statistics.waiting == 0)
+    }
+
+    @Test("a failed step fails exactly its sequences with the worker's error; others go on")
+    func stepFailure() async throws {
+        let runner = ScriptedStepRunner(failingSteps: [1])
+        let scheduler = makeScheduler(runner, budget: 4)
+        let (_, doomed) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 3))
+        let loop = StepLoop(scheduler: scheduler, runner: runner)
+        let task = Task { try await loop.run() }
+        defer { task.cancel() }
+        await #expect(throws: GenerationError.self) { _ = try await collectEvents(doomed) }
+        do {
+            _ = try await collectEvents(doomed)
+        } catch let error as GenerationError {
+            guard case .stepFailed(let message) = error else { Issue.record("unexpected \(error)"); return }
+            #expect(message.contains("scripted failure of step 1"))
+        }
+        #expect(await scheduler.lastStepFailure != nil)
+        let (_, healthy) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 3))
+        #expect(sampledTokens(try await collectEvents(healthy)).count == 3)
+        #expect(await scheduler.lastStepFailure == nil)
+        #expect(await scheduler.statistics.usedBlocks == 0)
+    }
+
+    @Test("8 simultaneous requests through the step loop all complete with their own outputs")
+    func eightConcurrentRequests() async throws {
+        let runner = ScriptedStepRunner(blockCount: 24, blockSize: 4, delay: .milliseconds(1))
+        let scheduler = makeScheduler(runner, maxSequences: 8, budget: 16)
+        let loop = StepLoop(scheduler: scheduler, runner: runner)
+        let task = Task { try await loop.run() }
+        defer { task.cancel() }
+        let outputs = try await withThrowingTaskGroup(of: (Int, [TokenID]).self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let (_, events) = try await scheduler.submit(
+                        SequenceRequest(promptTokens: prompt(5 + index, offset: index), maxNewTokens: 6 + index))
+                    return (index, sampledTokens(try await collectEvents(events)))
+                }
+            }
+            var outputs: [Int: [TokenID]] = [:]
+            for try await (index, tokens) in group { outputs[index] = tokens }
+            return outputs
+        }
+        for index in 0..<8 {
+            let start = 5 + index
+            #expect(outputs[index] == (start..<start + 6 + index).map { ScriptedStepRunner.token(atPosition: $0) })
+        }
+        #expect(runner.steps.contains { $0.sequences.count > 1 }, "requests were batched together")
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        for _ in 0..<200 where runner.released.count < 8 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(Set(runner.released).count == 8)
+    }
+
+    @Test("a repeated prompt starts at its cached full-block length")
+    func prefixCacheHit() async throws {
+        let runner = ScriptedStepRunner(blockSize: 4)
+        let scheduler = makeScheduler(runner)
+        let tokens = prompt(13)
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 2))
+        try await runToCompletion(scheduler, runner)
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 2))
+        let steps = try await runToCompletion(scheduler, runner)
+        #expect(steps.first?.message.sequences.first?.startPosition == 12)
+        #expect(steps.first?.message.sequences.first?.tokens.count == 1)
+        #expect(sampledTokens(try await collectEvents(events)) == [ScriptedStepRunner.token(atPosition: 13), ScriptedStepRunner.token(atPosition: 14)])
+        #expect(await scheduler.statistics.prefixCacheHitTokens == 12)
+
+        // With the cache off, the whole prompt is computed again.
+        let cold = makeScheduler(runner, prefixCaching: false)
+        _ = try await cold.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 1))
+        try await runToCompletion(cold, runner)
+        _ = try await cold.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 1))
+        let coldSteps = try await runToCompletion(cold, runner)
+        #expect(coldSteps.first?.message.sequences.first?.startPosition == 0)
+    }
+
+    @Test("prompt logprobs cover every prompt token across chunks, the first one null")
+    func promptLogprobs() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 4)
+        let tokens = prompt(10)
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 1, promptLogprobs: 1))
+        try await runToCompletion(scheduler, runner)
+        let collected = try await collectEvents(events)
+        guard case .promptLogprobs(let entries) = collected.first else { Issue.record("no prompt logprobs first"); return }
+        #expect(entries.map(\.token) == tokens)
+        #expect(entries[0].logprob == nil)
+        #expect(entries.dropFirst().map(\.logprob) == (1..<10).map { -Float($0) })
+        #expect(entries[5].topLogprobs == [TokenLogprob(token: TokenID(UInt8(ascii: "z")), logprob: -0.25)])
+    }
+
+    @Test("a prompt longer than the context is refused at submission")
+    func tooLong() async throws {
+        let runner = ScriptedStepRunner(contextLength: 16)
+        let scheduler = makeScheduler(runner)
+        await #expect(throws: GenerationError.self) {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(16), maxNewTokens: 1))
+        }
+    }
+
+    @Test("after a graceful stop the scheduler refuses new sequences")
+    func draining() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        await scheduler.stopAccepting()
+        await #expect(throws: GenerationError.shuttingDown) {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 1))
+        }
+    }
+}
+
+import Logging
+import ServiceLifecycle
+
+@Suite("Step loop lifecycle")
+struct StepLoopLifecycleTests {
+    @Test("graceful shutdown finishes the running sequence, refuses new ones, then returns")
+    func drain() async throws {
+        let runner = ScriptedStepRunner(delay: .milliseconds(2))
+        let scheduler = Scheduler(configuration: SchedulerConfiguration(),
+                                  limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 64, kvBlockSize: 4))
+        let group = ServiceGroup(services: [StepLoop(scheduler: scheduler, runner: runner)], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: [65, 66], maxNewTokens: 30))
+        try await Task.sleep(for: .milliseconds(10))
+        await group.triggerGracefulShutdown()
+        let collected = try await collectEvents(events)
+        #expect(sampledTokens(collected).count == 30)
+        #expect(collected.last == .finished(.length))
+        try await running.value
+        await #expect(throws: GenerationError.shuttingDown) {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: [65], maxNewTokens: 1))
+        }
+    }
+}
