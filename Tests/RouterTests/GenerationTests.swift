@@ -43,25 +43,46 @@ struct GenerationTests {
 
     @Test("a multi-byte character split over tokens is released whole")
     func utf8Split() {
-        var decoder = UTF8StreamDecoder()
-        let bytes = Array("é€😀".utf8)  // 2 + 3 + 4 bytes
-        var text = ""
+        var output = ChoiceOutput(tokenizer: ByteTokenizer(), stopStrings: [], stopTokenIDs: [ByteTokenizer.eos],
+                                  skipSpecialTokens: true)
         var releases: [String] = []
-        for byte in bytes {
-            let piece = decoder.append([byte])
+        for byte in Array("é€😀".utf8) {  // 2 + 3 + 4 bytes, one token each
+            let piece = output.accept(SampledToken(token: TokenID(byte)))
             if !piece.isEmpty { releases.append(piece) }
-            text += piece
         }
-        #expect(text == "é€😀")
         #expect(releases == ["é", "€", "😀"])
-        #expect(decoder.flush() == "")
+        #expect(output.finish(.length) == "")
+        #expect(output.text == "é€😀")
     }
 
     @Test("an unfinished character at the end becomes U+FFFD")
     func utf8Unfinished() {
-        var decoder = UTF8StreamDecoder()
-        #expect(decoder.append([0x61, 0xE2, 0x82]) == "a")
-        #expect(decoder.flush() == "\u{FFFD}")
+        var output = ChoiceOutput(tokenizer: ByteTokenizer(), stopStrings: [], stopTokenIDs: [ByteTokenizer.eos],
+                                  skipSpecialTokens: true)
+        #expect(output.accept(SampledToken(token: 0x61)) == "a")
+        #expect(output.accept(SampledToken(token: 0xE2)) == "")
+        #expect(output.accept(SampledToken(token: 0x82)) == "")
+        #expect(output.finish(.length) == "\u{FFFD}")
+        #expect(output.text == "a\u{FFFD}")
+    }
+
+    @Test("streamed text is the prompt's continuation: a SentencePiece leading space is kept",
+          arguments: [(true, true), (true, false), (false, true), (false, false)])
+    func streamedContinuesPrompt(stripsLeadingSpace: Bool, skipSpecialTokens: Bool) {
+        var tokenizer = ByteTokenizer()
+        tokenizer.stripsLeadingSpace = stripsLeadingSpace
+        // A special token first (skipped or not), then " hi  there" with its own leading space.
+        let ids = [ByteTokenizer.bos] + " hi  there".utf8.map { TokenID($0) }
+        var output = ChoiceOutput(tokenizer: tokenizer, stopStrings: [], stopTokenIDs: [ByteTokenizer.eos],
+                                  skipSpecialTokens: skipSpecialTokens)
+        var streamed = ""
+        for id in ids { streamed += output.accept(SampledToken(token: id)) }
+        streamed += output.finish(.length)
+        #expect(output.text == streamed)
+        #expect(streamed == (skipSpecialTokens ? " hi  there" : "<bos> hi  there"))
+        // A whole-text decode strips the SentencePiece space; the continuation must not.
+        let whole = tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens)
+        #expect(stripsLeadingSpace && skipSpecialTokens ? whole == "hi  there" : whole == streamed)
     }
 
     @Test("a choice's text stops at a stop string, and a stop token adds no text")
@@ -103,6 +124,21 @@ struct JSONValueTests {
         #expect(throws: JSONParseError.self) { try JSONValue.parse("{\"a\": }") }
         #expect(throws: JSONParseError.self) { try JSONValue.parse("{\"a\": 1} x") }
         #expect(throws: JSONParseError.self) { try JSONValue.parse("[1, 2") }
+    }
+
+    @Test("numbers and strings are read as strictly as RFC 8259 and Python's json.loads")
+    func strict() throws {
+        for text in ["01", "1.", "-", "1e+", ".5", "[1,]", "\"a\nb\"", "\"tab\there\""] {
+            #expect(throws: JSONParseError.self, "\(text.debugDescription) should be rejected") { try JSONValue.parse(text) }
+        }
+        #expect(try JSONValue.parse("[-0, 1E+2, 0.5e-1, 12]") == [.int(0), .double(100), .double(0.05), .int(12)])
+    }
+
+    @Test("a repeated key keeps its first position and its last value, as in Python")
+    func repeatedKey() throws {
+        let value = try JSONValue.parse(#"{"a":1,"b":2,"a":3}"#)
+        #expect(value.serialized == #"{"a":3,"b":2}"#)
+        #expect(value["a"] == .int(3))
     }
 
     @Test("surrogate pairs decode to one scalar; infinities serialise as JSON numbers")

@@ -183,6 +183,7 @@ struct HTTPServerTests {
             let chunks = try ssePayloads(text)
             let pieces = chunks.compactMap { string(array($0["choices"]).first?["text"]) }
             #expect(pieces.joined() == scriptedText(from: 2, count: 10))
+            #expect(chunks.allSatisfy { $0["usage"] == nil }, "no usage member unless stream_options asks for it")
             let (_, _, stopped) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":10,"stop":"efg","stream":true}"#)
             let stoppedPieces = try ssePayloads(stopped).compactMap { string(array($0["choices"]).first?["text"]) }
             #expect(stoppedPieces.joined() == "cd")

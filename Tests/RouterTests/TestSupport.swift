@@ -25,7 +25,9 @@ struct ByteTokenizer: Tokenizer {
     }
 
     func decode(_ ids: [TokenID], skipSpecialTokens: Bool) -> String {
-        String(decoding: ids.flatMap { pieceBytes($0, skipSpecialTokens: skipSpecialTokens) }, as: UTF8.self)
+        var bytes = ids.flatMap { pieceBytes($0, skipSpecialTokens: skipSpecialTokens) }
+        if stripsLeadingSpace, bytes.first == 0x20 { bytes.removeFirst() }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     func pieceBytes(_ id: TokenID, skipSpecialTokens: Bool) -> [UInt8] {
@@ -56,7 +58,8 @@ struct ByteTokenizer: Tokenizer {
     func isSpecial(_ id: TokenID) -> Bool { id >= 256 }
     var specialTokens: SpecialTokenIDs { SpecialTokenIDs(bos: Self.bos, eos: Self.eos, stop: [Self.eos]) }
     var vocabularySize: Int { 258 }
-    var stripsLeadingSpace: Bool { false }
+    /// Set to behave like a SentencePiece vocabulary, whose decode drops one leading space.
+    var stripsLeadingSpace = false
 }
 
 /// A worker stand-in with a fixed script: the token sampled at position p is the letter

@@ -161,6 +161,33 @@ struct RegistryAndValidationTests {
         #expect(error.description.contains("block table"))
     }
 
+    @Test("releasing a sequence drops the hidden state its prompt-logprob chunk carried, and only its own")
+    func releaseDropsCarriedState() throws {
+        let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
+        func firstChunk(_ id: UInt64, block: Int32) throws {
+            let outcome = try model.execute([SequenceWork(id: id, tokens: [1, 2, 3], startPosition: 0, blockTable: [block],
+                                                          sample: false, wantPromptLogprobs: true)])
+            #expect(outcome[0].promptLogprobs.count == 2)
+        }
+        func secondChunk(_ id: UInt64, block: Int32) throws -> [SequenceOutcome] {
+            try model.execute([SequenceWork(id: id, tokens: [4, 5], startPosition: 3, blockTable: [block],
+                                            wantPromptLogprobs: true)])
+        }
+        // Released elsewhere: sequence 9 keeps its carried state and its next chunk scores token 4 with it.
+        try firstChunk(9, block: 0)
+        model.releaseSequences([10, 12])
+        let kept = try secondChunk(9, block: 0)
+        #expect(kept[0].promptLogprobs.map(\.chosen.token) == [4, 5])
+        // Released itself: the carried state is gone, so a next chunk has no context to score against.
+        try firstChunk(11, block: 1)
+        model.releaseSequences([11])
+        #expect(throws: ExecutionError.missingPromptContext(id: 11, position: 3)) { try secondChunk(11, block: 1) }
+        // Through the service protocol the executor's own release is the one used, not the no-op default.
+        try firstChunk(13, block: 2)
+        (model as any StepExecuting).releaseSequences([13])
+        #expect(throws: ExecutionError.missingPromptContext(id: 13, position: 3)) { try secondChunk(13, block: 2) }
+    }
+
     @Test("default KV pool: four full contexts, capped by the memory budget but never below one context")
     func defaultCacheSize() {
         let small = KVCacheShape(layers: 2, kvHeads: 2, headDimension: 16)

@@ -99,6 +99,16 @@ struct JSONWriter {
     }
 
     private mutating func writeString(_ text: String) {
+        JSONStringLiteral.append(text, ensureASCII: ensureASCII, to: &output)
+    }
+}
+
+/// A JSON string literal written as Python's `json.dumps` writes it (short escapes for the usual
+/// controls, lowercase `\u00XX` for the rest). The router's JSON responses use it too.
+public enum JSONStringLiteral {
+    /// Appends `text` quoted; with `ensureASCII` every scalar outside printable ASCII becomes
+    /// `\uXXXX` (a surrogate pair above U+FFFF), as `ensure_ascii=True` does.
+    public static func append(_ text: String, ensureASCII: Bool = false, to output: inout String) {
         output += "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -113,10 +123,10 @@ struct JSONWriter {
                 if scalar.value < 0x20 || (ensureASCII && scalar.value > 0x7E) {
                     if scalar.value > 0xFFFF {
                         let offset = scalar.value - 0x10000
-                        output += JSONWriter.unicodeEscape(0xD800 + (offset >> 10))
-                        output += JSONWriter.unicodeEscape(0xDC00 + (offset & 0x3FF))
+                        output += unicodeEscape(0xD800 + (offset >> 10))
+                        output += unicodeEscape(0xDC00 + (offset & 0x3FF))
                     } else {
-                        output += JSONWriter.unicodeEscape(scalar.value)
+                        output += unicodeEscape(scalar.value)
                     }
                 } else {
                     output.unicodeScalars.append(scalar)

@@ -83,9 +83,10 @@ public enum JinjaJSONError: Error, CustomStringConvertible, Equatable {
 }
 
 extension JinjaValue {
-    /// Parses JSON keeping object key order. Integers without fraction or exponent become `.int`
-    /// (as Python's `json.loads` makes them `int`), everything else numeric becomes `.double`.
-    public static func parseJSON(_ data: Data) throws -> JinjaValue {
+    /// Parses one JSON document (RFC 8259, as strict as Python's `json.loads`) keeping object key
+    /// order. Integers without fraction or exponent become `.int` (as Python makes them `int`),
+    /// everything else numeric becomes `.double`. The router's request parser is built on this one.
+    public static func parseJSON(_ data: Data) throws(JinjaJSONError) -> JinjaValue {
         var reader = JSONReader(bytes: [UInt8](data))
         reader.skipWhitespace()
         let value = try reader.readValue(depth: 0)
@@ -105,12 +106,12 @@ private struct JSONReader {
         while position < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[position]) { position += 1 }
     }
 
-    func peek() throws -> UInt8 {
+    func peek() throws(JinjaJSONError) -> UInt8 {
         guard position < bytes.count else { throw JinjaJSONError.unexpectedEnd }
         return bytes[position]
     }
 
-    mutating func expect(_ literal: String, value: JinjaValue) throws -> JinjaValue {
+    mutating func expect(_ literal: String, value: JinjaValue) throws(JinjaJSONError) -> JinjaValue {
         for byte in literal.utf8 {
             guard position < bytes.count else { throw JinjaJSONError.unexpectedEnd }
             guard bytes[position] == byte else { throw JinjaJSONError.unexpectedByte(bytes[position], offset: position) }
@@ -119,7 +120,7 @@ private struct JSONReader {
         return value
     }
 
-    mutating func readValue(depth: Int) throws -> JinjaValue {
+    mutating func readValue(depth: Int) throws(JinjaJSONError) -> JinjaValue {
         guard depth < 512 else { throw JinjaJSONError.unexpectedByte(try peek(), offset: position) }
         switch try peek() {
         case UInt8(ascii: "{"):
@@ -168,23 +169,29 @@ private struct JSONReader {
         }
     }
 
-    mutating func readNumber() throws -> JinjaValue {
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, nothing looser.
+    mutating func readNumber() throws(JinjaJSONError) -> JinjaValue {
         let start = position
         var isInteger = true
         if bytes[position] == UInt8(ascii: "-") { position += 1 }
-        while position < bytes.count {
-            let byte = bytes[position]
-            if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
-                position += 1
-            } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
-                || ((byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-")) && position > start
-                    && (bytes[position - 1] == UInt8(ascii: "e") || bytes[position - 1] == UInt8(ascii: "E")))
-            {
-                isInteger = false
-                position += 1
-            } else {
-                break
-            }
+        guard position < bytes.count, isDigit(bytes[position]) else { throw JinjaJSONError.invalidNumber(offset: start) }
+        if bytes[position] == UInt8(ascii: "0") {
+            position += 1
+        } else {
+            skipDigits()
+        }
+        if position < bytes.count, bytes[position] == UInt8(ascii: ".") {
+            isInteger = false
+            position += 1
+            guard position < bytes.count, isDigit(bytes[position]) else { throw JinjaJSONError.invalidNumber(offset: start) }
+            skipDigits()
+        }
+        if position < bytes.count, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
+            isInteger = false
+            position += 1
+            if position < bytes.count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") { position += 1 }
+            guard position < bytes.count, isDigit(bytes[position]) else { throw JinjaJSONError.invalidNumber(offset: start) }
+            skipDigits()
         }
         let text = String(decoding: bytes[start..<position], as: UTF8.self)
         if isInteger, let value = Int(text) { return .int(value) }
@@ -192,7 +199,13 @@ private struct JSONReader {
         return .double(value)
     }
 
-    mutating func readHex4() throws -> UInt32 {
+    func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+
+    mutating func skipDigits() {
+        while position < bytes.count, isDigit(bytes[position]) { position += 1 }
+    }
+
+    mutating func readHex4() throws(JinjaJSONError) -> UInt32 {
         guard position + 4 <= bytes.count else { throw JinjaJSONError.unexpectedEnd }
         var value: UInt32 = 0
         for _ in 0..<4 {
@@ -210,7 +223,7 @@ private struct JSONReader {
         return value
     }
 
-    mutating func readString() throws -> String {
+    mutating func readString() throws(JinjaJSONError) -> String {
         position += 1  // opening quote
         var utf8: [UInt8] = []
         while true {
@@ -220,6 +233,8 @@ private struct JSONReader {
                 position += 1
                 break
             }
+            // RFC 8259 (and Python's strict mode) wants control characters escaped.
+            if byte < 0x20 { throw JinjaJSONError.unexpectedByte(byte, offset: position) }
             if byte != UInt8(ascii: "\\") {
                 utf8.append(byte)
                 position += 1

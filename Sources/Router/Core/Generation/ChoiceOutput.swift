@@ -1,12 +1,14 @@
 import Tokenizers
 
-/// The text side of one generated sequence: bytes of each token → UTF-8-safe text → stop
-/// strings. Tokens that end the sequence as stop tokens add no text, as in vLLM.
+/// The text side of one generated sequence: token ids → UTF-8-safe text (the tokenizer's
+/// incremental detokenizer, so the streamed text adds up to the concatenated token pieces, the
+/// text that follows the prompt) → stop strings.
+/// Tokens that end the sequence as stop tokens add no text, as in vLLM.
 public struct ChoiceOutput: Sendable {
-    public let tokenizer: any Tokenizer
-    public let skipSpecialTokens: Bool
+    public var tokenizer: any Tokenizer { detokenizer.tokenizer }
+    public var skipSpecialTokens: Bool { detokenizer.skipSpecialTokens }
     public let stopTokenIDs: Set<TokenID>
-    private var decoder = UTF8StreamDecoder()
+    private var detokenizer: IncrementalDetokenizer
     private var matcher: StopStringMatcher
     /// The text released so far.
     public private(set) var text = ""
@@ -16,8 +18,9 @@ public struct ChoiceOutput: Sendable {
     public var stoppedByString: Bool { matcher.stopped }
 
     public init(tokenizer: any Tokenizer, stopStrings: [String], stopTokenIDs: Set<TokenID>, skipSpecialTokens: Bool) {
-        self.tokenizer = tokenizer
-        self.skipSpecialTokens = skipSpecialTokens
+        // Generated text continues the prompt: a SentencePiece "▁Paris" streams as " Paris".
+        detokenizer = IncrementalDetokenizer(tokenizer: tokenizer, skipSpecialTokens: skipSpecialTokens,
+                                             continuingText: true)
         self.stopTokenIDs = stopTokenIDs
         matcher = StopStringMatcher(stopStrings: stopStrings)
     }
@@ -31,15 +34,14 @@ public struct ChoiceOutput: Sendable {
         guard finishReason == nil else { return "" }
         tokens.append(token)
         if stopTokenIDs.contains(token.token) { return "" }
-        let piece = decoder.append(tokenizer.pieceBytes(token.token, skipSpecialTokens: skipSpecialTokens))
-        return release(piece)
+        return release(detokenizer.append(token.token))
     }
 
     /// The scheduler ended the sequence; returns the last text held back. A stop string found
     /// earlier keeps its `stop`.
     public mutating func finish(_ reason: FinishReason) -> String {
         guard finishReason == nil else { return "" }
-        var rest = release(decoder.flush())
+        var rest = release(detokenizer.finish())
         if finishReason == nil {
             let held = matcher.flush()
             text += held

@@ -9,22 +9,10 @@ extension OpenAIEndpoints {
     /// token, and whether the choice just finished.
     private func apply(_ event: SequenceEvent, to output: inout ChoiceOutput, choice: Int, run: ChoiceRun,
                        wantsLogprobs: Bool) async -> (text: String, logprobs: [JSONValue], finished: Bool) {
-        switch event {
-        case .promptLogprobs:
-            return ("", [], false)
-        case .token(let sampled):
-            guard !output.isFinished else { return ("", [], false) }
-            let text = output.accept(sampled)
-            let entries = wantsLogprobs ? [formatter.chatEntry(sampled)] : []
-            if output.isFinished {
-                await run.stop(choice: choice)
-                return (text, entries, true)
-            }
-            return (text, entries, false)
-        case .finished(let reason):
-            guard !output.isFinished else { return ("", [], false) }
-            return (output.finish(reason), [], true)
-        }
+        guard let step = await run.advance(&output, choice: choice, with: event) else { return ("", [], false) }
+        var entries: [JSONValue] = []
+        if wantsLogprobs, case .token(let sampled) = event { entries = [formatter.chatEntry(sampled)] }
+        return (step.text, entries, step.finished)
     }
 
     func collectChat(_ run: ChoiceRun, context: ChatContext) async throws(APIError) -> JSONValue {
@@ -43,7 +31,7 @@ extension OpenAIEndpoints {
         }
         var choices: [JSONValue] = []
         for (index, output) in outputs.enumerated() {
-            guard let reason = output.finishReason else { throw .workersUnavailable("choice \(index) ended without finishing") }
+            guard let reason = output.finishReason else { throw .choiceNotFinished(index) }
             choices.append(.object([
                 ("index", .int(index)),
                 ("message", .object([("role", "assistant"), ("content", .string(output.text))])),
@@ -51,14 +39,7 @@ extension OpenAIEndpoints {
                 ("finish_reason", .string(reason.rawValue)),
             ]))
         }
-        return .object([
-            ("id", .string(context.id)),
-            ("object", "chat.completion"),
-            ("created", .int(context.created)),
-            ("model", .string(context.model)),
-            ("choices", .array(choices)),
-            ("usage", chatUsage(outputs, context: context)),
-        ])
+        return context.body(object: "chat.completion", choices: choices, usage: chatUsage(outputs, context: context))
     }
 
     func streamChat(_ run: ChoiceRun, context: ChatContext) -> AsyncStream<JSONValue> {
@@ -66,15 +47,8 @@ extension OpenAIEndpoints {
         let includeUsage = context.request.options.includeUsage
         let wantsLogprobs = context.request.logprobs
         func chunk(_ choices: [JSONValue], usage: JSONValue? = nil) -> JSONValue {
-            var members: [(String, JSONValue)] = [
-                ("id", .string(context.id)),
-                ("object", "chat.completion.chunk"),
-                ("created", .int(context.created)),
-                ("model", .string(context.model)),
-                ("choices", .array(choices)),
-            ]
-            if includeUsage { members.append(("usage", usage ?? .null)) }
-            return .object(members)
+            includeUsage ? context.body(object: "chat.completion.chunk", choices: choices, usage: usage ?? .null)
+                : context.body(object: "chat.completion.chunk", choices: choices)
         }
         func choice(_ index: Int, delta: JSONValue, logprobs: JSONValue, finishReason: FinishReason?) -> JSONValue {
             .object([
@@ -109,12 +83,10 @@ extension OpenAIEndpoints {
                 }
             }
             if Task.isCancelled { continuation.finish(); return }
-            if let unfinished = outputs.firstIndex(where: { !$0.isFinished }) {
-                continuation.yield(APIError.workersUnavailable("choice \(unfinished) ended without finishing").json)
-            } else if includeUsage {
-                continuation.yield(chunk([], usage: chatUsage(outputs, context: context)))
+            closeStream(continuation, unfinishedChoice: outputs.firstIndex(where: { !$0.isFinished }),
+                        includeUsage: includeUsage) {
+                chunk([], usage: chatUsage(outputs, context: context))
             }
-            continuation.finish()
         }
         continuation.onTermination = { _ in task.cancel() }
         return stream

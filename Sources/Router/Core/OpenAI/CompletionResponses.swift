@@ -40,28 +40,19 @@ extension OpenAIEndpoints {
                   completionTokens: states.reduce(0) { $0 + $1.output.tokenCount })
     }
 
-    /// Applies one event to a choice; returns the text it releases and the logprobs of its token.
+    /// Applies one event to a choice; returns the text it releases and whether the choice just
+    /// finished. Prompt logprobs are kept for the echo; a token's logprobs join the legacy lists.
     private func apply(_ event: SequenceEvent, to state: inout CompletionChoiceState, choice: Int, run: ChoiceRun,
                        wantsLogprobs: Bool) async -> (text: String, finished: Bool) {
-        switch event {
-        case .promptLogprobs(let entries):
+        if case .promptLogprobs(let entries) = event {
             state.promptLogprobs = entries
             return ("", false)
-        case .token(let sampled):
-            guard !state.output.isFinished else { return ("", false) }
-            let text = state.output.accept(sampled)
-            if wantsLogprobs {
-                formatter.append(token: sampled.token, logprob: sampled.logprob, alternatives: sampled.topLogprobs, to: &state.legacy)
-            }
-            if state.output.isFinished {
-                await run.stop(choice: choice)
-                return (text, true)
-            }
-            return (text, false)
-        case .finished(let reason):
-            guard !state.output.isFinished else { return ("", false) }
-            return (state.output.finish(reason), true)
         }
+        guard let step = await run.advance(&state.output, choice: choice, with: event) else { return ("", false) }
+        if wantsLogprobs, case .token(let sampled) = event {
+            formatter.append(token: sampled.token, logprob: sampled.logprob, alternatives: sampled.topLogprobs, to: &state.legacy)
+        }
+        return step
     }
 
     func collectCompletion(_ run: ChoiceRun, context: CompletionContext) async throws(APIError) -> JSONValue {
@@ -77,9 +68,7 @@ extension OpenAIEndpoints {
         }
         var choices: [JSONValue] = []
         for (index, state) in states.enumerated() {
-            guard let reason = state.output.finishReason else {
-                throw .workersUnavailable("choice \(index) ended without finishing")
-            }
+            guard let reason = state.output.finishReason else { throw .choiceNotFinished(index) }
             let plan = run.plans[index]
             var text = state.output.text
             var logprobs = JSONValue.null
@@ -98,14 +87,7 @@ extension OpenAIEndpoints {
             if context.request.echo { text = context.promptTexts[plan.promptIndex] + text }
             choices.append(completionChoice(index: plan.index, text: text, logprobs: logprobs, finishReason: reason))
         }
-        return .object([
-            ("id", .string(context.id)),
-            ("object", "text_completion"),
-            ("created", .int(context.created)),
-            ("model", .string(context.model)),
-            ("choices", .array(choices)),
-            ("usage", completionUsage(states, context: context)),
-        ])
+        return context.body(object: "text_completion", choices: choices, usage: completionUsage(states, context: context))
     }
 
     func streamCompletion(_ run: ChoiceRun, context: CompletionContext) -> AsyncStream<JSONValue> {
@@ -113,15 +95,8 @@ extension OpenAIEndpoints {
         let includeUsage = context.request.options.includeUsage
         let wantsLogprobs = context.request.logprobs != nil
         func chunk(_ choices: [JSONValue], usage: JSONValue? = nil) -> JSONValue {
-            var members: [(String, JSONValue)] = [
-                ("id", .string(context.id)),
-                ("object", "text_completion"),
-                ("created", .int(context.created)),
-                ("model", .string(context.model)),
-                ("choices", .array(choices)),
-            ]
-            if includeUsage { members.append(("usage", usage ?? .null)) }
-            return .object(members)
+            includeUsage ? context.body(object: "text_completion", choices: choices, usage: usage ?? .null)
+                : context.body(object: "text_completion", choices: choices)
         }
         let task = Task {
             var states = completionStates(run, context: context)
@@ -177,12 +152,10 @@ extension OpenAIEndpoints {
                 }
             }
             if Task.isCancelled { continuation.finish(); return }
-            if let unfinished = states.firstIndex(where: { !$0.output.isFinished }) {
-                continuation.yield(APIError.workersUnavailable("choice \(unfinished) ended without finishing").json)
-            } else if includeUsage {
-                continuation.yield(chunk([], usage: completionUsage(states, context: context)))
+            closeStream(continuation, unfinishedChoice: states.firstIndex(where: { !$0.output.isFinished }),
+                        includeUsage: includeUsage) {
+                chunk([], usage: completionUsage(states, context: context))
             }
-            continuation.finish()
         }
         continuation.onTermination = { _ in task.cancel() }
         return stream

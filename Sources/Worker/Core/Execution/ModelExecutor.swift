@@ -193,6 +193,12 @@ public final class ModelExecutor: @unchecked Sendable {
         }
     }
 
+    /// The router finished these sequences (or gave up on them): forget what was carried for them.
+    /// Their KV blocks need nothing here; the router owns and reuses those.
+    public func releaseSequences(_ ids: [UInt64]) {
+        for id in ids { carriedHidden.removeValue(forKey: id) }
+    }
+
     private func carry(_ id: UInt64, position: Int, state: UnsafePointer<Float>) {
         if carriedHidden.count >= Self.maxCarriedSequences, carriedHidden[id] == nil {
             carriedHidden.remove(at: carriedHidden.startIndex)
