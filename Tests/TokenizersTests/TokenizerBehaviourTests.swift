@@ -100,6 +100,14 @@ struct IncrementalDetokenizerTests {
         #expect(stream.append(3186) == " world")
     }
 
+    @Test("text continuing a prompt keeps SentencePiece's leading space")
+    func keepsSpaceWhenContinuing() throws {
+        let tokenizer = try Fixtures.gguf("llama-spm")
+        var stream = IncrementalDetokenizer(tokenizer: tokenizer, skipSpecialTokens: true, continuingText: true)
+        #expect(stream.append(15043) == " Hello")
+        #expect(stream.append(3186) == " world")
+    }
+
     @Test("byte-level: emoji spread over several tokens comes out whole")
     func byteLevelEmoji() throws {
         let tokenizer = try Fixtures.gguf("llama-bpe")

@@ -8,9 +8,13 @@ public struct IncrementalDetokenizer: Sendable {
     /// Nothing has been produced yet, so a leading space may still need stripping.
     private var atStart = true
 
-    public init(tokenizer: any Tokenizer, skipSpecialTokens: Bool = true) {
+    /// `continuingText`: the ids continue text that came before them (a completion after its
+    /// prompt), so a SentencePiece leading space is real text and is kept, as vLLM streams it.
+    /// Without it the ids are a whole text and the output equals `tokenizer.decode` of them.
+    public init(tokenizer: any Tokenizer, skipSpecialTokens: Bool = true, continuingText: Bool = false) {
         self.tokenizer = tokenizer
         self.skipSpecialTokens = skipSpecialTokens
+        atStart = !continuingText
     }
 
     /// Adds one token and returns the text it completed (possibly empty).
