@@ -62,3 +62,34 @@ def test_dead_worker_fails_requests_instead_of_hanging(model_path):
         assert again.status_code == 200, again.text
     finally:
         assert router.stop() == 0, router.output()[-3000:]
+
+
+def test_template_errors_are_400s_naming_the_line(tmp_path, model_path):
+    template = tmp_path / "strict.jinja"
+    template.write_text("{% for m in messages %}\n"
+                        "{% if m.role == 'robot' %}\n"
+                        "{{ raise_exception('robots are not welcome') }}\n"
+                        "{% endif %}{{ m.role }}: {{ m.content }}\n"
+                        "{% endfor %}assistant:")
+    router = RouterProcess("--model", str(model_path), "--chat-template", str(template))
+    try:
+        router.wait_healthy()
+        name = requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
+        bad = requests.post(router.base + "/v1/chat/completions", timeout=30, json={
+            "model": name, "messages": [{"role": "robot", "content": "beep"}]})
+        assert bad.status_code == 400, bad.text
+        message = bad.json()["error"]["message"]
+        assert "robots are not welcome" in message and "line 3" in message, message
+        good = requests.post(router.base + "/v1/chat/completions", timeout=60, json={
+            "model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+        assert good.status_code == 200, good.text
+    finally:
+        assert router.stop() == 0, router.output()[-3000:]
+
+
+def test_template_syntax_error_stops_start_up_naming_the_line(tmp_path, model_path):
+    template = tmp_path / "broken.jinja"
+    template.write_text("{% for m in messages %}\n{{ m.content }\n{% endfor %}")
+    r = run_router("--model", str(model_path), "--chat-template", str(template), "--port", str(free_port()))
+    assert r.returncode != 0
+    assert str(template) in r.stderr and "line 2" in r.stderr, r.stderr
