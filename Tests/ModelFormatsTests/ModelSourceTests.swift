@@ -102,7 +102,7 @@ struct ModelSourceTests {
         #expect(source.directory.path == entry.appendingPathComponent("snapshots/0123abcd").standardizedFileURL.path)
         #expect(source.displayName == "TinyOrg/Tiny-Llama")
         #expect(try source.openWeights().floats("model.norm.weight").count == 6)
-        #expect(try !source.fingerprint.isEmpty)
+        #expect(!source.fingerprint.isEmpty)
 
         let pinned = try ModelSource.resolve("TinyOrg/Tiny-Llama@fedc9876", environment: environment)
         #expect(pinned.directory.path == entry.appendingPathComponent("snapshots/fedc9876").standardizedFileURL.path)

@@ -135,6 +135,10 @@ struct RegistryAndValidationTests {
     func stepValidation() throws {
         let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
         #expect(model.info.kvBlockCount == 16)
+        // A cache size whose byte count overflows is refused at load, not trapped on.
+        #expect(throws: ModelLoadError.self) {
+            try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: Int.max / 2)
+        }
         #expect(throws: ExecutionError.tokenOutOfRange(id: 1, index: 1, token: 300, vocabSize: 300)) {
             try model.execute([SequenceWork(id: 1, tokens: [1, 300], startPosition: 0, blockTable: [0])])
         }
@@ -146,6 +150,9 @@ struct RegistryAndValidationTests {
         }
         #expect(throws: ExecutionError.contextOverflow(id: 1, endPosition: 513, maxContext: 512)) {
             try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 512, blockTable: Array(repeating: 0, count: 33))])
+        }
+        #expect(throws: ExecutionError.contextOverflow(id: 2, endPosition: Int.max, maxContext: 512)) {
+            try model.execute([SequenceWork(id: 2, tokens: [1, 2], startPosition: Int.max, blockTable: [0])])
         }
         #expect(throws: ExecutionError.emptySequence(id: 4)) {
             try model.execute([SequenceWork(id: 4, tokens: [], startPosition: 0, blockTable: [0])])

@@ -149,19 +149,27 @@ private func decodeBF16(_ src: UnsafeRawPointer, _ count: Int, _ dst: UnsafeMuta
 
 // MARK: - 32-element blocks
 
-// Q4_0: fp16 d, 16 bytes of nibbles; element j < 16 is the low nibble of byte j, j >= 16 the
-// high nibble of byte j-16; value d * (q - 8).
-private func decodeQ4_0(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>) {
+/// The 18-byte blocks of Q4_0 and IQ4_NL: fp16 d, then 16 bytes of nibbles; element j < 16 is
+/// the low nibble of byte j, j >= 16 the high nibble of byte j-16; value d * level(q). The two
+/// encodings differ only in what a nibble stands for.
+@inline(__always)
+private func decodeNibbleBlocks(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>,
+                                level: (UInt8) -> Float) {
     for b in 0..<blocks {
         let block = src + b * 18
         let out = dst + b * 32
         let d = half(block, 0)
         for j in 0..<16 {
             let q = byte(block, 2 + j)
-            out[j] = d * Float(Int32(q & 0x0F) - 8)
-            out[j + 16] = d * Float(Int32(q >> 4) - 8)
+            out[j] = d * level(q & 0x0F)
+            out[j + 16] = d * level(q >> 4)
         }
     }
+}
+
+// Q4_0: nibbles centred on 8; value d * (q - 8).
+private func decodeQ4_0(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>) {
+    decodeNibbleBlocks(src, blocks, dst) { Float(Int32($0) - 8) }
 }
 
 // Q4_1: fp16 d, fp16 m, nibbles as Q4_0; value d * q + m.
@@ -234,18 +242,9 @@ private func iq4Value(_ index: UInt8) -> Float {
     withUnsafeBytes(of: iq4Grid) { $0.load(fromByteOffset: Int(index) * 4, as: Float.self) }
 }
 
-// IQ4_NL: fp16 d, nibbles as Q4_0 indexing the grid; value d * grid[q].
+// IQ4_NL: nibbles index the grid; value d * grid[q].
 private func decodeIQ4_NL(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>) {
-    for b in 0..<blocks {
-        let block = src + b * 18
-        let out = dst + b * 32
-        let d = half(block, 0)
-        for j in 0..<16 {
-            let q = byte(block, 2 + j)
-            out[j] = d * iq4Value(q & 0x0F)
-            out[j + 16] = d * iq4Value(q >> 4)
-        }
-    }
+    decodeNibbleBlocks(src, blocks, dst, level: iq4Value)
 }
 
 // MARK: - 256-element super-blocks (K-quants)
@@ -259,6 +258,16 @@ private func scaleAndMinK4(_ scales: UnsafeRawPointer, _ j: Int) -> (Float, Floa
     let scale = (byte(scales, j + 4) & 0x0F) | ((byte(scales, j - 4) >> 6) << 4)
     let minimum = (byte(scales, j + 4) >> 4) | ((byte(scales, j) >> 6) << 4)
     return (Float(scale), Float(minimum))
+}
+
+/// Multipliers and offsets of the sub-block pair `p` (0..<4) of a Q4_K/Q5_K block: sub-block
+/// 2p takes the low nibbles of its 32 bytes, 2p+1 the high ones.
+@inline(__always)
+private func pairScalesK4(_ scales: UnsafeRawPointer, _ p: Int, d: Float, dmin: Float)
+    -> (d0: Float, min0: Float, d1: Float, min1: Float) {
+    let (sc0, m0) = scaleAndMinK4(scales, 2 * p)
+    let (sc1, m1) = scaleAndMinK4(scales, 2 * p + 1)
+    return (d * sc0, dmin * m0, d * sc1, dmin * m1)
 }
 
 // Q2_K: 16 scale bytes (low nibble scale, high nibble min), 64 bytes of 2-bit values, fp16 d,
@@ -321,10 +330,7 @@ private func decodeQ4_K(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMut
         let d = half(block, 0)
         let dmin = half(block, 2)
         for p in 0..<4 {
-            let (sc0, m0) = scaleAndMinK4(block + 4, 2 * p)
-            let (sc1, m1) = scaleAndMinK4(block + 4, 2 * p + 1)
-            let d0 = d * sc0, min0 = dmin * m0
-            let d1 = d * sc1, min1 = dmin * m1
+            let (d0, min0, d1, min1) = pairScalesK4(block + 4, p, d: d, dmin: dmin)
             let qs = block + 16 + 32 * p
             let o = out + 64 * p
             for l in 0..<32 {
@@ -346,10 +352,7 @@ private func decodeQ5_K(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMut
         let dmin = half(block, 2)
         let qh = block + 16
         for p in 0..<4 {
-            let (sc0, m0) = scaleAndMinK4(block + 4, 2 * p)
-            let (sc1, m1) = scaleAndMinK4(block + 4, 2 * p + 1)
-            let d0 = d * sc0, min0 = dmin * m0
-            let d1 = d * sc1, min1 = dmin * m1
+            let (d0, min0, d1, min1) = pairScalesK4(block + 4, p, d: d, dmin: dmin)
             let qs = block + 48 + 32 * p
             let o = out + 64 * p
             let bit0 = UInt8(2 * p), bit1 = UInt8(2 * p + 1)

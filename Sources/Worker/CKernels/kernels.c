@@ -5,10 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define TK_X86 1
-#endif
+#include "simd_common.h"
 
 /* ---- portable implementations (auto-vectorised at -O3 for the target baseline) ---- */
 
@@ -30,15 +27,6 @@ static void axpy_portable(float a, const float *x, float *y, size_t n) {
 /* ---- AVX2 + FMA ---- */
 
 __attribute__((target("avx2,fma")))
-static float hsum256(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
-
-__attribute__((target("avx2,fma")))
 static float dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     size_t i = 0;
@@ -48,7 +36,7 @@ static float dot_avx2(const float *a, const float *b, size_t n) {
     }
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float sum = hsum256(_mm256_add_ps(s0, s1));
+    float sum = tk_hsum256(_mm256_add_ps(s0, s1));
     for (; i < n; i++) sum += a[i] * b[i];
     return sum;
 }

@@ -3,10 +3,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define TK_X86 1
-#endif
+#include "simd_common.h"
 
 /* ggml block layouts (little-endian). */
 typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
@@ -88,248 +85,85 @@ void tk_gemv_q8_0_portable(const void *blocks, size_t rows, size_t cols, const f
 }
 
 #if TK_X86
-/* ---- AVX2 + FMA + F16C ---- */
+/* ---- AVX2 + FMA + F16C ----
+ * Each ISA supplies always-inline per-block helpers (decode a block's quants, multiply them
+ * with 32 inputs); quantized_isa.h then writes the kernels once for both ISAs, so every kernel
+ * compiles to the same code as if the helpers were written out in its loop. */
 
-__attribute__((target("avx2,fma,f16c")))
-static float hsum256_q(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
-
-__attribute__((target("avx2,fma,f16c")))
-static void gemv_q4_1_avx2(const void *blocks, size_t rows, size_t cols, const float *x,
-                           float *block_sums, float *y) {
-    size_t nb = cols / 32;
-    block_sums_of(x, nb, block_sums);
-    const block_q4_1 *all = (const block_q4_1 *)blocks;
+/* One Q4_1 block's quants as floats: q[0], q[1] hold elements 0-15 (low nibbles), q[2], q[3]
+ * elements 16-31 (high nibbles). */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q4_1_quants_avx2(const block_q4_1 *block, __m256 q[4]) {
     const __m128i low_mask = _mm_set1_epi8(0x0f);
-    for (size_t r = 0; r < rows; r++) {
-        const block_q4_1 *row = all + r * nb;
-        __m256 acc = _mm256_setzero_ps();
-        float offsets = 0;
-        for (size_t b = 0; b < nb; b++) {
-            const float *xb = x + b * 32;
-            __m128i q = _mm_loadu_si128((const __m128i *)row[b].qs);
-            __m128i lo = _mm_and_si128(q, low_mask);
-            __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), low_mask);
-            __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-            __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-            __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-            __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-            __m256 dot = _mm256_mul_ps(q0, _mm256_loadu_ps(xb));
-            dot = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xb + 8), dot);
-            dot = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xb + 16), dot);
-            dot = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xb + 24), dot);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(row[b].d)), dot, acc);
-            offsets += _cvtsh_ss(row[b].m) * block_sums[b];
-        }
-        y[r] = hsum256_q(acc) + offsets;
-    }
+    __m128i bytes = _mm_loadu_si128((const __m128i *)block->qs);
+    __m128i lo = _mm_and_si128(bytes, low_mask);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low_mask);
+    q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    q[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
 }
 
-__attribute__((target("avx2,fma,f16c")))
-static void gemv_q8_0_avx2(const void *blocks, size_t rows, size_t cols, const float *x, float *y) {
-    size_t nb = cols / 32;
-    const block_q8_0 *all = (const block_q8_0 *)blocks;
-    for (size_t r = 0; r < rows; r++) {
-        const block_q8_0 *row = all + r * nb;
-        __m256 acc = _mm256_setzero_ps();
-        for (size_t b = 0; b < nb; b++) {
-            const float *xb = x + b * 32;
-            __m256 dot = _mm256_setzero_ps();
-            for (size_t j = 0; j < 32; j += 8) {
-                __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row[b].qs + j)));
-                dot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(xb + j), dot);
-            }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(row[b].d)), dot, acc);
-        }
-        y[r] = hsum256_q(acc);
-    }
+/* One Q8_0 block's quants as floats, eight elements per register in order. */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void q8_0_quants_avx2(const block_q8_0 *block, __m256 q[4]) {
+    for (size_t k = 0; k < 4; k++)
+        q[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(block->qs + 8 * k))));
+}
+
+/* The lane-wise products of one block's quants with 32 inputs, in a fixed order of operations. */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256 dot32_avx2(const __m256 q[4], const float *xb) {
+    __m256 dot = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
+    dot = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xb + 8), dot);
+    dot = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), dot);
+    return _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), dot);
 }
 
 #define TK_GROUP 4
 
-__attribute__((target("avx2,fma,f16c")))
-static void gemm_q4_1_avx2(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                           float *block_sums, float *y, size_t y_stride) {
-    size_t nb = cols / 32;
-    for (size_t n = 0; n < count; n++) block_sums_of(x + n * cols, nb, block_sums + n * nb);
-    const block_q4_1 *all = (const block_q4_1 *)blocks;
-    const __m128i low_mask = _mm_set1_epi8(0x0f);
-    for (size_t first = 0; first < count; first += TK_GROUP) {
-        size_t group = count - first < TK_GROUP ? count - first : TK_GROUP;
-        const float *xs = x + first * cols;
-        const float *sums = block_sums + first * nb;
-        for (size_t r = 0; r < rows; r++) {
-            const block_q4_1 *row = all + r * nb;
-            __m256 acc[TK_GROUP];
-            float offsets[TK_GROUP] = {0, 0, 0, 0};
-            for (size_t n = 0; n < TK_GROUP; n++) acc[n] = _mm256_setzero_ps();
-            for (size_t b = 0; b < nb; b++) {
-                __m128i q = _mm_loadu_si128((const __m128i *)row[b].qs);
-                __m128i lo = _mm_and_si128(q, low_mask);
-                __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), low_mask);
-                __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-                __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-                __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-                __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-                __m256 d = _mm256_set1_ps(_cvtsh_ss(row[b].d));
-                float m = _cvtsh_ss(row[b].m);
-                for (size_t n = 0; n < group; n++) {
-                    const float *xb = xs + n * cols + b * 32;
-                    __m256 dot = _mm256_mul_ps(q0, _mm256_loadu_ps(xb));
-                    dot = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xb + 8), dot);
-                    dot = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xb + 16), dot);
-                    dot = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xb + 24), dot);
-                    acc[n] = _mm256_fmadd_ps(d, dot, acc[n]);
-                    offsets[n] += m * sums[n * nb + b];
-                }
-            }
-            for (size_t n = 0; n < group; n++) y[(first + n) * y_stride + r] = hsum256_q(acc[n]) + offsets[n];
-        }
-    }
-}
-
-__attribute__((target("avx2,fma,f16c")))
-static void gemm_q8_0_avx2(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                           float *y, size_t y_stride) {
-    size_t nb = cols / 32;
-    const block_q8_0 *all = (const block_q8_0 *)blocks;
-    for (size_t first = 0; first < count; first += TK_GROUP) {
-        size_t group = count - first < TK_GROUP ? count - first : TK_GROUP;
-        const float *xs = x + first * cols;
-        for (size_t r = 0; r < rows; r++) {
-            const block_q8_0 *row = all + r * nb;
-            __m256 acc[TK_GROUP];
-            for (size_t n = 0; n < TK_GROUP; n++) acc[n] = _mm256_setzero_ps();
-            for (size_t b = 0; b < nb; b++) {
-                __m256 q[4];
-                for (size_t k = 0; k < 4; k++)
-                    q[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row[b].qs + 8 * k))));
-                __m256 d = _mm256_set1_ps(_cvtsh_ss(row[b].d));
-                for (size_t n = 0; n < group; n++) {
-                    const float *xb = xs + n * cols + b * 32;
-                    __m256 dot = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
-                    dot = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xb + 8), dot);
-                    dot = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), dot);
-                    dot = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), dot);
-                    acc[n] = _mm256_fmadd_ps(d, dot, acc[n]);
-                }
-            }
-            for (size_t n = 0; n < group; n++) y[(first + n) * y_stride + r] = hsum256_q(acc[n]);
-        }
-    }
-}
+#define TK_ISA avx2
+#define TK_TARGET "avx2,fma,f16c"
+#define TK_VEC __m256
+#define TK_QREGS 4
+#define TK_ZERO _mm256_setzero_ps
+#define TK_SPLAT _mm256_set1_ps
+#define TK_FMADD _mm256_fmadd_ps
+#define TK_REDUCE tk_hsum256
+#include "quantized_isa.h"
 
 /* ---- AVX-512F (+F16C for the scales) ---- */
 
-__attribute__((target("avx512f,f16c")))
-static void gemv_q4_1_avx512(const void *blocks, size_t rows, size_t cols, const float *x,
-                             float *block_sums, float *y) {
-    size_t nb = cols / 32;
-    block_sums_of(x, nb, block_sums);
-    const block_q4_1 *all = (const block_q4_1 *)blocks;
+/* One Q4_1 block's quants as floats: q[0] elements 0-15 (low nibbles), q[1] 16-31 (high). */
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline void q4_1_quants_avx512(const block_q4_1 *block, __m512 q[2]) {
     const __m128i low_mask = _mm_set1_epi8(0x0f);
-    for (size_t r = 0; r < rows; r++) {
-        const block_q4_1 *row = all + r * nb;
-        __m512 acc = _mm512_setzero_ps();
-        float offsets = 0;
-        for (size_t b = 0; b < nb; b++) {
-            const float *xb = x + b * 32;
-            __m128i q = _mm_loadu_si128((const __m128i *)row[b].qs);
-            __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, low_mask)));
-            __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), low_mask)));
-            __m512 dot = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(xb)));
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(row[b].d)), dot, acc);
-            offsets += _cvtsh_ss(row[b].m) * block_sums[b];
-        }
-        y[r] = _mm512_reduce_add_ps(acc) + offsets;
-    }
+    __m128i bytes = _mm_loadu_si128((const __m128i *)block->qs);
+    q[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, low_mask)));
+    q[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), low_mask)));
 }
 
-__attribute__((target("avx512f,f16c")))
-static void gemv_q8_0_avx512(const void *blocks, size_t rows, size_t cols, const float *x, float *y) {
-    size_t nb = cols / 32;
-    const block_q8_0 *all = (const block_q8_0 *)blocks;
-    for (size_t r = 0; r < rows; r++) {
-        const block_q8_0 *row = all + r * nb;
-        __m512 acc = _mm512_setzero_ps();
-        for (size_t b = 0; b < nb; b++) {
-            const float *xb = x + b * 32;
-            __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)row[b].qs)));
-            __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row[b].qs + 16))));
-            __m512 dot = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(row[b].d)), dot, acc);
-        }
-        y[r] = _mm512_reduce_add_ps(acc);
-    }
+/* One Q8_0 block's quants as floats: q[0] elements 0-15, q[1] 16-31. */
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline void q8_0_quants_avx512(const block_q8_0 *block, __m512 q[2]) {
+    q[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)block->qs)));
+    q[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(block->qs + 16))));
 }
 
-/* Several input vectors: each block is decoded once, then multiplied with up to TK_GROUP vectors. */
-
-__attribute__((target("avx512f,f16c")))
-static void gemm_q4_1_avx512(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                             float *block_sums, float *y, size_t y_stride) {
-    size_t nb = cols / 32;
-    for (size_t n = 0; n < count; n++) block_sums_of(x + n * cols, nb, block_sums + n * nb);
-    const block_q4_1 *all = (const block_q4_1 *)blocks;
-    const __m128i low_mask = _mm_set1_epi8(0x0f);
-    for (size_t first = 0; first < count; first += TK_GROUP) {
-        size_t group = count - first < TK_GROUP ? count - first : TK_GROUP;
-        const float *xs = x + first * cols;
-        const float *sums = block_sums + first * nb;
-        for (size_t r = 0; r < rows; r++) {
-            const block_q4_1 *row = all + r * nb;
-            __m512 acc[TK_GROUP];
-            float offsets[TK_GROUP] = {0, 0, 0, 0};
-            for (size_t n = 0; n < TK_GROUP; n++) acc[n] = _mm512_setzero_ps();
-            for (size_t b = 0; b < nb; b++) {
-                __m128i q = _mm_loadu_si128((const __m128i *)row[b].qs);
-                __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, low_mask)));
-                __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), low_mask)));
-                __m512 d = _mm512_set1_ps(_cvtsh_ss(row[b].d));
-                float m = _cvtsh_ss(row[b].m);
-                for (size_t n = 0; n < group; n++) {
-                    const float *xb = xs + n * cols + b * 32;
-                    __m512 dot = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(xb)));
-                    acc[n] = _mm512_fmadd_ps(d, dot, acc[n]);
-                    offsets[n] += m * sums[n * nb + b];
-                }
-            }
-            for (size_t n = 0; n < group; n++) y[(first + n) * y_stride + r] = _mm512_reduce_add_ps(acc[n]) + offsets[n];
-        }
-    }
+__attribute__((target("avx512f,f16c"), always_inline))
+static inline __m512 dot32_avx512(const __m512 q[2], const float *xb) {
+    return _mm512_fmadd_ps(q[1], _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q[0], _mm512_loadu_ps(xb)));
 }
 
-__attribute__((target("avx512f,f16c")))
-static void gemm_q8_0_avx512(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                             float *y, size_t y_stride) {
-    size_t nb = cols / 32;
-    const block_q8_0 *all = (const block_q8_0 *)blocks;
-    for (size_t first = 0; first < count; first += TK_GROUP) {
-        size_t group = count - first < TK_GROUP ? count - first : TK_GROUP;
-        const float *xs = x + first * cols;
-        for (size_t r = 0; r < rows; r++) {
-            const block_q8_0 *row = all + r * nb;
-            __m512 acc[TK_GROUP];
-            for (size_t n = 0; n < TK_GROUP; n++) acc[n] = _mm512_setzero_ps();
-            for (size_t b = 0; b < nb; b++) {
-                __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)row[b].qs)));
-                __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row[b].qs + 16))));
-                __m512 d = _mm512_set1_ps(_cvtsh_ss(row[b].d));
-                for (size_t n = 0; n < group; n++) {
-                    const float *xb = xs + n * cols + b * 32;
-                    __m512 dot = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
-                    acc[n] = _mm512_fmadd_ps(d, dot, acc[n]);
-                }
-            }
-            for (size_t n = 0; n < group; n++) y[(first + n) * y_stride + r] = _mm512_reduce_add_ps(acc[n]);
-        }
-    }
-}
+#define TK_ISA avx512
+#define TK_TARGET "avx512f,f16c"
+#define TK_VEC __m512
+#define TK_QREGS 2
+#define TK_ZERO _mm512_setzero_ps
+#define TK_SPLAT _mm512_set1_ps
+#define TK_FMADD _mm512_fmadd_ps
+#define TK_REDUCE _mm512_reduce_add_ps
+#include "quantized_isa.h"
 #endif
 
 /* Without a multi-vector kernel for the CPU: one vector at a time. */

@@ -44,6 +44,9 @@ public final class ModelExecutor: @unchecked Sendable {
         guard tokens >= Self.kvBlockSize else {
             throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "must hold at least one block of \(Self.kvBlockSize) tokens")
         }
+        guard !tokens.multipliedReportingOverflow(by: shape.bytesPerToken).overflow else {
+            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "\(shape.bytesPerToken) bytes per token overflow the address space")
+        }
         let blocks = tokens / Self.kvBlockSize
         self.model = model
         cache = KVCachePool(shape: shape, blockCount: blocks, blockSize: Self.kvBlockSize)
@@ -218,9 +221,11 @@ public final class ModelExecutor: @unchecked Sendable {
             for (index, token) in item.tokens.enumerated() where token < 0 || Int(token) >= vocabSize {
                 throw ExecutionError.tokenOutOfRange(id: item.id, index: index, token: token, vocabSize: vocabSize)
             }
-            let end = item.startPosition + item.tokens.count
-            guard end <= model.maxContextLength else {
-                throw ExecutionError.contextOverflow(id: item.id, endPosition: end, maxContext: model.maxContextLength)
+            // A start position near Int.max must be refused, not overflow.
+            let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count)
+            guard !overflow, end <= model.maxContextLength else {
+                throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
+                                                     maxContext: model.maxContextLength)
             }
             guard item.blockTable.count * blockSize >= end else {
                 throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)

@@ -54,9 +54,4 @@ public final class KVCachePool: @unchecked Sendable {
     public func offset(block: Int, slot: Int) -> Int {
         block * blockStride + slot * shape.headDimension
     }
-
-    /// Blocks that fit `tokens` tokens, and the token count a memory budget allows.
-    public static func blocks(forTokens tokens: Int, blockSize: Int) -> Int {
-        (tokens + blockSize - 1) / blockSize
-    }
 }

@@ -11,8 +11,8 @@ public struct Linear: Sendable {
     public let weight: Matrix
     public let quantized: QuantizedMatrix?
 
-    /// Up to this many rows go through the quantized kernels (each block decoded once for all
-    /// rows); more go through sgemm, whose cost per row falls as rows grow.
+    /// Up to this many rows go through the quantized kernels (each block decoded once per group
+    /// of up to four rows); more go through sgemm, whose cost per row falls as rows grow.
     public static let quantizedRowLimit = 8
 
     public init(weight: Matrix, quantized: QuantizedMatrix? = nil) {
