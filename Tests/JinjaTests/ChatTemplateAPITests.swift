@@ -98,4 +98,15 @@ struct ChatTemplateAPITests {
         }
         #expect(outputs == Set((0..<32).map { "<user>n\($0)" }))
     }
+
+    @Test("integer arithmetic at Int.min gives what the overflow fallback gives instead of trapping")
+    func integerEdges() throws {
+        let extra: [String: JinjaValue] = ["x": .int(Int.min)]
+        let negated = try render("{{ x * -1 }}", extra: extra)
+        #expect(try render("{{ -x }}", extra: extra) == negated)
+        #expect(try render("{{ x // -1 }}", extra: extra) == negated)
+        #expect(try render("{{ x % -1 }}", extra: extra) == "0")
+        #expect(try render("{{ [x, -1] | sum }}", extra: extra) == (try render("{{ x - 1 }}", extra: extra)))
+        #expect(try render("{{ -7 // 2 }} {{ 7 // -2 }} {{ -7 % 2 }} {{ [1, 2] | sum }}") == "-4 -4 1 3")
+    }
 }

@@ -108,6 +108,16 @@ struct HTTPServerTests {
         }
     }
 
+    @Test("a top_k past Int32 (no limit in effect) is served, not a crash of the router")
+    func hugeTopK() async throws {
+        try await withServer { client in
+            let (status, body, _) = try await post(client, "/v1/completions",
+                                                   #"{"prompt":"hi","max_tokens":2,"top_k":10000000000}"#)
+            #expect(status == 200)
+            #expect(string(array(body?["choices"]).first?["text"]) == scriptedText(from: 2, count: 2))
+        }
+    }
+
     @Test("a stop string cuts the text before it; an EOS ends with stop and counts as a token")
     func stops() async throws {
         try await withServer { client in

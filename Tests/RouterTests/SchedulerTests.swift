@@ -300,6 +300,18 @@ struct SchedulerTests {
         }
     }
 
+    @Test("a top_k beyond Int32 is sent to the workers clamped, not trapped on")
+    func hugeTopK() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        let request = SequenceRequest(promptTokens: prompt(3), sampling: SamplingSettings(topK: 10_000_000_000),
+                                      maxNewTokens: 1)
+        let (_, events) = try await scheduler.submit(request)
+        let steps = try await runToCompletion(scheduler, runner)
+        #expect(steps.first?.message.sequences.first?.sampling.topK == Int32.max)
+        #expect(try await collectEvents(events).last == .finished(.length))
+    }
+
     @Test("after a graceful stop the scheduler refuses new sequences")
     func draining() async throws {
         let runner = ScriptedStepRunner()
@@ -330,6 +342,38 @@ struct StepLoopLifecycleTests {
         #expect(sampledTokens(collected).count == 30)
         #expect(collected.last == .finished(.length))
         try await running.value
+        await #expect(throws: GenerationError.shuttingDown) {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: [65], maxNewTokens: 1))
+        }
+    }
+
+    @Test("a cancelled step loop fails the sequences it leaves queued and refuses new ones")
+    func cancelledLoop() async throws {
+        let runner = ScriptedStepRunner(delay: .seconds(30))
+        let scheduler = Scheduler(configuration: SchedulerConfiguration(maxSequences: 1),
+                                  limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 64, kvBlockSize: 4))
+        let (_, running) = try await scheduler.submit(SequenceRequest(promptTokens: [65, 66], maxNewTokens: 4))
+        let (_, queued) = try await scheduler.submit(SequenceRequest(promptTokens: [67, 68], maxNewTokens: 4))
+        let loop = Task { try await StepLoop(scheduler: scheduler, runner: runner).run() }
+        while await scheduler.statistics.running == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        loop.cancel()
+        await #expect(throws: CancellationError.self) { try await loop.value }
+        // Bounded: before the fix the queued sequence's stream never ended.
+        let outcomes = try await withDeadline(.seconds(10)) {
+            var outcomes: [String] = []
+            for stream in [running, queued] {
+                do {
+                    _ = try await collectEvents(stream)
+                    outcomes.append("finished")
+                } catch {
+                    outcomes.append("\(error)")
+                }
+            }
+            return outcomes
+        }
+        #expect(outcomes?.count == 2)
+        #expect(outcomes?.last == GenerationError.shuttingDown.description)
+        #expect(await scheduler.statistics.usedBlocks == 0)
         await #expect(throws: GenerationError.shuttingDown) {
             _ = try await scheduler.submit(SequenceRequest(promptTokens: [65], maxNewTokens: 1))
         }

@@ -277,3 +277,23 @@ struct WorkerSignalTests {
         #expect(output.contains("clean exit"))
     }
 }
+
+@Suite("Handshake checks")
+struct HandshakeCheckTests {
+    @Test("a worker reporting an empty KV cache, context or vocabulary is refused at the handshake")
+    func emptySizesRefused() throws {
+        var reply = Tessel_Wire_HandshakeReply()
+        reply.kvBlockCount = 64
+        reply.kvBlockSize = 16
+        reply.maxContextLength = 2048
+        reply.vocabSize = 49152
+        try WorkerCluster.checkUsable(reply, rank: 0, endpoint: "ipc://test")
+        for field in [\Tessel_Wire_HandshakeReply.kvBlockCount, \.kvBlockSize, \.maxContextLength, \.vocabSize] {
+            var empty = reply
+            empty[keyPath: field] = 0
+            #expect(throws: ClusterError.self) {
+                try WorkerCluster.checkUsable(empty, rank: 1, endpoint: "ipc://test")
+            }
+        }
+    }
+}

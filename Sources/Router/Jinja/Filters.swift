@@ -288,8 +288,9 @@ extension Interpreter {
                 if let attribute = argument(0, "attribute"), !attribute.pythonEquals(.none) {
                     element = try attributePath(attribute, of: item)
                 }
-                if let a = total.integerValue, let b = element.integerValue {
-                    total = .int(a + b)
+                if let a = total.integerValue, let b = element.integerValue,
+                   case (let sum, false) = a.addingReportingOverflow(b) {
+                    total = .int(sum)
                 } else if let a = total.numericValue, let b = element.numericValue {
                     total = .double(a + b)
                 } else {

@@ -234,7 +234,8 @@ final class Interpreter {
         case .negate(let operand):
             let value = try evaluate(operand, in: scope)
             switch value {
-            case .int(let number): return .int(-number)
+            // -Int.min does not fit: a float, as the binary operators fall back on overflow.
+            case .int(let number): return number == .min ? .double(-Double(number)) : .int(-number)
             case .bool(let flag): return .int(flag ? -1 : 0)
             case .double(let number): return .double(-number)
             case .undefined(let message): throw undefinedError(message)
@@ -499,9 +500,9 @@ final class Interpreter {
             if bothIntegers {
                 let (a, b) = (left.integerValue!, right.integerValue!)
                 guard b != 0 else { throw runtimeError("integer division or modulo by zero") }
-                var quotient = a / b
-                if (a % b != 0) && ((a < 0) != (b < 0)) { quotient -= 1 }
-                return .int(quotient)
+                let (quotient, overflow) = a.dividedReportingOverflow(by: b)
+                if overflow { return .double((Double(a) / Double(b)).rounded(.down)) }
+                return .int(a % b != 0 && ((a < 0) != (b < 0)) ? quotient - 1 : quotient)
             }
             if let a = left.numericValue, let b = right.numericValue {
                 guard b != 0 else { throw runtimeError("float floor division by zero") }
@@ -516,7 +517,8 @@ final class Interpreter {
             if bothIntegers {
                 let (a, b) = (left.integerValue!, right.integerValue!)
                 guard b != 0 else { throw runtimeError("integer division or modulo by zero") }
-                let remainder = a % b
+                // Int.min % -1 overflows in Swift; its remainder is 0.
+                let remainder = a.remainderReportingOverflow(dividingBy: b).partialValue
                 return .int(remainder != 0 && ((remainder < 0) != (b < 0)) ? remainder + b : remainder)
             }
             if let a = left.numericValue, let b = right.numericValue {

@@ -2,6 +2,16 @@ import ArgumentParser
 import Foundation
 import Tokenizers
 
+/// The `--model` option of the tokenizer side commands.
+struct TokenizerModelOption: ParsableArguments {
+    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
+    var model: String
+
+    func loadTokenizer() throws -> any Tokenizer {
+        try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+    }
+}
+
 /// `router tokenize`: text on stdin -> token ids on stdout.
 struct Tokenize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,14 +22,13 @@ struct Tokenize: AsyncParsableCommand {
             recognised. With --special, BOS/EOS are added as the model asks and special tokens are parsed.
             """)
 
-    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
-    var model: String
+    @OptionGroup var model: TokenizerModelOption
 
     @Flag(name: .long, help: "Add BOS/EOS as the model does and parse special tokens written in the text.")
     var special = false
 
     func run() async throws {
-        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let tokenizer = try model.loadTokenizer()
         let input = FileHandle.standardInput.readDataToEndOfFile()
         guard let text = String(data: input, encoding: .utf8) else {
             throw ValidationError("standard input is not valid UTF-8")
@@ -34,14 +43,13 @@ struct Detokenize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the text of the token ids (whitespace-separated integers) read from standard input.")
 
-    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
-    var model: String
+    @OptionGroup var model: TokenizerModelOption
 
     @Flag(name: .long, help: "Leave out special tokens (BOS, EOS, <|im_end|>, …) from the text.")
     var skipSpecial = false
 
     func run() async throws {
-        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let tokenizer = try model.loadTokenizer()
         let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         var ids: [TokenID] = []
         for word in input.split(whereSeparator: { $0.isWhitespace }) {
@@ -60,8 +68,7 @@ struct BenchTokenizer: AsyncParsableCommand {
         commandName: "bench-tokenizer",
         abstract: "Single-thread encoding throughput (MB/s) of a model's tokenizer on a UTF-8 text file.")
 
-    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory.")
-    var model: String
+    @OptionGroup var model: TokenizerModelOption
 
     @Option(name: .long, help: "The text file to encode.")
     var text: String
@@ -70,7 +77,7 @@ struct BenchTokenizer: AsyncParsableCommand {
     var repetitions = 5
 
     func run() async throws {
-        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let tokenizer = try model.loadTokenizer()
         let input = try String(contentsOfFile: text, encoding: .utf8)
         print(TokenizerBenchmark.run(tokenizer: tokenizer, text: input, repetitions: repetitions))
     }

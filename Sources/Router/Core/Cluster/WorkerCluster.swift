@@ -130,14 +130,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
-        do {
-            for rank in 0..<workers { try cluster.spawn(rank: rank) }
-            try await cluster.handshakeAll(timeout: options.startupTimeout)
-        } catch {
-            await cluster.shutdown()
-            throw error
-        }
-        cluster.startSupervision()
+        try await cluster.start()
         return cluster
     }
 
@@ -148,14 +141,23 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
     {
         guard !endpoints.isEmpty else { throw ClusterError.invalidWorkerCount(0) }
         let cluster = try WorkerCluster(endpoints: endpoints, spawnPlan: nil, options: options, logger: logger)
+        try await cluster.start()
+        return cluster
+    }
+
+    /// Spawns every rank (when the cluster spawns its workers), handshakes them all and starts
+    /// supervising; if any rank fails to come up, stops the others and rethrows.
+    private func start() async throws {
         do {
-            try await cluster.handshakeAll(timeout: options.startupTimeout)
+            if spawnPlan != nil {
+                for rank in 0..<worldSize { try spawn(rank: rank) }
+            }
+            try await handshakeAll(timeout: options.startupTimeout)
         } catch {
-            await cluster.shutdown()
+            await shutdown()
             throw error
         }
-        cluster.startSupervision()
-        return cluster
+        startSupervision()
     }
 
     /// The `worker` binary in the directory of the running executable.
@@ -260,11 +262,24 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
                 throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoints[rank], message:
                     "worker reports rank \(answer.rank) of \(answer.worldSize)")
             }
+            try Self.checkUsable(answer, rank: rank, endpoint: endpoints[rank])
             return answer
         case .error(let error):
             throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoints[rank], message: error.message)
         default:
             throw ClusterError.unexpectedReply(rank: rank, expected: "a handshake reply", got: describe(reply))
+        }
+    }
+
+    /// The scheduler cannot plan with an empty KV cache, context or vocabulary: such a worker is
+    /// refused at the handshake instead of tripping the block manager's preconditions.
+    static func checkUsable(_ reply: Tessel_Wire_HandshakeReply, rank: Int, endpoint: String) throws {
+        let sizes: [(String, UInt32)] = [
+            ("a KV block count", reply.kvBlockCount), ("a KV block size", reply.kvBlockSize),
+            ("a context length", reply.maxContextLength), ("a vocabulary size", reply.vocabSize),
+        ]
+        for (field, value) in sizes where value == 0 {
+            throw ClusterError.handshakeRejected(rank: rank, endpoint: endpoint, message: "worker reports \(field) of 0")
         }
     }
 

@@ -9,7 +9,7 @@ final class WorkerProcess: @unchecked Sendable {
     private let process: Process
     private let output: OutputTail
     private let exited: NSCondition
-    private var exitDescription: String?
+    private let exitBox: ExitBox
 
     /// Starts `executable`. `onExit` runs once, on a background thread, when the process has
     /// exited and its output has been drained; it gets a description of the exit status and the
@@ -58,8 +58,6 @@ final class WorkerProcess: @unchecked Sendable {
         output.start()
     }
 
-    private let exitBox: ExitBox
-
     var isRunning: Bool {
         exited.withLock { exitBox.description == nil }
     }
@@ -106,6 +104,8 @@ private final class OutputTail: @unchecked Sendable {
     private let condition = NSCondition()
     private var last = ""
     private var finished = false
+    /// The last line is kept up to this many trailing bytes.
+    private static let maximumLineBytes = 4096
 
     init(reading handle: FileHandle, rank: Int) {
         self.handle = handle
@@ -159,6 +159,8 @@ private final class OutputTail: @unchecked Sendable {
                 }
                 partial.removeFirst(lastNewline + 1)
             }
+            // A worker that never writes a newline (a progress bar) must not grow this forever.
+            if partial.count > Self.maximumLineBytes { partial.removeFirst(partial.count - Self.maximumLineBytes) }
         }
         let rest = String(decoding: partial, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if !rest.isEmpty { condition.withLock { last = rest } }

@@ -65,23 +65,16 @@ extension OpenAIEndpoints {
                 continuation.yield(chunk([choice(index, delta: .object([("role", "assistant"), ("content", "")]),
                                                  logprobs: .null, finishReason: nil)]))
             }
-            for await item in run.events {
-                switch item.event {
-                case .failure(let error):
-                    continuation.yield(Self.apiError(from: error).json)
-                    continuation.finish()
-                    return
-                case .success(let event):
-                    let index = item.choice
-                    let (text, entries, finished) = await apply(event, to: &outputs[index], choice: index, run: run,
-                                                                wantsLogprobs: wantsLogprobs)
-                    guard !text.isEmpty || finished || !entries.isEmpty else { continue }
-                    let delta: JSONValue = text.isEmpty && finished ? .object([]) : .object([("content", .string(text))])
-                    let logprobs: JSONValue = wantsLogprobs && !entries.isEmpty ? .object([("content", .array(entries))]) : .null
-                    continuation.yield(chunk([choice(index, delta: delta, logprobs: logprobs,
-                                                     finishReason: finished ? outputs[index].finishReason : nil)]))
-                }
+            let ranOut = await relayEvents(of: run, to: continuation) { index, event in
+                let (text, entries, finished) = await apply(event, to: &outputs[index], choice: index, run: run,
+                                                            wantsLogprobs: wantsLogprobs)
+                guard !text.isEmpty || finished || !entries.isEmpty else { return }
+                let delta: JSONValue = text.isEmpty && finished ? .object([]) : .object([("content", .string(text))])
+                let logprobs: JSONValue = wantsLogprobs && !entries.isEmpty ? .object([("content", .array(entries))]) : .null
+                continuation.yield(chunk([choice(index, delta: delta, logprobs: logprobs,
+                                                 finishReason: finished ? outputs[index].finishReason : nil)]))
             }
+            guard ranOut else { return }
             if Task.isCancelled { continuation.finish(); return }
             closeStream(continuation, unfinishedChoice: outputs.firstIndex(where: { !$0.isFinished }),
                         includeUsage: includeUsage) {

@@ -56,6 +56,25 @@ extension APIError {
     }
 }
 
+extension OpenAIEndpoints {
+    /// Hands each choice's events to `handle` until they run out and returns true; on the first
+    /// failure sends it as the stream's last chunk, finishes the stream and returns false.
+    func relayEvents(of run: ChoiceRun, to continuation: AsyncStream<JSONValue>.Continuation,
+                     _ handle: (_ choice: Int, _ event: SequenceEvent) async -> Void) async -> Bool {
+        for await item in run.events {
+            switch item.event {
+            case .failure(let error):
+                continuation.yield(Self.apiError(from: error).json)
+                continuation.finish()
+                return false
+            case .success(let event):
+                await handle(item.choice, event)
+            }
+        }
+        return true
+    }
+}
+
 /// Ends a stream of chunks whose events ran out: with an error when a choice never finished,
 /// otherwise with the usage chunk when the client asked for one.
 func closeStream(_ continuation: AsyncStream<JSONValue>.Continuation, unfinishedChoice: Int?, includeUsage: Bool,

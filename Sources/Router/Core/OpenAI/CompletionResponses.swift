@@ -116,41 +116,34 @@ extension OpenAIEndpoints {
                                                            logprobs: logprobs, finishReason: nil)]))
             }
             if !wantsLogprobs { for choice in states.indices { sendEcho(choice) } }
-            for await item in run.events {
-                switch item.event {
-                case .failure(let error):
-                    continuation.yield(Self.apiError(from: error).json)
-                    continuation.finish()
-                    return
-                case .success(let event):
-                    let choice = item.choice
-                    if case .promptLogprobs = event {
-                        _ = await apply(event, to: &states[choice], choice: choice, run: run, wantsLogprobs: wantsLogprobs)
-                        sendEcho(choice)
-                        continue
-                    }
+            let ranOut = await relayEvents(of: run, to: continuation) { choice, event in
+                if case .promptLogprobs = event {
+                    _ = await apply(event, to: &states[choice], choice: choice, run: run, wantsLogprobs: wantsLogprobs)
                     sendEcho(choice)
-                    let before = states[choice].legacy
-                    let (text, finished) = await apply(event, to: &states[choice], choice: choice, run: run,
-                                                       wantsLogprobs: wantsLogprobs)
-                    var logprobs = JSONValue.null
-                    if wantsLogprobs {
-                        // Only the entries this event added.
-                        let after = states[choice].legacy
-                        var delta = LogprobFormatter.Legacy()
-                        delta.tokens = Array(after.tokens[before.tokens.count...])
-                        delta.tokenLogprobs = Array(after.tokenLogprobs[before.tokenLogprobs.count...])
-                        delta.topLogprobs = Array(after.topLogprobs[before.topLogprobs.count...])
-                        delta.textOffsets = Array(after.textOffsets[before.textOffsets.count...])
-                        logprobs = delta.json
-                    }
-                    let hasLogprobs = wantsLogprobs && states[choice].legacy.tokens.count > before.tokens.count
-                    guard !text.isEmpty || finished || hasLogprobs else { continue }
-                    continuation.yield(chunk([completionChoice(
-                        index: run.plans[choice].index, text: text, logprobs: logprobs,
-                        finishReason: finished ? states[choice].output.finishReason : nil)]))
+                    return
                 }
+                sendEcho(choice)
+                let before = states[choice].legacy
+                let (text, finished) = await apply(event, to: &states[choice], choice: choice, run: run,
+                                                   wantsLogprobs: wantsLogprobs)
+                var logprobs = JSONValue.null
+                if wantsLogprobs {
+                    // Only the entries this event added.
+                    let after = states[choice].legacy
+                    var delta = LogprobFormatter.Legacy()
+                    delta.tokens = Array(after.tokens[before.tokens.count...])
+                    delta.tokenLogprobs = Array(after.tokenLogprobs[before.tokenLogprobs.count...])
+                    delta.topLogprobs = Array(after.topLogprobs[before.topLogprobs.count...])
+                    delta.textOffsets = Array(after.textOffsets[before.textOffsets.count...])
+                    logprobs = delta.json
+                }
+                let hasLogprobs = wantsLogprobs && states[choice].legacy.tokens.count > before.tokens.count
+                guard !text.isEmpty || finished || hasLogprobs else { return }
+                continuation.yield(chunk([completionChoice(
+                    index: run.plans[choice].index, text: text, logprobs: logprobs,
+                    finishReason: finished ? states[choice].output.finishReason : nil)]))
             }
+            guard ranOut else { return }
             if Task.isCancelled { continuation.finish(); return }
             closeStream(continuation, unfinishedChoice: states.firstIndex(where: { !$0.output.isFinished }),
                         includeUsage: includeUsage) {

@@ -74,9 +74,10 @@ public struct OpenAIEndpoints: Sendable {
         let context = CompletionContext(
             id: makeResponseID(prefix: "cmpl-"), created: Int(Date().timeIntervalSince1970), model: model.name,
             request: request, prompts: prompts, promptTexts: request.prompts.map { prompt in
-                if case .text(let text) = prompt { return text }
-                if case .tokens(let tokens) = prompt { return model.tokenizer.decode(tokens, skipSpecialTokens: false) }
-                return ""
+                switch prompt {
+                case .text(let text): text
+                case .tokens(let tokens): model.tokenizer.decode(tokens, skipSpecialTokens: false)
+                }
             })
         if request.options.stream {
             return .stream(streamCompletion(run, context: context))

@@ -108,19 +108,6 @@ public struct KVBlockManager: Sendable {
 
     // MARK: Prefix cache
 
-    /// The chain of content keys of the full blocks of `tokens`.
-    func contentKeys(of tokens: [TokenID], fullBlocks: Int) -> [BlockContentKey] {
-        var keys: [BlockContentKey] = []
-        keys.reserveCapacity(fullBlocks)
-        var parent: UInt64 = 0
-        for index in 0..<fullBlocks {
-            let key = BlockContentKey(parent: parent, tokens: Array(tokens[index * blockSize..<(index + 1) * blockSize]))
-            keys.append(key)
-            parent = key.chainValue
-        }
-        return keys
-    }
-
     /// The cached blocks holding the longest prefix of `tokens`, limited to `maxTokens` tokens,
     /// each with one more reference. Returns [] when prefix caching is off.
     public mutating func acquireCachedPrefix(of tokens: [TokenID], maxTokens: Int) -> [Int] {
@@ -168,23 +155,19 @@ public struct KVBlockManager: Sendable {
     // MARK: Free queue
 
     private mutating func appendToFreeQueue(_ block: Int) {
-        let sentinel = blockCount
-        let last = previous[sentinel]
-        next[last] = block
-        previous[block] = last
-        next[block] = sentinel
-        previous[sentinel] = block
-        inFreeQueue[block] = true
-        freeBlockCount += 1
+        insertIntoFreeQueue(block, after: previous[blockCount])
     }
 
     private mutating func prependToFreeQueue(_ block: Int) {
-        let sentinel = blockCount
-        let first = next[sentinel]
-        previous[first] = block
-        next[block] = first
-        previous[block] = sentinel
-        next[sentinel] = block
+        insertIntoFreeQueue(block, after: blockCount)
+    }
+
+    private mutating func insertIntoFreeQueue(_ block: Int, after predecessor: Int) {
+        let successor = next[predecessor]
+        next[predecessor] = block
+        previous[block] = predecessor
+        next[block] = successor
+        previous[successor] = block
         inFreeQueue[block] = true
         freeBlockCount += 1
     }

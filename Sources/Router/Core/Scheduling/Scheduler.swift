@@ -187,7 +187,8 @@ public actor Scheduler {
         return pendingReleases
     }
 
-    /// Fails every sequence, queued or running (the workers are gone for good).
+    /// Fails every sequence, queued or running, except those of the step in flight (nothing will
+    /// run them any more: the step loop was cancelled).
     public func failAll(_ error: GenerationError) {
         for sequence in Array(sequences.values) where !isInFlight(sequence.id) {
             retire(sequence)
@@ -295,7 +296,8 @@ public actor Scheduler {
         var sampling = Tessel_Wire_SamplingParameters()
         sampling.temperature = settings.temperature
         sampling.topP = settings.topP
-        sampling.topK = Int32(settings.topK)
+        // Any top_k at or above the vocabulary size means "off"; a client may send one past Int32.
+        sampling.topK = Int32(clamping: settings.topK)
         sampling.seed = settings.seed
         sampling.hasSeed_p = true
         sampling.wantLogprobs = settings.logprobs != nil || entry.wantPromptLogprobs

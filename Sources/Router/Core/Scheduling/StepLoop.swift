@@ -4,7 +4,7 @@ import Wire
 
 /// Drives the scheduler: plan a step, send it to the workers, apply the result, repeat; sleeps
 /// while there is no work. On graceful shutdown it stops taking requests, finishes the ones it
-/// has, then returns.
+/// has, then returns; cancelled, it fails the ones it has and refuses new ones.
 public struct StepLoop: Service {
     public let scheduler: Scheduler
     public let runner: any StepRunner
@@ -22,10 +22,18 @@ public struct StepLoop: Service {
 
     public func run() async throws {
         let scheduler = self.scheduler
-        try await withGracefulShutdownHandler {
-            try await self.loop()
-        } onGracefulShutdown: {
-            Task { await scheduler.stopAccepting() }
+        do {
+            try await withGracefulShutdownHandler {
+                try await self.loop()
+            } onGracefulShutdown: {
+                Task { await scheduler.stopAccepting() }
+            }
+        } catch {
+            // Cancelled (not drained): nothing will plan steps any more, so whatever is queued
+            // must end now rather than wait forever, and new requests must be refused.
+            await scheduler.stopAccepting()
+            await scheduler.failAll(.shuttingDown)
+            throw error
         }
     }
 
