@@ -93,3 +93,12 @@ def test_template_syntax_error_stops_start_up_naming_the_line(tmp_path, model_pa
     r = run_router("--model", str(model_path), "--chat-template", str(template), "--port", str(free_port()))
     assert r.returncode != 0
     assert str(template) in r.stderr and "line 2" in r.stderr, r.stderr
+
+
+def test_unreachable_worker_endpoint_is_a_one_line_start_up_error(tmp_path, model_path):
+    endpoint = f"ipc://{tmp_path}/nobody-listens.sock"
+    r = run_router("--model", str(model_path), "--worker-endpoints", endpoint, "--worker-startup-timeout", "3",
+                   "--port", str(free_port()), timeout=120)
+    assert r.returncode != 0
+    last = [l for l in r.stderr.strip().splitlines() if l.strip()][-1]
+    assert last.startswith("router: workers did not start") and endpoint in last, r.stderr

@@ -22,7 +22,7 @@ enum RouterStartupError: Error, CustomStringConvertible {
     case modelUnreadable(path: String, reason: String)
     case chatTemplateUnreadable(path: String, reason: String)
     case tensorParallelismUnavailable(workers: Int)
-    case invalidOption(name: String, reason: String)
+    case workersUnavailable(reason: String)
 
     var description: String {
         switch self {
@@ -34,8 +34,8 @@ enum RouterStartupError: Error, CustomStringConvertible {
             return "cannot use chat template \(path): \(reason)"
         case .tensorParallelismUnavailable(let workers):
             return "--workers \(workers): tensor parallelism is not available yet; use --workers 1"
-        case .invalidOption(let name, let reason):
-            return "\(name): \(reason)"
+        case .workersUnavailable(let reason):
+            return "workers did not start: \(reason)"
         }
     }
 }
@@ -89,6 +89,11 @@ struct Serve: AsyncParsableCommand {
         valueName: "tokens"))
     var kvCacheTokens: Int?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds to wait for every worker to load the model and answer its handshake.",
+        discussion: "Attached workers (--worker-endpoints) may still be starting under systemd; spawned ones load the model first."))
+    var workerStartupTimeout: Int = 300
+
     @Flag(name: .long, help: "Do not reuse the KV cache of identical prompt prefixes.")
     var noPrefixCaching = false
 
@@ -101,6 +106,7 @@ struct Serve: AsyncParsableCommand {
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
+        if workerStartupTimeout < 1 { throw ValidationError("--worker-startup-timeout must be at least 1 second") }
     }
 
     func run() async throws {
@@ -131,13 +137,18 @@ struct Serve: AsyncParsableCommand {
 
         var options = WorkerClusterOptions()
         options.kvCacheTokens = kvCacheTokens
+        options.startupTimeout = .seconds(workerStartupTimeout)
         let clusterLogger = Logger(label: "tessel.cluster")
         let cluster: WorkerCluster
-        if let endpoints {
-            cluster = try await WorkerCluster.attach(endpoints: endpoints, options: options, logger: clusterLogger)
-        } else {
-            cluster = try await WorkerCluster.launch(model: source.ggufURL?.path ?? source.directory.path, workers: workers, options: options,
-                                                     logger: clusterLogger)
+        do {
+            if let endpoints {
+                cluster = try await WorkerCluster.attach(endpoints: endpoints, options: options, logger: clusterLogger)
+            } else {
+                cluster = try await WorkerCluster.launch(model: source.ggufURL?.path ?? source.directory.path,
+                                                         workers: workers, options: options, logger: clusterLogger)
+            }
+        } catch {
+            throw RouterStartupError.workersUnavailable(reason: "\(error)")
         }
         let info = cluster.model
         logger.info("workers ready", metadata: [
