@@ -27,18 +27,19 @@ public final class Topology: @unchecked Sendable {
     /// The NUMA node a rank belongs on: ranks are dealt round-robin over the nodes.
     public func numaNode(forRank rank: Int) -> Int { rank % numaNodeCount }
 
-    /// Binds the calling thread (and its future memory allocations) to one NUMA node.
-    /// On a machine with one node this still pins to that node's cores, which is harmless.
-    public func bindCurrentThread(toNUMANode index: Int) throws {
+    /// Binds the whole process (every thread, including the BLAS pool that OpenBLAS starts
+    /// before `main`) and its future memory allocations to one NUMA node. On a machine with one
+    /// node this pins to all its cores, which is harmless.
+    public func bindProcess(toNUMANode index: Int) throws {
         guard let node = hwloc_get_obj_by_type(handle, HWLOC_OBJ_NUMANODE, UInt32(index)) else {
             throw TopologyError.noSuchNode(index, available: numaNodeCount)
         }
-        guard hwloc_set_cpubind(handle, node.pointee.cpuset, Int32(HWLOC_CPUBIND_THREAD.rawValue)) == 0 else {
-            throw TopologyError.bindFailed("cannot bind thread to the cores of NUMA node \(index)")
+        guard hwloc_set_cpubind(handle, node.pointee.cpuset, Int32(HWLOC_CPUBIND_PROCESS.rawValue)) == 0 else {
+            throw TopologyError.bindFailed("cannot bind the process to the cores of NUMA node \(index)")
         }
         // Memory binding can be refused (containers without CAP_SYS_NICE); cores still count.
         _ = hwloc_set_membind(handle, node.pointee.nodeset, HWLOC_MEMBIND_BIND,
-                              Int32(HWLOC_MEMBIND_THREAD.rawValue | HWLOC_MEMBIND_BYNODESET.rawValue))
+                              Int32(HWLOC_MEMBIND_PROCESS.rawValue | HWLOC_MEMBIND_BYNODESET.rawValue))
     }
 
     /// Cores of one NUMA node, a sensible default for a worker's thread count.

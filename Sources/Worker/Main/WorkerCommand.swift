@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 import Logging
 import WorkerCore
@@ -71,6 +72,7 @@ struct WorkerCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "tessel.worker")
+        pinToNUMANode(logger: logger)
         if let threads { ComputeThreads.set(threads) }
 
         let stopSignal = WorkerStopSignal()
@@ -94,6 +96,23 @@ struct WorkerCommand: ParsableCommand {
             try service.run()
         } catch {
             exitWithError("worker rank \(rank): \(error)")
+        }
+    }
+
+    /// Each rank runs on (and allocates from) the NUMA node its rank is dealt, before the
+    /// weights are touched, so its shard's pages land on that node. Pinning is an optimisation:
+    /// where hwloc cannot do it the worker says so and runs unpinned.
+    private func pinToNUMANode(logger: Logger) {
+        do {
+            let topology = try Topology()
+            let node = topology.numaNode(forRank: rank)
+            try topology.bindProcess(toNUMANode: node)
+            logger.info("pinned", metadata: [
+                "numa_node": "\(node)", "numa_nodes": "\(topology.numaNodeCount)",
+                "cores": "\(topology.coreCount(ofNUMANode: node))",
+            ])
+        } catch {
+            logger.warning("running unpinned: \(error)")
         }
     }
 
