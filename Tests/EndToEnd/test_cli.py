@@ -1,5 +1,6 @@
 """The router's side commands: tokenize, detokenize, chat-template."""
 import json
+import os
 import pathlib
 import subprocess
 
@@ -53,3 +54,22 @@ def test_chat_template_error_names_the_line(tmp_path, model_path):
     r = router("chat-template", "--model", str(model_path), "--template", str(template), "--messages", str(messages))
     assert r.returncode != 0
     assert "line 3" in r.stderr, r.stderr
+
+
+def test_tokenize_finds_an_org_name_in_the_hugging_face_cache(tmp_path):
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    source = REPO / "Tests" / "TokenizersTests" / "Fixtures" / "smollm2"
+    for f in source.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (snapshot / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (snapshot / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")  # no tensors needed here
+    refs = snapshot.parent.parent / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc123")
+    r = subprocess.run([str(BIN_DIR / "router"), "tokenize", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+                       input="Hello world", capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert r.returncode == 0, r.stderr
+    direct = router("tokenize", "--model", str(source), stdin="Hello world")
+    assert r.stdout.split() == direct.stdout.split() and r.stdout.split()

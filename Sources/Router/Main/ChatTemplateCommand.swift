@@ -10,8 +10,8 @@ struct ChatTemplateCommand: AsyncParsableCommand {
         commandName: "chat-template",
         abstract: "Print the prompt a chat template renders for a conversation.")
 
-    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory: its template and BOS/EOS tokens are used.")
-    var model: String
+    /// The model whose template and BOS/EOS tokens are used.
+    @OptionGroup var model: TokenizerModelOption
 
     @Option(name: .long, help: "A Jinja template file to use instead of the model's own.")
     var template: String?
@@ -26,14 +26,14 @@ struct ChatTemplateCommand: AsyncParsableCommand {
     var addGenerationPrompt = false
 
     func run() async throws {
-        let tokenizer = try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        let tokenizer = try model.loadTokenizer()
         let source: String
         if let template {
             source = try String(contentsOfFile: template, encoding: .utf8)
         } else if let own = tokenizer.chatTemplate {
             source = own
         } else {
-            throw ValidationError("\(model) has no chat template; pass --template FILE")
+            throw ValidationError("\(model.model) has no chat template; pass --template FILE")
         }
         let chat = try ChatTemplate(source: source)
         let conversation = try Self.readJSON(messages, option: "--messages")

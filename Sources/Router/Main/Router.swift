@@ -129,7 +129,7 @@ struct Serve: AsyncParsableCommand {
         let source = try resolveModel()
         let tokenizer: any Tokenizer
         do {
-            tokenizer = try TokenizerLoader.load(path: source.ggufURL ?? source.directory)
+            tokenizer = try TokenizerLoader.load(source: source)
         } catch {
             throw RouterStartupError.modelUnreadable(path: source.specifier, reason: "\(error)")
         }

@@ -4,11 +4,11 @@ import Tokenizers
 
 /// The `--model` option of the tokenizer side commands.
 struct TokenizerModelOption: ParsableArguments {
-    @Option(name: .long, help: "A .gguf file or a Hugging Face model directory (with tokenizer.json).")
+    @Option(name: .long, help: "A .gguf file, a Hugging Face model directory (with tokenizer.json), or org/name from the Hugging Face cache.")
     var model: String
 
     func loadTokenizer() throws -> any Tokenizer {
-        try TokenizerLoader.load(path: URL(fileURLWithPath: model))
+        try TokenizerLoader.load(model: model)
     }
 }
 

@@ -22,4 +22,23 @@ public enum TokenizerLoader {
         if isDirectory.boolValue { return try load(directory: url) }
         return try load(gguf: GGUFFile.open(url))
     }
+
+    /// From a resolved model source: its GGUF metadata or its Hugging Face directory.
+    public static func load(source: ModelSource) throws -> any Tokenizer {
+        switch source.kind {
+        case .gguf(let url): try load(gguf: GGUFFile.open(url))
+        case .huggingFace(let directory): try load(directory: directory)
+        }
+    }
+
+    /// From what a user typed as `--model`: a path that exists (a `.gguf` file, or any directory
+    /// holding tokenizer.json), else whatever `ModelSource` resolves it to (an `org/name`
+    /// Hugging Face cache entry).
+    public static func load(model specifier: String) throws -> any Tokenizer {
+        let expanded = (specifier as NSString).expandingTildeInPath
+        if FileManager.default.fileExists(atPath: expanded) {
+            return try load(path: URL(fileURLWithPath: expanded))
+        }
+        return try load(source: ModelSource.resolve(specifier))
+    }
 }
