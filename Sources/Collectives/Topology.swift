@@ -42,6 +42,38 @@ public final class Topology: @unchecked Sendable {
                               Int32(HWLOC_MEMBIND_PROCESS.rawValue | HWLOC_MEMBIND_BYNODESET.rawValue))
     }
 
+    /// The physical cores of one NUMA node, each as the OS processor numbers of its hardware
+    /// threads: a compute pool runs one thread per core.
+    public func cores(ofNUMANode index: Int) -> [[Int]] {
+        guard let node = hwloc_get_obj_by_type(handle, HWLOC_OBJ_NUMANODE, UInt32(index)) else { return [] }
+        let count = hwloc_get_nbobjs_inside_cpuset_by_type(handle, node.pointee.cpuset, HWLOC_OBJ_CORE)
+        return (0..<max(0, Int(count))).compactMap { i in
+            hwloc_get_obj_inside_cpuset_by_type(handle, node.pointee.cpuset, HWLOC_OBJ_CORE, UInt32(i))
+                .map { Self.members(of: $0.pointee.cpuset) }
+        }
+    }
+
+    /// Binds the calling thread to the given OS processors (one core's threads, or a `--cpus` set).
+    public func bindCurrentThread(toProcessors processors: [Int]) throws {
+        guard let set = hwloc_bitmap_alloc() else { throw TopologyError.bindFailed("cannot allocate a cpuset") }
+        defer { hwloc_bitmap_free(set) }
+        for processor in processors { hwloc_bitmap_set(set, UInt32(processor)) }
+        guard hwloc_set_cpubind(handle, set, Int32(HWLOC_CPUBIND_THREAD.rawValue)) == 0 else {
+            throw TopologyError.bindFailed("cannot bind a thread to processors \(processors.map(String.init).joined(separator: ","))")
+        }
+    }
+
+    /// The processor numbers set in an hwloc cpuset.
+    private static func members(of set: hwloc_const_cpuset_t) -> [Int] {
+        var result: [Int] = []
+        var bit = hwloc_bitmap_first(set)
+        while bit >= 0 {
+            result.append(Int(bit))
+            bit = hwloc_bitmap_next(set, bit)
+        }
+        return result
+    }
+
     /// Cores of one NUMA node, a sensible default for a worker's thread count.
     public func coreCount(ofNUMANode index: Int) -> Int {
         guard let node = hwloc_get_obj_by_type(handle, HWLOC_OBJ_NUMANODE, UInt32(index)) else { return coreCount }

@@ -9,7 +9,7 @@ struct TinyLlamaParityTests {
     static let variants = ["tiny-llama", "tiny-llama-tied"]
 
     func executor(_ name: String) throws -> ModelExecutor {
-        try ModelExecutor.load(model: Fixtures.url(name).path, rank: 0, worldSize: 1, kvCacheTokens: 1024)
+        try ModelExecutor.load(model: Fixtures.url(name).path, kvCacheTokens: 1024, activations: .f32)
     }
 
     @Test("next-token logits match transformers within 1e-3 relative", arguments: variants)
@@ -79,7 +79,7 @@ struct TinyLlamaParityTests {
 @Suite("Llama parity with transformers (tiny quantized GGUF)")
 struct TinyGGUFParityTests {
     func executor() throws -> ModelExecutor {
-        try ModelExecutor.load(model: Fixtures.url("tiny-llama-q.gguf").path, rank: 0, worldSize: 1, kvCacheTokens: 1024)
+        try ModelExecutor.load(model: Fixtures.url("tiny-llama-q.gguf").path, kvCacheTokens: 1024, activations: .f32)
     }
 
     @Test("GGUF metadata gives the tiny config, untied, without rope scaling")

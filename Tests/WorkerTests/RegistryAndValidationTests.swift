@@ -195,16 +195,22 @@ struct RegistryAndValidationTests {
         #expect(throws: ExecutionError.missingPromptContext(id: 13, position: 3)) { try secondChunk(13, block: 2) }
     }
 
-    @Test("default KV pool: four full contexts, capped by the memory budget but never below one context")
-    func defaultCacheSize() {
-        let small = KVCacheShape(layers: 2, kvHeads: 2, headDimension: 16)
-        #expect(ModelExecutor.defaultCacheTokens(shape: small, maxContext: 512) == 2048)
+    @Test("default KV pool: a quarter of the free memory, at most 4 GiB; --kv-cache-memory sizes it in bytes")
+    func defaultCacheSize() throws {
+        #expect(ModelExecutor.defaultCacheBytes(available: 8 << 30) == 2 << 30)
+        #expect(ModelExecutor.defaultCacheBytes(available: 64 << 30) == 4 << 30)
         let smol = KVCacheShape(layers: 30, kvHeads: 3, headDimension: 64)
-        let tokens = ModelExecutor.defaultCacheTokens(shape: smol, maxContext: 8192)
-        #expect(tokens * smol.bytesPerToken <= ModelExecutor.defaultCacheBudgetBytes + 16 * smol.bytesPerToken)
-        #expect(tokens >= 8192)
-        let huge = KVCacheShape(layers: 80, kvHeads: 8, headDimension: 128)
-        #expect(ModelExecutor.defaultCacheTokens(shape: huge, maxContext: 131072) == 131072)
+        #expect(smol.bytesPerToken(.f16) == 23040 && smol.bytesPerToken(.f32) == 46080)
+        let options = EngineOptions(kvCacheMemoryBytes: 1 << 20)
+        let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, options: options,
+                                           pool: try ComputePool(threads: 1))
+        // tiny-llama: 2 layers × 2 KV heads × 16 dims, f16 by default: 256 bytes a token.
+        #expect(model.cache.dtype == .f16)
+        #expect(model.info.kvBlockCount == (1 << 20) / 256 / ModelExecutor.kvBlockSize)
+        #expect(throws: ModelLoadError.self) {
+            try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, options: EngineOptions(kvCacheMemoryBytes: 1000),
+                                   pool: try ComputePool(threads: 1))
+        }
     }
 }
 
@@ -223,18 +229,6 @@ struct KernelTests {
             tk_axpy_portable(0.3, a, &y2, n)
             #expect(zip(y1, y2).allSatisfy { abs($0 - $1) < 1e-6 })
         }
-    }
-
-    @Test("GGUF Q/K rows un-permute to rotate-half order")
-    func unpermute() {
-        // Two heads of dimension 4 with 2 columns: GGUF row order is (0, 2, 1, 3) of the HF rows.
-        let gguf: [Float] = [10, 10.5, 12, 12.5, 11, 11.5, 13, 13.5, 20, 20.5, 22, 22.5, 21, 21.5, 23, 23.5]
-        var halves = [Float](repeating: 0, count: gguf.count)
-        halves.withUnsafeMutableBytes { target in
-            LlamaWeightAdapter.interleavedToHalves(gguf, rows: 8, rowBytes: 2 * MemoryLayout<Float>.stride,
-                                                   headDimension: 4, into: target)
-        }
-        #expect(halves == [10, 10.5, 11, 11.5, 12, 12.5, 13, 13.5, 20, 20.5, 21, 21.5, 22, 22.5, 23, 23.5])
     }
 
     @Test("llama3 rope scaling keeps high frequencies, divides low ones by the factor")

@@ -120,7 +120,7 @@ struct SamplingTests {
 @Suite("Executor sampling and logprobs (tiny model)")
 struct ExecutorSamplingTests {
     func executor() throws -> ModelExecutor {
-        try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 1024)
+        try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, kvCacheTokens: 1024, activations: .f32)
     }
 
     func generate(_ model: ModelExecutor, _ config: SamplingConfig, count: Int, sampleIndex: Int = 0) throws -> [Int32] {

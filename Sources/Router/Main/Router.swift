@@ -90,6 +90,25 @@ struct Serve: AsyncParsableCommand {
     var kvCacheTokens: Int?
 
     @Option(name: .long, help: ArgumentHelp(
+        "KV cache size per worker in bytes, e.g. 2GiB. Default: a quarter of the memory available at load, at most 4 GiB.",
+        valueName: "size"))
+    var kvCacheMemory: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Element type of cached keys and values: auto, f32, f16, bf16 (auto: f32 with --activations f32, bf16 for bf16 models, else f16).",
+        valueName: "type"))
+    var kvCacheDtype: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "How activations meet quantised weights: q8 (8-bit activations, integer kernels; default) or f32 (exact).",
+        valueName: "q8|f32"))
+    var activations: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Convert float checkpoint weights once at load: auto (as stored), f32, f16 or bf16.", valueName: "type"))
+    var dtype: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "Seconds to wait for every worker to load the model and answer its handshake.",
         discussion: "Attached workers (--worker-endpoints) may still be starting under systemd; spawned ones load the model first."))
     var workerStartupTimeout: Int = 300
@@ -107,6 +126,28 @@ struct Serve: AsyncParsableCommand {
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
         if workerStartupTimeout < 1 { throw ValidationError("--worker-startup-timeout must be at least 1 second") }
+        if let activations, !["q8", "f32"].contains(activations) {
+            throw ValidationError("--activations must be q8 or f32; got '\(activations)'")
+        }
+        if let kvCacheDtype, !["auto", "f32", "f16", "bf16"].contains(kvCacheDtype) {
+            throw ValidationError("--kv-cache-dtype must be auto, f32, f16 or bf16; got '\(kvCacheDtype)'")
+        }
+        if let dtype, !["auto", "f32", "f16", "bf16", "float32", "float16", "half", "bfloat16"].contains(dtype) {
+            throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
+        }
+        if let kvCacheMemory, (ByteSize(parsing: kvCacheMemory)?.bytes ?? 0) <= 0 {
+            throw ValidationError("--kv-cache-memory must be a size such as 2GiB or 512MiB; got '\(kvCacheMemory)'")
+        }
+    }
+
+    /// The engine options spawned workers get, as worker flags.
+    var engineArguments: [String] {
+        var arguments: [String] = []
+        if let activations { arguments += ["--activations", activations] }
+        if let kvCacheDtype { arguments += ["--kv-cache-dtype", kvCacheDtype] }
+        if let kvCacheMemory { arguments += ["--kv-cache-memory", kvCacheMemory] }
+        if let dtype { arguments += ["--dtype", dtype] }
+        return arguments
     }
 
     func run() async throws {
@@ -137,6 +178,7 @@ struct Serve: AsyncParsableCommand {
 
         var options = WorkerClusterOptions()
         options.kvCacheTokens = kvCacheTokens
+        options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
         let clusterLogger = Logger(label: "tessel.cluster")
         let cluster: WorkerCluster

@@ -314,6 +314,11 @@ public struct SafetensorsWeightStore: WeightStore {
         }
     }
 
+    public func mappedTensor(_ name: String) throws -> MappedTensor {
+        let (file, info) = try locate(name)
+        return MappedTensor(descriptor: info.descriptor, bytes: file.bytes(of: info), mapping: file.mapping)
+    }
+
     public func withEncodedBytes<R>(_ name: String, rows: Range<Int>?,
                                     _ body: (UnsafeRawBufferPointer, TensorDescriptor) throws -> R) throws -> R {
         let (file, info) = try locate(name)

@@ -129,6 +129,19 @@ public protocol WeightStore: Sendable {
     /// For block encodings the rows must start and end on block boundaries.
     func withEncodedBytes<R>(_ name: String, rows: Range<Int>?,
                              _ body: (UnsafeRawBufferPointer, TensorDescriptor) throws -> R) throws -> R
+    /// The stored bytes of a whole tensor inside its file's memory mapping, for weights that are
+    /// used where they lie instead of being copied.
+    func mappedTensor(_ name: String) throws -> MappedTensor
+}
+
+/// A tensor's stored bytes in a memory-mapped file, kept valid by holding the mapping.
+public struct MappedTensor: @unchecked Sendable {
+    public let descriptor: TensorDescriptor
+    /// Read-only; valid while `mapping` lives.
+    public let bytes: UnsafeRawBufferPointer
+    public let mapping: MappedFile
+    /// The file, for messages.
+    public var file: String { mapping.path }
 }
 
 extension WeightStore {
@@ -270,6 +283,11 @@ public struct GGUFWeightStore: WeightStore {
         try file.withBytes(of: info) { all in
             try decodeRows(file: path, descriptor: Self.descriptor(of: info), all: all, rows: rows, into: output)
         }
+    }
+
+    public func mappedTensor(_ name: String) throws -> MappedTensor {
+        let info = try info(name)
+        return MappedTensor(descriptor: Self.descriptor(of: info), bytes: file.bytes(of: info), mapping: file.mapping)
     }
 
     public func withEncodedBytes<R>(_ name: String, rows: Range<Int>?,

@@ -1,15 +1,25 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import CKernels
 import Logging
+import ModelFormats
 import WorkerCore
 
 /// `worker`: one rank of a Tessel cluster. Loads its shard of the model and serves the router's
 /// steps on one ZeroMQ endpoint until told to shut down or sent SIGTERM.
 @main
-struct WorkerCommand: ParsableCommand {
+struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
+        abstract: "A Tessel worker: serve one shard of a model (the default), or measure the kernels.",
+        subcommands: [WorkerCommand.self, BenchKernels.self],
+        defaultSubcommand: WorkerCommand.self)
+}
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Serve one shard of a model to a Tessel router over ZeroMQ.",
         discussion: """
             Normally started by `router --workers N`. To run workers under systemd or on other hosts,
@@ -30,11 +40,36 @@ struct WorkerCommand: ParsableCommand {
     var listen: String
 
     @Option(name: .customLong("kv-cache-tokens"),
-            help: "KV cache capacity in tokens (default: the model layer's choice from available memory).")
+            help: "KV cache capacity in tokens (wins over --kv-cache-memory).")
     var kvCacheTokens: Int?
 
-    @Option(help: "BLAS threads for this worker (default: OPENBLAS_NUM_THREADS, else all cores).")
+    @Option(name: .customLong("kv-cache-memory"), help: ArgumentHelp(
+        "KV cache size in bytes, e.g. 2GiB or 512MiB. Default: a quarter of the memory available at load, at most 4 GiB.",
+        valueName: "size"))
+    var kvCacheMemory: String?
+
+    @Option(name: .customLong("kv-cache-dtype"), help: ArgumentHelp(
+        "Element type of cached keys and values: auto, f32, f16 or bf16. auto: f32 with --activations f32, bf16 for a bf16 model, else f16.",
+        valueName: "type"))
+    var kvCacheDType: String = "auto"
+
+    @Option(help: ArgumentHelp(
+        "How activations meet quantised weights: q8 (8-bit, integer dot products; the default) or f32 (exact).",
+        valueName: "q8|f32"))
+    var activations: String = "q8"
+
+    @Option(help: ArgumentHelp(
+        "Convert float checkpoint weights once at load: auto (keep the stored dtype), f32, f16 or bf16. Quantised weights keep their encoding.",
+        valueName: "type"))
+    var dtype: String = "auto"
+
+    @Option(help: "Compute threads (default: one per physical core of this rank's NUMA node, or of --cpus).")
     var threads: Int?
+
+    @Option(help: ArgumentHelp(
+        "OS processor numbers to run on, e.g. 0-3,8 (default: the cores of this rank's NUMA node). One thread per listed processor unless --threads says otherwise.",
+        valueName: "list"))
+    var cpus: String?
 
     @Option(name: .customLong("parent-pid"),
             help: "Exit when this process is no longer the parent (set by a router that spawns its workers).")
@@ -58,6 +93,50 @@ struct WorkerCommand: ParsableCommand {
         if let threads, threads <= 0 {
             throw ValidationError("--threads must be positive; got \(threads)")
         }
+        _ = try engineOptions()
+        if let cpus { _ = try Self.processorList(cpus) }
+    }
+
+    /// The numeric and memory choices, validated.
+    func engineOptions() throws -> EngineOptions {
+        guard let precision = ActivationPrecision(rawValue: activations) else {
+            throw ValidationError("--activations must be q8 or f32; got '\(activations)'")
+        }
+        var options = EngineOptions(activations: precision, kvCacheTokens: kvCacheTokens)
+        if kvCacheDType != "auto" {
+            guard let type = KVCacheDType(rawValue: kvCacheDType) else {
+                throw ValidationError("--kv-cache-dtype must be auto, f32, f16 or bf16; got '\(kvCacheDType)'")
+            }
+            options.kvCacheDType = type
+        }
+        if let kvCacheMemory {
+            guard let size = ByteSize(parsing: kvCacheMemory), size.bytes > 0 else {
+                throw ValidationError("--kv-cache-memory must be a size such as 2GiB or 512MiB; got '\(kvCacheMemory)'")
+            }
+            options.kvCacheMemoryBytes = size.bytes
+        }
+        switch dtype {
+        case "auto": break
+        case "f32", "float32": options.weightDType = .f32
+        case "f16", "float16", "half": options.weightDType = .f16
+        case "bf16", "bfloat16": options.weightDType = .bf16
+        default: throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
+        }
+        return options
+    }
+
+    /// `0-3,8` → [0, 1, 2, 3, 8].
+    static func processorList(_ text: String) throws -> [Int] {
+        var result: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            switch (bounds.count, bounds.first ?? nil, bounds.last ?? nil) {
+            case (1, let single?, _) where single >= 0: result.append(single)
+            case (2, let low?, let high?) where low >= 0 && low <= high: result += Array(low...high)
+            default: throw ValidationError("--cpus must list processor numbers like 0-3,8; got '\(text)'")
+            }
+        }
+        return result
     }
 
     var worldSize: Int {
@@ -72,22 +151,27 @@ struct WorkerCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "tessel.worker")
-        pinToNUMANode(logger: logger)
-        if let threads { ComputeThreads.set(threads) }
+        let options: EngineOptions
+        do { options = try engineOptions() } catch { exitWithError("worker rank \(rank): \(error)") }
+        let pool = makePool(logger: logger)
 
         let stopSignal = WorkerStopSignal()
         stopSignal.stopOnTerminationSignals()
 
         let executor: ModelExecutor
         do {
-            executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize,
-                                              kvCacheTokens: kvCacheTokens)
+            executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, options: options, pool: pool,
+                                              log: { message in logger.notice("\(message)") })
         } catch {
             exitWithError("worker rank \(rank): cannot load model \(model): \(error)")
         }
         logger.info("model loaded", metadata: [
             "model": "\(model)", "architecture": "\(executor.info.architecture)",
-            "kv_blocks": "\(executor.info.kvBlockCount)", "blas_threads": "\(ComputeThreads.current)",
+            "weights": "\(executor.model.weightEncoding), \(ByteSize(bytes: executor.model.weightBytes))",
+            "activations": "\(options.resolvedActivations.rawValue)",
+            "kernels": "\(String(cString: tk_level_name(tk_cpu_level())))",
+            "kv_cache": "\(executor.cache.dtype.rawValue), \(executor.info.kvBlockCount) blocks of \(executor.info.kvBlockSize) (\(ByteSize(bytes: executor.cache.byteCount)))",
+            "threads": "\(pool.threadCount)",
         ])
         do {
             let service = try WorkerService(executor: executor, rank: rank, worldSize: worldSize, endpoint: listen,
@@ -99,20 +183,34 @@ struct WorkerCommand: ParsableCommand {
         }
     }
 
-    /// Each rank runs on (and allocates from) the NUMA node its rank is dealt, before the
-    /// weights are touched, so its shard's pages land on that node. Pinning is an optimisation:
-    /// where hwloc cannot do it the worker says so and runs unpinned.
-    private func pinToNUMANode(logger: Logger) {
+    /// The compute pool: one thread per physical core of this rank's NUMA node (or per
+    /// processor of --cpus), each bound to its core, with the process's memory bound to the
+    /// node before the weights are touched. Pinning is an optimisation: where hwloc cannot do
+    /// it the worker says so and runs unpinned.
+    private func makePool(logger: Logger) -> ComputePool {
+        let topology: Topology?
+        var sets: [[Int]]?
         do {
-            let topology = try Topology()
-            let node = topology.numaNode(forRank: rank)
-            try topology.bindProcess(toNUMANode: node)
-            logger.info("pinned", metadata: [
-                "numa_node": "\(node)", "numa_nodes": "\(topology.numaNodeCount)",
-                "cores": "\(topology.coreCount(ofNUMANode: node))",
-            ])
+            let found = try Topology()
+            let node = found.numaNode(forRank: rank)
+            try found.bindProcess(toNUMANode: node)
+            if let cpus {
+                sets = try Self.processorList(cpus).map { [$0] }
+            } else {
+                sets = found.cores(ofNUMANode: node)
+            }
+            topology = found
         } catch {
             logger.warning("running unpinned: \(error)")
+            topology = nil
+        }
+        let count = threads ?? max(1, sets?.count ?? ProcessInfo.processInfo.activeProcessorCount)
+        do {
+            let pool = try ComputePool(threads: count, processorSets: sets, topology: topology)
+            logger.info("compute pool", metadata: ["threads": "\(count)", "placement": "\(pool.placement)"])
+            return pool
+        } catch {
+            exitWithError("worker rank \(rank): \(error)")
         }
     }
 

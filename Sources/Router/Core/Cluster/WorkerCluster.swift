@@ -4,11 +4,14 @@ import Wire
 
 /// Knobs of worker supervision. The defaults suit local workers on one host.
 public struct WorkerClusterOptions: Sendable {
-    /// BLAS threads per spawned worker (exported as OPENBLAS_NUM_THREADS and passed as --threads);
-    /// default: the machine's cores divided by the number of workers.
+    /// Compute threads per spawned worker (passed as --threads); default: the machine's cores
+    /// divided by the number of workers.
     public var threadsPerWorker: Int?
     /// Passed to spawned workers as --kv-cache-tokens.
     public var kvCacheTokens: Int?
+    /// Engine options passed through to spawned workers as they are (`--activations f32`,
+    /// `--kv-cache-dtype f16`, `--kv-cache-memory 2GiB`, `--dtype bf16`); workers validate them.
+    public var engineArguments: [String] = []
     /// How long a worker may take from start (or restart) to answering the handshake: model load.
     public var startupTimeout: Duration = .seconds(300)
     /// How long an attached worker that is back may take to answer a re-handshake.
@@ -184,8 +187,8 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
                          "--listen", endpoints[rank], "--threads", "\(plan.threads)",
                          "--parent-pid", "\(getpid())"]
         if let tokens = options.kvCacheTokens { arguments += ["--kv-cache-tokens", "\(tokens)"] }
+        arguments += options.engineArguments
         var environment = ProcessInfo.processInfo.environment
-        environment["OPENBLAS_NUM_THREADS"] = "\(plan.threads)"
         environment.merge(options.environment) { _, new in new }
         let generation: UInt64 = lock.withLock {
             spawnGenerations[rank] += 1

@@ -4,85 +4,92 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tessel_vector.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Vector kernels over float32. Each entry point dispatches, once per process, to the widest
- * implementation the CPU supports (AVX-512F, AVX2+FMA, or portable C). */
-
-/* The instruction set the dispatcher chose: "avx512", "avx2" or "portable". The environment
- * variable TESSEL_KERNELS=portable or =avx2, read at the first kernel call, caps the choice
- * (to test the narrower paths on a machine with wider vectors). */
-const char *tk_kernel_isa(void);
-
-/* 0 = portable only, 1 = up to AVX2, 2 = the best the CPU has (from TESSEL_KERNELS). */
+/* ---- instruction sets ----
+ * Level 0 = portable C, 1 = AVX2 + FMA + F16C, 2 = AVX-512 F/BW/VL/VNNI. The environment
+ * variable TESSEL_KERNELS=portable or =avx2 caps the level (so the narrower bodies run, and are
+ * tested, on a machine with wider vectors). */
 int tk_kernel_ceiling(void);
+/* The best level this CPU runs, under the cap. */
+int tk_cpu_level(void);
+/* "portable", "avx2" or "avx512". */
+const char *tk_level_name(int level);
 
-/* The portable implementations, callable directly so tests can compare them with the
- * dispatched ones on any machine. */
-float tk_dot_portable(const float *a, const float *b, size_t n);
-void tk_axpy_portable(float a, const float *x, float *y, size_t n);
+/* ---- weight encodings and their matmul kernels ---- */
+typedef enum {
+    TK_ENC_F32 = 0, TK_ENC_F16, TK_ENC_BF16,
+    TK_ENC_Q4_0, TK_ENC_Q4_1, TK_ENC_Q5_0, TK_ENC_Q5_1, TK_ENC_Q8_0,
+    TK_ENC_Q4_K, TK_ENC_Q5_K, TK_ENC_Q6_K,
+    TK_ENC_COUNT
+} tk_encoding;
 
-float tk_dot(const float *a, const float *b, size_t n);
+/* y[j * y_stride + i] = Σ_c W[i][c] X[j][c] for weight rows i < rows and input rows j < nx. */
+typedef void (*tk_matmul_fn)(const void *w, size_t w_stride, size_t rows, const void *x, size_t x_stride,
+                             size_t nx, size_t k, float *y, size_t y_stride);
+typedef void (*tk_quantize_fn)(const float *x, void *out, size_t k);
+typedef void (*tk_dequant_row_fn)(const void *w, float *out, size_t k);
 
-/* y[i] += a * x[i] */
-void tk_axpy(float a, const float *x, float *y, size_t n);
+/* Everything needed to multiply by one encoding, for one instruction-set level: chosen once at
+ * load and kept with the weight.
+ *   float_matmul  x is float32 rows (x_stride in bytes): the exact path, and the only one for
+ *                 float encodings. For block encodings it decodes each weight row into
+ *                 `row_scratch` (k floats, one per thread) and multiplies in float32.
+ *   quantize, int_matmul  (block encodings) 8-bit activations and integer dot products: x is
+ *                 rows of activation blocks made by `quantize`; NULL for float encodings. */
+typedef struct {
+    tk_encoding encoding;
+    int level;
+    size_t block;            /* weight elements per block (1 for float encodings) */
+    size_t block_bytes;      /* bytes per block */
+    size_t act_block;        /* elements per activation block (0: float activations only) */
+    size_t act_block_bytes;
+    tk_quantize_fn quantize;
+    tk_matmul_fn int_matmul;
+    tk_dequant_row_fn dequant_row;
+} tk_matmul_kernel;
 
-/* out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]; out may alias x. */
-void tk_rms_norm(const float *x, const float *weight, float eps, float *out, size_t n);
+/* The kernel for `encoding` at `level` or the best level below it that exists. Returns 0, or -1
+ * for an unknown encoding. */
+int tk_matmul_kernel_get(tk_encoding encoding, int level, tk_matmul_kernel *out);
 
-/* out[i] = silu(gate[i]) * up[i]; out may alias gate or up. */
-void tk_silu_mul(const float *gate, const float *up, float *out, size_t n);
+/* The exact (float32 activations) product for any encoding; row_scratch holds k floats. */
+void tk_matmul_float(const tk_matmul_kernel *kernel, const void *w, size_t w_stride, size_t rows,
+                     const float *x, size_t x_stride, size_t nx, size_t k, float *y, size_t y_stride,
+                     float *row_scratch);
 
-/* Rotates the first `2 * half` values of each of `heads` vectors (stride `head_dim`) in the
- * rotate-half layout: pairs (i, i + half) turned by the angle whose cos/sin are given. */
-void tk_rope_halves(float *x, size_t heads, size_t head_dim, size_t half,
-                    const float *cos_table, const float *sin_table);
+/* Whole-block Q8_0 weights from floats (d = max|x| / 127 as an IEEE half), for encodings that
+ * have no kernel and are converted once at load. */
+void tk_quantize_row_q8_0(const float *x, void *out, size_t k);
 
-/* Attention of `group` query heads that share one KV head, over a paged cache.
- *   q          [group, head_dim] contiguous
- *   k_cache,
- *   v_cache    the KV head's vectors in block 0; block b starts at b * block_stride floats,
- *              and slot s of a block at s * head_dim floats
- *   block_table block ids, position p lives in block block_table[p / block_size]
- *   context    number of positions to attend to (0 ..< context)
- *   scores     scratch of group * context floats
- *   out        [group, head_dim] */
-void tk_paged_attention(const float *q, size_t group, size_t head_dim,
-                        const float *k_cache, const float *v_cache,
-                        size_t block_stride, size_t block_size,
-                        const int32_t *block_table, size_t context, float scale,
-                        float *scores, float *out);
+/* ---- compute pool ----
+ * `threads - 1` helper threads plus the caller. After a job they spin for `spin_microseconds`
+ * waiting for the next one, then sleep on a futex, so back-to-back operations of one step start
+ * in well under a microsecond while an idle worker burns no core. */
+typedef struct tk_pool tk_pool;
+typedef void (*tk_pool_job)(void *context, int thread, int threads);
+typedef void (*tk_pool_thread_start)(void *context, int thread);
 
-/* Matrix-vector products straight from ggml-quantised rows (32-value blocks), for decoding,
- * where reading 4-5x fewer weight bytes than float32 is what speeds a token up.
- *   blocks   `rows` rows of `cols / 32` blocks each, row-major
- *   x        `cols` floats;  block_sums  scratch of `cols / 32` floats (Q4_1 needs the sum of
- *            x over each block, since a block decodes to q * d + m)
- *   y        `rows` floats (overwritten)
- * The value decoded for each weight equals ggml's dequantisation exactly; only the order of
- * the additions differs from a float32 product. */
-void tk_gemv_q4_1(const void *blocks, size_t rows, size_t cols, const float *x,
-                  float *block_sums, float *y);
-void tk_gemv_q8_0(const void *blocks, size_t rows, size_t cols, const float *x, float *y);
+/* NULL if a thread cannot be started. `on_start` (may be NULL) runs first on each helper thread. */
+tk_pool *tk_pool_create(int threads, int spin_microseconds, tk_pool_thread_start on_start, void *start_context);
+/* Runs job(context, t, threads) for every t: t = 0 on the calling thread; returns when all are done.
+ * One caller at a time. */
+void tk_pool_run(tk_pool *pool, tk_pool_job job, void *context);
+int tk_pool_thread_count(const tk_pool *pool);
+void tk_pool_destroy(tk_pool *pool);
+/* The processor the calling thread runs on (-1 where unknown). */
+int tk_current_cpu(void);
 
-/* The same for `count` input vectors at once (x: [count, cols]; vector n's result goes to
- * y[n * y_stride ..< n * y_stride + rows]), decoding each
- * block once for all of them; block_sums holds count * cols / 32 floats. This is what makes a
- * step of several decoding sequences cost about as much as one. */
-void tk_gemm_q4_1(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                  float *block_sums, float *y, size_t y_stride);
-void tk_gemm_q8_0(const void *blocks, size_t rows, size_t cols, const float *x, size_t count,
-                  float *y, size_t y_stride);
+/* The sum of the 64-bit words of `bytes` bytes: a plain read at the speed memory allows, the
+ * bound a matmul kernel's weight reads are measured against. */
+uint64_t tk_read_sum(const void *p, size_t bytes);
 
-/* The same products with the portable C, for tests that compare paths. */
-void tk_gemv_q4_1_portable(const void *blocks, size_t rows, size_t cols, const float *x,
-                           float *block_sums, float *y);
-void tk_gemv_q8_0_portable(const void *blocks, size_t rows, size_t cols, const float *x, float *y);
-
-/* In-place softmax of n values; returns nothing, the values sum to 1 afterwards. */
-void tk_softmax(float *x, size_t n);
+/* Atomic `*counter += amount`, returning the old value: hands out work items dynamically. */
+long tk_fetch_add(long *counter, long amount);
 
 #ifdef __cplusplus
 }

@@ -28,6 +28,10 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var cacheShape: KVCacheShape { get }
     /// The most tokens `forward` accepts in one call.
     var maxChunkTokens: Int { get }
+    /// The encoding most weight bytes are stored in (it picks the default KV element type).
+    var weightEncoding: WeightEncoding { get }
+    /// Bytes of weight matrices the graph reads per token.
+    var weightBytes: Int { get }
 
     /// Runs `batch` through the model: writes each token's keys and values into `cache` and its
     /// final-normed hidden state into `hidden` (`batch.count × hiddenSize`).

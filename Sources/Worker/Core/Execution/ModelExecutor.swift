@@ -1,9 +1,12 @@
+import Foundation
+
 /// Runs steps of a loaded model: owns the graph (weights and activation scratch), the KV pool,
 /// and the sampler. `execute` must be called from one thread at a time.
 public final class ModelExecutor: @unchecked Sendable {
     public let info: ModelInfo
     public let model: any CausalLanguageModel
     public let cache: KVCachePool
+    public let pool: ComputePool
     private let sampler: TokenSampler
 
     /// Final hidden states of the current chunk, then gathered rows and their logits.
@@ -26,30 +29,54 @@ public final class ModelExecutor: @unchecked Sendable {
     public static let kvBlockSize = 16
     static let logitRowsPerBatch = 16
     static let maxCarriedSequences = 1024
-    static let defaultCacheBudgetBytes = 1 << 30
+    /// Without `--kv-cache-memory` or `--kv-cache-tokens`: this share of the memory available
+    /// at load, at most `defaultCacheCeilingBytes` (the pool's pages are only resident once used).
+    static let defaultCacheShareOfFreeMemory = 0.25
+    static let defaultCacheCeilingBytes = 4 << 30
 
     /// Loads `model` (a .gguf file, a Hugging Face directory, or a cache entry `org/name`) for
-    /// this rank. `kvCacheTokens` nil picks a size from `defaultCacheTokens`.
-    public static func load(model: String, rank: Int, worldSize: Int, kvCacheTokens: Int?) throws -> ModelExecutor {
+    /// this rank onto `pool`.
+    public static func load(model: String, rank: Int = 0, worldSize: Int = 1, options: EngineOptions,
+                            pool: ComputePool, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelExecutor {
         let plan = try TensorParallelPlan(rank: rank, worldSize: worldSize)
         let checkpoint = try ModelCheckpoint.open(model)
-        let (registration, graph) = try ArchitectureRegistry.builtIn.loadModel(checkpoint, plan: plan)
+        let context = ModelLoadContext(plan: plan, options: options, pool: pool, log: log)
+        let (registration, graph) = try ArchitectureRegistry.builtIn.loadModel(checkpoint, context: context)
         return try ModelExecutor(model: graph, architecture: registration.name, fingerprint: checkpoint.fingerprint,
-                                 kvCacheTokens: kvCacheTokens)
+                                 options: options, pool: pool)
     }
 
-    public init(model: any CausalLanguageModel, architecture: String, fingerprint: String, kvCacheTokens: Int?) throws {
+    /// For tools and tests: a pool of `threads` unpinned threads.
+    public static func load(model: String, rank: Int = 0, worldSize: Int = 1, kvCacheTokens: Int?,
+                            activations: ActivationPrecision? = nil, kvCacheDType: KVCacheDType? = nil,
+                            threads: Int = 2) throws -> ModelExecutor {
+        let options = EngineOptions(activations: activations, kvCacheDType: kvCacheDType, kvCacheTokens: kvCacheTokens)
+        return try load(model: model, rank: rank, worldSize: worldSize, options: options,
+                        pool: try ComputePool(threads: threads))
+    }
+
+    public init(model: any CausalLanguageModel, architecture: String, fingerprint: String, options: EngineOptions,
+                pool: ComputePool) throws {
         let shape = model.cacheShape
-        let tokens = kvCacheTokens ?? Self.defaultCacheTokens(shape: shape, maxContext: model.maxContextLength)
-        guard tokens >= Self.kvBlockSize else {
-            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "must hold at least one block of \(Self.kvBlockSize) tokens")
+        let dtype = options.resolvedKVCacheDType(weights: model.weightEncoding)
+        let bytesPerToken = shape.bytesPerToken(dtype)
+        let tokens: Int
+        if let requested = options.kvCacheTokens {
+            tokens = requested
+        } else {
+            let budget = options.kvCacheMemoryBytes ?? Self.defaultCacheBytes(available: Self.availableMemoryBytes())
+            tokens = budget / max(bytesPerToken, 1)
         }
-        guard !tokens.multipliedReportingOverflow(by: shape.bytesPerToken).overflow else {
-            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "\(shape.bytesPerToken) bytes per token overflow the address space")
+        guard tokens >= Self.kvBlockSize else {
+            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "must hold at least one block of \(Self.kvBlockSize) tokens (\(bytesPerToken) bytes per token in \(dtype))")
+        }
+        guard !tokens.multipliedReportingOverflow(by: bytesPerToken).overflow else {
+            throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "\(bytesPerToken) bytes per token overflow the address space")
         }
         let blocks = tokens / Self.kvBlockSize
         self.model = model
-        cache = KVCachePool(shape: shape, blockCount: blocks, blockSize: Self.kvBlockSize)
+        self.pool = pool
+        cache = KVCachePool(shape: shape, dtype: dtype, blockCount: blocks, blockSize: Self.kvBlockSize)
         sampler = TokenSampler(vocabSize: model.vocabSize)
         hidden = FloatBuffer(count: model.maxChunkTokens * model.hiddenSize)
         gathered = FloatBuffer(count: Self.logitRowsPerBatch * model.hiddenSize)
@@ -58,12 +85,19 @@ public final class ModelExecutor: @unchecked Sendable {
                          fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize)
     }
 
-    /// Enough for four sequences at full context, capped by a 1 GiB budget (but never less than
-    /// one full context, so a single long request always fits).
-    public static func defaultCacheTokens(shape: KVCacheShape, maxContext: Int) -> Int {
-        let budget = defaultCacheBudgetBytes / max(shape.bytesPerToken, 1)
-        let wanted = min(4 * maxContext, max(budget, maxContext))
-        return (wanted + kvBlockSize - 1) / kvBlockSize * kvBlockSize
+    /// The default KV budget out of `available` bytes of free memory.
+    public static func defaultCacheBytes(available: Int) -> Int {
+        min(Int(Double(available) * defaultCacheShareOfFreeMemory), defaultCacheCeilingBytes)
+    }
+
+    /// MemAvailable from /proc/meminfo (1 GiB where it cannot be read).
+    static func availableMemoryBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return 1 << 30 }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
+        }
+        return 1 << 30
     }
 
     // MARK: Steps
@@ -104,11 +138,14 @@ public final class ModelExecutor: @unchecked Sendable {
         guard index == count - 1, item.sample else { return }
         let token = sampler.sample(logits, config: item.sampling, generated: item.generatedTokens,
                                    sampleIndex: item.sampleIndex, position: item.startPosition + count)
+        // The normaliser costs a pass of exp over the vocabulary: only for requests that read it.
+        guard item.sampling.wantLogprobs else {
+            outcome.sampled = TokenChoice(token: token, logprob: 0)
+            return
+        }
         let logSumExp = sampler.logSumExp(logits)
         outcome.sampled = TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp)
-        if item.sampling.wantLogprobs {
-            outcome.topLogprobs = sampler.topChoices(logits, count: item.sampling.topLogprobs, logSumExp: logSumExp)
-        }
+        outcome.topLogprobs = sampler.topChoices(logits, count: item.sampling.topLogprobs, logSumExp: logSumExp)
     }
 
     private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> PromptTokenLogprob {

@@ -84,7 +84,8 @@ public struct PromptTokenLogprob: Sendable, Equatable {
 
 public struct SequenceOutcome: Sendable, Equatable {
     public var id: UInt64
-    /// The sampled token and its logprob (log-softmax of the raw logits), when `sample` was set.
+    /// The sampled token, when `sample` was set, with its logprob (log-softmax of the raw
+    /// logits) when the sampling config wants logprobs (else 0: the router reads it only then).
     public var sampled: TokenChoice?
     /// The most likely alternatives at the sampled position, when logprobs were asked for.
     public var topLogprobs: [TokenChoice]

@@ -1,3 +1,23 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The element type of cached keys and values.
+public enum KVCacheDType: String, Sendable, CaseIterable {
+    case f32, f16, bf16
+
+    public var elementBytes: Int { self == .f32 ? 4 : 2 }
+
+    var kernelType: tk_kv_type {
+        switch self {
+        case .f32: TK_KV_F32
+        case .f16: TK_KV_F16
+        case .bf16: TK_KV_BF16
+        }
+    }
+}
+
 /// The shape of one model's key/value cache: what a pool must hold per token.
 public struct KVCacheShape: Sendable, Equatable {
     public var layers: Int
@@ -10,48 +30,66 @@ public struct KVCacheShape: Sendable, Equatable {
         self.headDimension = headDimension
     }
 
-    /// Bytes of float32 keys and values one token occupies across all layers.
-    public var bytesPerToken: Int { 2 * layers * kvHeads * headDimension * MemoryLayout<Float>.stride }
+    /// Bytes of keys and values one token occupies across all layers.
+    public func bytesPerToken(_ dtype: KVCacheDType) -> Int { 2 * layers * kvHeads * headDimension * dtype.elementBytes }
 }
 
 /// Paged key/value storage: a pool of fixed-size blocks per layer. The router owns the block
 /// tables (which blocks a sequence uses, in order); the pool only stores vectors.
 ///
 /// Layout per layer and per K/V: `[block][kvHead][slot][headDimension]`, so one KV head's
-/// vectors inside a block are contiguous for the attention kernel.
+/// vectors inside a block are contiguous for the attention kernel. The storage comes from
+/// `calloc`, so untouched blocks cost no resident memory.
 public final class KVCachePool: @unchecked Sendable {
     public let shape: KVCacheShape
+    public let dtype: KVCacheDType
     public let blockCount: Int
     public let blockSize: Int
-    private let storage: FloatBuffer
+    private let storage: UnsafeMutableRawPointer
 
-    public init(shape: KVCacheShape, blockCount: Int, blockSize: Int) {
+    public init(shape: KVCacheShape, dtype: KVCacheDType, blockCount: Int, blockSize: Int) {
         self.shape = shape
+        self.dtype = dtype
         self.blockCount = blockCount
         self.blockSize = blockSize
-        storage = FloatBuffer(count: 2 * shape.layers * blockCount * shape.kvHeads * blockSize * shape.headDimension)
+        let bytes = 2 * shape.layers * blockCount * shape.kvHeads * blockSize * shape.headDimension * dtype.elementBytes
+        guard let raw = calloc(max(bytes, 1), 1) else { fatalError("cannot allocate a KV cache of \(bytes) bytes") }
+        storage = raw
     }
 
-    /// Floats between the starts of consecutive blocks of one layer's keys (or values).
+    deinit { free(storage) }
+
+    public var byteCount: Int { 2 * shape.layers * blockCount * blockStride * dtype.elementBytes }
+
+    /// Elements between the starts of consecutive blocks of one layer's keys (or values).
     public var blockStride: Int { shape.kvHeads * blockSize * shape.headDimension }
 
     private var layerStride: Int { blockCount * blockStride }
 
     /// Keys of `layer`, KV head `head`, at block 0 slot 0.
     @inline(__always)
-    public func keys(layer: Int, head: Int) -> UnsafeMutablePointer<Float> {
-        storage.pointer + (2 * layer) * layerStride + head * blockSize * shape.headDimension
+    public func keys(layer: Int, head: Int) -> UnsafeMutableRawPointer {
+        storage + ((2 * layer) * layerStride + head * blockSize * shape.headDimension) * dtype.elementBytes
     }
 
     /// Values of `layer`, KV head `head`, at block 0 slot 0.
     @inline(__always)
-    public func values(layer: Int, head: Int) -> UnsafeMutablePointer<Float> {
-        storage.pointer + (2 * layer + 1) * layerStride + head * blockSize * shape.headDimension
+    public func values(layer: Int, head: Int) -> UnsafeMutableRawPointer {
+        storage + ((2 * layer + 1) * layerStride + head * blockSize * shape.headDimension) * dtype.elementBytes
     }
 
-    /// Offset of a cache slot (block, slot) from a head's base pointer.
+    /// Offset in elements of a cache slot (block, slot) from a head's base pointer.
     @inline(__always)
     public func offset(block: Int, slot: Int) -> Int {
         block * blockStride + slot * shape.headDimension
+    }
+
+    /// Writes one position's key and value vectors of one KV head.
+    @inline(__always)
+    public func store(layer: Int, head: Int, block: Int, slot: Int,
+                      key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let byteOffset = offset(block: block, slot: slot) * dtype.elementBytes
+        tk_kv_store(dtype.kernelType, key, keys(layer: layer, head: head) + byteOffset, shape.headDimension)
+        tk_kv_store(dtype.kernelType, value, values(layer: layer, head: head) + byteOffset, shape.headDimension)
     }
 }

@@ -1,44 +1,157 @@
-import COpenBLAS
+import CKernels
 
-/// `y = x · Wᵀ` for a weight `W` of shape `[out, in]`, over `rows` input rows.
-/// One row goes through sgemv (OpenBLAS's sgemm is slow for a single row); more rows through
-/// one sgemm, which is how a prefill chunk or a batch of decodes amortises the weight reads.
-///
-/// When the checkpoint's encoding has a kernel, a block-quantised copy serves small row counts
-/// (decode steps), reading 4-6x fewer bytes than the float32 matrix; prefill chunks still use
-/// sgemm on the float32 weights.
-public struct Linear: Sendable {
-    public let weight: Matrix
-    public let quantized: QuantizedMatrix?
+/// How activations meet block-quantised weights: quantised to 8 bits once per matmul and
+/// multiplied with integer dot products (`q8`, the default, as llama.cpp does), or kept in
+/// float32 (`f32`, exact: what the parity tests use). Float weights always see float32.
+public enum ActivationPrecision: String, Sendable, CaseIterable {
+    case q8, f32
+}
 
-    /// Up to this many rows go through the quantized kernels (each block decoded once per group
-    /// of up to four rows); more go through sgemm, whose cost per row falls as rows grow.
-    public static let quantizedRowLimit = 8
+/// The kernels for one weight, chosen once at load from its encoding and the CPU.
+public struct MatmulKernel: @unchecked Sendable {
+    let body: tk_matmul_kernel
 
-    public init(weight: Matrix, quantized: QuantizedMatrix? = nil) {
-        if let quantized {
-            precondition(quantized.rows == weight.rows && quantized.columns == weight.columns,
-                         "quantized copy \(quantized.rows)x\(quantized.columns) of a \(weight.rows)x\(weight.columns) weight")
-        }
-        self.weight = weight
-        self.quantized = quantized
+    public init(encoding: WeightEncoding, level: Int) {
+        var body = tk_matmul_kernel()
+        let status = tk_matmul_kernel_get(encoding.kernelEncoding, Int32(level), &body)
+        precondition(status == 0, "no kernel table entry for \(encoding)")
+        self.body = body
     }
 
-    public var inputSize: Int { weight.columns }
-    public var outputSize: Int { weight.rows }
+    /// The instruction set the body runs (≤ the level asked for).
+    public var level: Int { Int(body.level) }
+    /// Elements per activation block of the integer path (0: float only).
+    var activationBlock: Int { body.act_block }
+    var activationBlockBytes: Int { body.act_block_bytes }
+}
 
-    public func callAsFunction(_ input: UnsafePointer<Float>, rows: Int, into output: UnsafeMutablePointer<Float>) {
-        if let quantized, rows <= Self.quantizedRowLimit {
-            quantized.multiply(input, count: rows, into: output)
-            return
+/// `y = x Wᵀ` for a weight stacked by output rows from parts that share their columns
+/// (Q | K | V, gate | up): the parts stay separate tensors where they lie, one product covers
+/// them all. Each part has the kernel of its own encoding (Q4_K_M files mix Q4_K and Q6_K).
+public struct Linear: Sendable {
+    public let parts: [WeightMatrix]
+    let kernels: [MatmulKernel]
+    /// First output row of each part.
+    let partStarts: [Int]
+    public let inputSize: Int
+    public let outputSize: Int
+
+    public init(_ parts: [WeightMatrix], level: Int) {
+        precondition(!parts.isEmpty, "a linear layer needs a weight")
+        let columns = parts[0].columns
+        precondition(parts.allSatisfy { $0.columns == columns }, "stacked weights must share their columns")
+        self.parts = parts
+        kernels = parts.map { MatmulKernel(encoding: $0.encoding, level: level) }
+        var starts: [Int] = []
+        var row = 0
+        for part in parts {
+            starts.append(row)
+            row += part.rows
         }
-        let outSize = Int32(weight.rows), inSize = Int32(weight.columns)
-        if rows == 1 {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, outSize, inSize, 1, weight.pointer, inSize,
-                        input, 1, 0, output, 1)
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), outSize, inSize, 1,
-                        input, inSize, weight.pointer, inSize, 0, output, outSize)
+        partStarts = starts
+        inputSize = columns
+        outputSize = row
+    }
+
+    public init(_ weight: WeightMatrix, level: Int) { self.init([weight], level: level) }
+
+    /// Bytes of weights one product reads.
+    public var weightBytes: Int { parts.reduce(0) { $0 + $1.byteCount } }
+}
+
+/// Runs products on the compute pool with scratch allocated once: quantised activations for
+/// the largest chunk, and one decoded weight row per thread for the exact path.
+public final class MatmulEngine: @unchecked Sendable {
+    public let pool: ComputePool
+    public let precision: ActivationPrecision
+    public let maxRows: Int
+    public let maxColumns: Int
+    /// Activation rows quantised per block size (32 → tk_q8_32, 256 → tk_q8_256).
+    private let quantized32: WeightBuffer
+    private let quantized256: WeightBuffer
+    private let rowScratch: FloatBuffer
+
+    static let q8_32Bytes = 40, q8_256Bytes = 292
+
+    public init(pool: ComputePool, precision: ActivationPrecision, maxRows: Int, maxColumns: Int) {
+        self.pool = pool
+        self.precision = precision
+        self.maxRows = maxRows
+        self.maxColumns = maxColumns
+        quantized32 = WeightBuffer(count: maxRows * (maxColumns / 32 + 1) * Self.q8_32Bytes)
+        quantized256 = WeightBuffer(count: maxRows * (maxColumns / 256 + 1) * Self.q8_256Bytes)
+        rowScratch = FloatBuffer(count: pool.threadCount * maxColumns)
+    }
+
+    /// `output[r * outputSize + i] = Σ_c input[r * inputSize + c] · W[i][c]` for `rows` rows.
+    public func multiply(_ linear: Linear, _ input: UnsafePointer<Float>, rows: Int,
+                         into output: UnsafeMutablePointer<Float>) {
+        precondition(rows <= maxRows && linear.inputSize <= maxColumns,
+                     "product of \(rows)x\(linear.inputSize) exceeds the engine's \(maxRows)x\(maxColumns) scratch")
+        let columns = linear.inputSize
+        let integer = precision == .q8 && linear.kernels.contains { $0.activationBlock > 0 }
+        if integer { quantize(input, rows: rows, columns: columns, for: linear) }
+        let q32 = UnsafeRawPointer(quantized32.pointer), q256 = UnsafeRawPointer(quantized256.pointer)
+        let row32 = columns / 32 * Self.q8_32Bytes
+        let row256 = columns / 256 * Self.q8_256Bytes
+        let scratch = rowScratch.pointer
+        let outputSize = linear.outputSize
+        let multiplies = outputSize * columns * max(rows, 1)
+        let threads = multiplies < 1 << 15 ? 1 : pool.threadCount
+        func work(_ thread: Int, _: Int) {
+            guard thread < threads else { return }
+            let mine = ComputePool.share(outputSize, granule: 4, part: thread, parts: threads)
+            for (index, part) in linear.parts.enumerated() {
+                let start = linear.partStarts[index]
+                let lower = max(mine.lowerBound, start), upper = min(mine.upperBound, start + part.rows)
+                guard lower < upper else { continue }
+                let kernel = linear.kernels[index]
+                let y = output + lower
+                if integer, kernel.activationBlock > 0 {
+                    let x = kernel.activationBlock == 32 ? q32 : q256
+                    kernel.body.int_matmul(part.row(lower - start), part.rowStride, upper - lower,
+                                           x, kernel.activationBlock == 32 ? row32 : row256, rows, columns,
+                                           y, outputSize)
+                } else {
+                    withUnsafePointer(to: kernel.body) { body in
+                        tk_matmul_float(body, part.row(lower - start), part.rowStride, upper - lower,
+                                        input, columns * MemoryLayout<Float>.stride, rows, columns,
+                                        y, outputSize, scratch + thread * columns)
+                    }
+                }
+            }
         }
+        if threads == 1 { work(0, 1) } else { pool.run(work) }
+    }
+
+    /// Quantises the input once for each activation block size the parts need.
+    private func quantize(_ input: UnsafePointer<Float>, rows: Int, columns: Int, for linear: Linear) {
+        func quantize(blockSize: Int, into target: UnsafeMutableRawPointer) {
+            guard let kernel = linear.kernels.first(where: { $0.activationBlock == blockSize }) else { return }
+            let rowBytes = columns / blockSize * kernel.activationBlockBytes
+            let quantizer = kernel.body.quantize!
+            pool.forEachRange(rows, minimumPerThread: 16) { range in
+                for r in range { quantizer(input + r * columns, target + r * rowBytes, columns) }
+            }
+        }
+        quantize(blockSize: 32, into: quantized32.pointer)
+        quantize(blockSize: 256, into: quantized256.pointer)
+    }
+}
+
+/// A token-embedding table in its stored encoding; rows are decoded as tokens are looked up.
+public struct Embedding: @unchecked Sendable {
+    public let table: WeightMatrix
+    private let decode: tk_dequant_row_fn
+
+    public init(_ table: WeightMatrix) {
+        self.table = table
+        decode = MatmulKernel(encoding: table.encoding, level: 0).body.dequant_row
+    }
+
+    public var width: Int { table.columns }
+
+    public func lookup(_ token: Int, into output: UnsafeMutablePointer<Float>) {
+        decode(table.row(token), output, table.columns)
     }
 }

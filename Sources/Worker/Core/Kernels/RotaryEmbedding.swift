@@ -37,18 +37,25 @@ public enum RotaryScaling: Sendable, Equatable {
     }
 }
 
-/// Rotary position embedding in the rotate-half layout (pairs `i` and `i + d/2`), as Hugging Face
-/// Llama checkpoints expect. GGUF checkpoints store Q/K rows interleaved for the pairwise layout;
-/// the weight adapter un-permutes them so one layout serves both.
+/// Which dimensions rotate together: `i` and `i + d/2` (rotate-half, as Hugging Face Llama
+/// checkpoints expect) or `2i` and `2i + 1` (interleaved: llama.cpp's converter permutes the
+/// Q/K rows of Llama-family GGUF files for this layout, so the file is used as it is).
+public enum RotaryLayout: Sendable, Equatable {
+    case rotateHalf, interleaved
+}
+
+/// Rotary position embedding with precomputed angles for every position.
 public struct RotaryEmbedding: Sendable {
     public let headDimension: Int
     public let maxPositions: Int
+    public let layout: RotaryLayout
     private let cosines: FloatBuffer
     private let sines: FloatBuffer
 
-    public init(headDimension: Int, maxPositions: Int, base: Double, scaling: RotaryScaling) {
+    public init(headDimension: Int, maxPositions: Int, base: Double, scaling: RotaryScaling, layout: RotaryLayout) {
         self.headDimension = headDimension
         self.maxPositions = maxPositions
+        self.layout = layout
         let half = headDimension / 2
         let frequencies = scaling.inverseFrequencies(base: base, dimensions: headDimension)
         cosines = FloatBuffer(count: maxPositions * half)
@@ -67,7 +74,7 @@ public struct RotaryEmbedding: Sendable {
     @inline(__always)
     public func apply(_ vectors: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
         let half = headDimension / 2
-        tk_rope_halves(vectors, heads, headDimension, half,
-                       cosines.pointer + position * half, sines.pointer + position * half)
+        tk_rope(vectors, heads, headDimension, headDimension, cosines.pointer + position * half,
+                sines.pointer + position * half, layout == .interleaved ? 1 : 0)
     }
 }

@@ -12,7 +12,7 @@ public struct ArchitectureRegistration: Sendable {
     /// Per graph weight, how tensor parallelism divides it.
     public let sharding: [String: ShardAxis]
     /// Parses the config, adapts the weights, and builds the graph for this rank.
-    public let load: @Sendable (ModelCheckpoint, TensorParallelPlan) throws -> any CausalLanguageModel
+    public let load: @Sendable (ModelCheckpoint, ModelLoadContext) throws -> any CausalLanguageModel
 }
 
 /// The table from the architecture name in a model file to its registration.
@@ -47,8 +47,8 @@ public struct ArchitectureRegistry: Sendable {
         }
     }
 
-    public func loadModel(_ checkpoint: ModelCheckpoint, plan: TensorParallelPlan) throws -> (ArchitectureRegistration, any CausalLanguageModel) {
+    public func loadModel(_ checkpoint: ModelCheckpoint, context: ModelLoadContext) throws -> (ArchitectureRegistration, any CausalLanguageModel) {
         let registration = try registration(for: checkpoint)
-        return (registration, try registration.load(checkpoint, plan))
+        return (registration, try registration.load(checkpoint, context))
     }
 }

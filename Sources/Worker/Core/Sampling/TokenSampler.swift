@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Picks tokens from logit rows: penalties, then greedy or temperature / top-k / top-p sampling
@@ -10,9 +11,8 @@ public final class TokenSampler: @unchecked Sendable {
     private let order: UnsafeMutablePointer<Int32>
     private let counts: UnsafeMutablePointer<Int32>
 
-    /// Top-p first looks among this many best tokens and sorts the full vocabulary only when
-    /// they hold less than `topP` of the probability.
-    static let topPPrefilter = 1024
+    /// The first partial selection top-p tries.
+    static let topPInitialSelection = 64
 
     public init(vocabSize: Int) {
         self.vocabSize = vocabSize
@@ -31,11 +31,9 @@ public final class TokenSampler: @unchecked Sendable {
 
     /// `log Σ exp(logits)`, shifted by the maximum for stability.
     public func logSumExp(_ logits: UnsafePointer<Float>) -> Float {
-        var maximum = -Float.infinity
-        for i in 0..<vocabSize where logits[i] > maximum { maximum = logits[i] }
-        var sum: Double = 0
-        for i in 0..<vocabSize { sum += Double(expf(logits[i] - maximum)) }
-        return maximum + Float(log(sum))
+        let maximum = tk_max(logits, vocabSize)
+        guard maximum.isFinite else { return maximum }
+        return maximum + Float(log(tk_exp_sum(logits, vocabSize, maximum)))
     }
 
     /// The `count` most likely tokens, best first (ties: lower id first), with logprobs.
@@ -58,6 +56,8 @@ public final class TokenSampler: @unchecked Sendable {
     // MARK: Sampling
 
     /// The next token for one sequence. `position` is the position the token will occupy.
+    /// Every path is O(vocabulary): greedy is an argmax, plain temperature sampling a softmax
+    /// and one scan, top-k a selection of k, top-p a selection grown until it holds the mass.
     public func sample(_ logits: UnsafePointer<Float>, config: SamplingConfig, generated: [Int32],
                        sampleIndex: Int, position: Int) -> Int32 {
         let values = adjusted.pointer
@@ -67,11 +67,23 @@ public final class TokenSampler: @unchecked Sendable {
         if config.temperature == 0 || config.topK == 1 {
             return argmax(values)
         }
-        let inverseTemperature = 1 / config.temperature
-        for i in 0..<vocabSize { values[i] *= inverseTemperature }
+        tk_scale(values, 1 / config.temperature, vocabSize)
+        let random = CounterRandom(seed: config.seed)
+            .uniform(stream: UInt64(truncatingIfNeeded: sampleIndex), counter: UInt64(truncatingIfNeeded: position))
 
+        let restricted = (config.topK > 0 && config.topK < vocabSize) || config.topP < 1
+        guard restricted else {
+            // The whole vocabulary: probabilities in token order, then one scan.
+            tk_softmax(values, vocabSize)
+            var cumulative: Double = 0
+            for i in 0..<vocabSize {
+                cumulative += Double(values[i])
+                if cumulative > random { return Int32(i) }
+            }
+            return argmax(values)  // rounding left the draw past the last token's share
+        }
         let candidates = rankedCandidates(values, topK: config.topK, topP: config.topP)
-        // Softmax over the candidates (already best first).
+        // Softmax over the candidates (best first).
         let maximum = values[Int(order[0])]
         var total: Double = 0
         for i in 0..<candidates { total += Double(expf(values[Int(order[i])] - maximum)) }
@@ -87,8 +99,6 @@ public final class TokenSampler: @unchecked Sendable {
                 }
             }
         }
-        let random = CounterRandom(seed: config.seed)
-            .uniform(stream: UInt64(truncatingIfNeeded: sampleIndex), counter: UInt64(truncatingIfNeeded: position))
         let target = random * keptMass
         var cumulative: Double = 0
         for i in 0..<kept {
@@ -119,21 +129,33 @@ public final class TokenSampler: @unchecked Sendable {
     }
 
     private func argmax(_ values: UnsafePointer<Float>) -> Int32 {
+        // Ties go to the lowest id, as a stable sort would.
         var best = 0
         for i in 1..<vocabSize where values[i] > values[best] { best = i }
         return Int32(best)
     }
 
     /// Fills `order` with the candidate tokens, best first, and returns how many there are.
+    /// Top-p without top-k grows a partial selection (64, 256, …) until it holds `topP` of the
+    /// probability, so only the tokens that can be chosen are ever sorted.
     private func rankedCandidates(_ values: UnsafePointer<Float>, topK: Int, topP: Float) -> Int {
         for i in 0..<vocabSize { order[i] = Int32(i) }
         var count = vocabSize
         if topK > 0, topK < vocabSize {
             select(values, best: topK)
             count = topK
-        } else if topP < 1, Self.topPPrefilter < vocabSize {
-            select(values, best: Self.topPPrefilter)
-            if prefixMass(values, count: Self.topPPrefilter) >= Double(topP) { count = Self.topPPrefilter }
+        } else {
+            let maximum = tk_max(values, vocabSize)
+            let total = tk_exp_sum(values, vocabSize, maximum)
+            var size = Self.topPInitialSelection
+            while size < vocabSize {
+                select(values, best: size)
+                var mass: Double = 0
+                for i in 0..<size { mass += Double(expf(values[Int(order[i])] - maximum)) }
+                if mass >= Double(topP) * total { break }
+                size *= 4
+            }
+            count = min(size, vocabSize)
         }
         var ranked = UnsafeMutableBufferPointer(start: order, count: count)
         ranked.sort { (a: Int32, b: Int32) -> Bool in
@@ -141,16 +163,6 @@ public final class TokenSampler: @unchecked Sendable {
             return x > y || (x == y && a < b)
         }
         return count
-    }
-
-    /// Share of the total probability held by the first `count` tokens of `order`.
-    private func prefixMass(_ values: UnsafePointer<Float>, count: Int) -> Double {
-        var maximum = -Float.infinity
-        for i in 0..<vocabSize where values[i] > maximum { maximum = values[i] }
-        var total: Double = 0, prefix: Double = 0
-        for i in 0..<vocabSize { total += Double(expf(values[i] - maximum)) }
-        for i in 0..<count { prefix += Double(expf(values[Int(order[i])] - maximum)) }
-        return prefix / total
     }
 
     /// Quickselect: moves the `best` largest values' ids to `order[0..<best]` (unordered).

@@ -3,8 +3,8 @@ import ModelFormats
 
 /// The Llama family's registration: config, graph, weight adapter, encodings and sharding.
 public enum LlamaArchitecture {
-    /// Encodings the loader accepts: anything ModelFormats decodes to float32 (the graph
-    /// computes in float32); Q4_1 and Q8_0 also get block-quantised decode kernels.
+    /// Encodings the loader accepts: those with kernels are used as stored; the other ggml
+    /// block encodings are converted to Q8_0 at load.
     public static let supportedEncodings: Set<TensorEncoding> = [
         .f32, .f16, .bf16,
         .ggml(.q4_0), .ggml(.q4_1), .ggml(.q5_0), .ggml(.q5_1), .ggml(.q8_0),
@@ -30,7 +30,7 @@ public enum LlamaArchitecture {
             LlamaWeightName.finalNorm.rawValue: .replicated,
             LlamaWeightName.lmHead.rawValue: .replicated,
         ],
-        load: { checkpoint, _ in try LlamaArchitecture.load(checkpoint) })
+        load: { checkpoint, context in try LlamaArchitecture.load(checkpoint, context: context) })
 
     /// Reads the config from the checkpoint (config.json or GGUF metadata).
     public static func config(for checkpoint: ModelCheckpoint) throws -> LlamaConfig {
@@ -57,10 +57,14 @@ public enum LlamaArchitecture {
         }
     }
 
-    static func load(_ checkpoint: ModelCheckpoint) throws -> LlamaModel {
+    static func load(_ checkpoint: ModelCheckpoint, context: ModelLoadContext) throws -> LlamaModel {
         let config = try config(for: checkpoint)
-        let adapter = LlamaWeightAdapter(format: checkpoint.format, store: checkpoint.weights, config: config)
-        return LlamaModel(config: config, weights: try adapter.load())
+        let adapter = LlamaWeightAdapter(format: checkpoint.format, loader: context.weightLoader(checkpoint),
+                                         config: config, kernelLevel: context.kernelLevel)
+        let widest = max(config.hiddenSize, config.intermediateSize, config.headCount * config.headDimension)
+        let engine = MatmulEngine(pool: context.pool, precision: context.options.resolvedActivations,
+                                  maxRows: context.options.chunkTokens, maxColumns: widest)
+        return LlamaModel(config: config, weights: try adapter.load(), rotaryLayout: adapter.rotaryLayout, engine: engine)
     }
 
     private static func describe(_ error: DecodingError) -> String {

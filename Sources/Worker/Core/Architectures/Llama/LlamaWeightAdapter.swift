@@ -41,13 +41,11 @@ struct LlamaWeightAdapter: Sendable {
         .lmHead: "output.weight",
     ]
 
-    /// llama.cpp's converter interleaves each Q/K head's rows for the pairwise rotary layout;
-    /// these are turned back into rotate-half order.
-    static let ggufInterleavedRotary: Set<LlamaWeightName> = [.query, .key]
-
     let format: CheckpointFormat
-    let store: any WeightStore
+    let loader: WeightLoader
     let config: LlamaConfig
+    /// Instruction-set level of the kernels chosen for every matrix.
+    let kernelLevel: Int
 
     private var names: [LlamaWeightName: String] {
         format == .gguf ? Self.ggufNames : Self.huggingFaceNames
@@ -74,115 +72,25 @@ struct LlamaWeightAdapter: Sendable {
         }
     }
 
-    private func needsUnpermute(_ weight: LlamaWeightName) -> Bool {
-        format == .gguf && Self.ggufInterleavedRotary.contains(weight)
-    }
+    /// llama.cpp's converter permutes each Q/K head's rows for the interleaved rotary layout;
+    /// the rotary kernel takes that layout as a flag, so the file's rows are used as they are.
+    var rotaryLayout: RotaryLayout { format == .gguf ? .interleaved : .rotateHalf }
 
-    /// The tensor's descriptor after checking it exists with the expected shape and encoding.
-    func checkedDescriptor(_ weight: LlamaWeightName, layer: Int?) throws -> TensorDescriptor {
-        let name = checkpointName(weight, layer: layer)
-        guard let descriptor = store.descriptor(name) else {
-            throw ModelLoadError.missingTensor(file: store.path, tensor: name)
-        }
-        guard LlamaArchitecture.supportedEncodings.contains(descriptor.encoding) else {
-            throw ModelLoadError.unsupportedEncoding(file: store.path, tensor: name, encoding: "\(descriptor.encoding)")
-        }
-        guard descriptor.shape == shape(of: weight) else {
-            throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape(of: weight), found: descriptor.shape)
-        }
-        return descriptor
-    }
-
-    /// Decodes several tensors (all `[rows, columns]` with the same columns) stacked by rows
-    /// into one float32 matrix, in the graph's layout.
-    func matrix(_ weights: [LlamaWeightName], layer: Int? = nil) throws -> Matrix {
-        let columns = shape(of: weights[0]).last!
-        let rows = weights.reduce(0) { $0 + shape(of: $1)[0] }
-        let storage = FloatBuffer(count: rows * columns)
-        var row = 0
-        for weight in weights {
-            _ = try checkedDescriptor(weight, layer: layer)
-            let count = shape(of: weight)[0]
-            let target = UnsafeMutableBufferPointer(start: storage.pointer + row * columns, count: count * columns)
-            try store.readFloats(checkpointName(weight, layer: layer), rows: nil, into: target)
-            if needsUnpermute(weight) {
-                let source = Array(target)
-                Self.interleavedToHalves(source, rows: count, rowBytes: columns * MemoryLayout<Float>.stride,
-                                         headDimension: config.headDimension, into: UnsafeMutableRawBufferPointer(target))
-            }
-            row += count
-        }
-        return Matrix(rows: rows, columns: columns, storage: storage)
+    func matrix(_ weight: LlamaWeightName, layer: Int? = nil) throws -> WeightMatrix {
+        try loader.matrix(checkpointName(weight, layer: layer), shape: shape(of: weight))
     }
 
     func vector(_ weight: LlamaWeightName, layer: Int? = nil) throws -> FloatBuffer {
-        _ = try checkedDescriptor(weight, layer: layer)
-        let storage = FloatBuffer(count: shape(of: weight).reduce(1, *))
-        try store.readFloats(checkpointName(weight, layer: layer), rows: nil, into: storage.buffer)
-        return storage
+        try loader.vector(checkpointName(weight, layer: layer), count: shape(of: weight)[0])
     }
 
-    /// The encoded blocks of several tensors stacked by rows (Q/K un-permuted like the float
-    /// path), when all share an encoding a decode kernel reads; else nil.
-    func quantized(_ weights: [LlamaWeightName], layer: Int? = nil) throws -> QuantizedMatrix? {
-        var encoding: QuantizedMatrix.Encoding?
-        for weight in weights {
-            guard case .ggml(let type) = try checkedDescriptor(weight, layer: layer).encoding,
-                  let this = QuantizedMatrix.Encoding(type), encoding == nil || encoding == this else { return nil }
-            encoding = this
-        }
-        guard let encoding else { return nil }
-        let columns = shape(of: weights[0]).last!
-        let rowBytes = QuantizedMatrix.rowBytes(columns: columns, encoding: encoding)
-        let rows = weights.reduce(0) { $0 + shape(of: $1)[0] }
-        let storage = ByteBuffer(count: rows * rowBytes)
-        var row = 0
-        for weight in weights {
-            let count = shape(of: weight)[0]
-            let target = UnsafeMutableRawBufferPointer(start: storage.pointer + row * rowBytes, count: count * rowBytes)
-            try store.withEncodedBytes(checkpointName(weight, layer: layer), rows: nil) { bytes, _ in
-                if needsUnpermute(weight) {
-                    Self.interleavedToHalves(bytes, rows: count, rowBytes: rowBytes, headDimension: config.headDimension, into: target)
-                } else {
-                    target.copyMemory(from: bytes)
-                }
-            }
-            row += count
-        }
-        return QuantizedMatrix(encoding: encoding, rows: rows, columns: columns, storage: storage)
-    }
-
-    /// llama.cpp's converter stores row `h * d/2 + i` of each head (rotate-half layout) at row
-    /// `2i + h` (pairwise layout); this moves whole rows of `rowBytes` bytes back.
-    static func interleavedToHalves(_ source: UnsafeRawBufferPointer, rows: Int, rowBytes: Int, headDimension: Int,
-                                    into target: UnsafeMutableRawBufferPointer) {
-        precondition(source.count == rows * rowBytes && target.count == source.count && rows % headDimension == 0)
-        let half = headDimension / 2
-        for head in 0..<(rows / headDimension) {
-            let base = head * headDimension
-            for i in 0..<half {
-                for h in 0..<2 {
-                    let from = (base + 2 * i + h) * rowBytes, to = (base + h * half + i) * rowBytes
-                    (target.baseAddress! + to).copyMemory(from: source.baseAddress! + from, byteCount: rowBytes)
-                }
-            }
-        }
-    }
-
-    static func interleavedToHalves(_ source: [Float], rows: Int, rowBytes: Int, headDimension: Int,
-                                    into target: UnsafeMutableRawBufferPointer) {
-        source.withUnsafeBytes { bytes in
-            interleavedToHalves(bytes, rows: rows, rowBytes: rowBytes, headDimension: headDimension, into: target)
-        }
-    }
-
-    /// Reads every tensor the graph needs, fusing Q/K/V and gate/up into one matrix each.
+    /// Every tensor the graph needs, Q/K/V and gate/up stacked into one product each.
     func load() throws -> LlamaWeights {
-        let embedding = try matrix([.embedding])
+        let embedding = try matrix(.embedding)
         var layers: [LlamaLayerWeights] = []
         for layer in 0..<config.layerCount {
             func linear(_ weights: [LlamaWeightName]) throws -> Linear {
-                Linear(weight: try matrix(weights, layer: layer), quantized: try quantized(weights, layer: layer))
+                Linear(try weights.map { try matrix($0, layer: layer) }, level: kernelLevel)
             }
             layers.append(LlamaLayerWeights(
                 attentionNorm: try vector(.attentionNorm, layer: layer),
@@ -192,10 +100,9 @@ struct LlamaWeightAdapter: Sendable {
                 gateUp: try linear([.gate, .up]),
                 down: try linear([.down])))
         }
-        let headWeight: LlamaWeightName = config.tieWordEmbeddings ? .embedding : .lmHead
-        let lmHead = Linear(weight: config.tieWordEmbeddings ? embedding : try matrix([.lmHead]),
-                            quantized: try quantized([headWeight]))
-        return LlamaWeights(embedding: embedding, layers: layers, finalNorm: try vector(.finalNorm), lmHead: lmHead)
+        let head = config.tieWordEmbeddings ? embedding : try matrix(.lmHead)
+        return LlamaWeights(embedding: Embedding(embedding), layers: layers, finalNorm: try vector(.finalNorm),
+                            lmHead: Linear(head, level: kernelLevel))
     }
 }
 
@@ -209,9 +116,20 @@ struct LlamaLayerWeights: Sendable {
 }
 
 struct LlamaWeights: Sendable {
-    let embedding: Matrix
+    let embedding: Embedding
     let layers: [LlamaLayerWeights]
     let finalNorm: FloatBuffer
-    /// The embedding matrix itself when tied.
+    /// Over the embedding table itself when tied.
     let lmHead: Linear
+
+    /// The encoding most of the matrix bytes are in.
+    var dominantEncoding: WeightEncoding {
+        var bytes: [WeightEncoding: Int] = [:]
+        for layer in layers {
+            for linear in [layer.queryKeyValue, layer.output, layer.gateUp, layer.down] {
+                for part in linear.parts { bytes[part.encoding, default: 0] += part.byteCount }
+            }
+        }
+        return bytes.max { $0.value < $1.value }?.key ?? embedding.table.encoding
+    }
 }

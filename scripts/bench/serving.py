@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
-"""Measurements behind scripts/bench/decode.sh (standard library only, except the `llamacpp`
-mode, which runs inside a venv that has llama-cpp-python).
+"""Measurements behind scripts/bench/serving.sh (standard library only): the same OpenAI-API
+load against Tessel's router and llama.cpp's llama-server on the same GGUF.
 
-  decode.py serve     --base-url URL --out FILE [--runs N] [--tokens N] [--prefill-tokens N] [--streams 4,8]
-  decode.py llamacpp  --model GGUF --out FILE [--runs N] [--tokens N] [--prefill-tokens N] [--threads N]
-  decode.py weights   GGUF                     (prints the tensor bytes by encoding, as JSON)
-  decode.py report    --model GGUF --bandwidth FILE --serve FILE [--llamacpp FILE]
+  serving.py run      --base-url URL --out FILE [--runs N] [--tokens N] [--prefill-tokens N]
+                      [--streams N] [--long 1000,4000,8000] [--extra-body JSON]
+  serving.py weights  GGUF                     (prints the tensor bytes by encoding, as JSON)
+  serving.py report   --model GGUF --bandwidth FILE --ours FILE --llama FILE [--rss FILE]
 
-Definitions (the same for Tessel and llama.cpp):
-  decode tokens/s   greedy, EOS ignored, `tokens` new tokens after a short prompt; the clock runs from
-                    the first generated token to the last, so prefill is excluded:
-                    (tokens - 1) / (t_last - t_first).
-  prefill tokens/s  prompt tokens / time to first token, for a prompt of `prefill-tokens` token ids
-                    (different random ids each run, so no prefix-cache hit is possible). For the
-                    server this time includes the HTTP round trip and one sampling step.
-  aggregate decode  N streams started together: sum over streams of (tokens - 1) divided by the
-                    span from the earliest first token to the latest last token.
-Every figure is the median over `runs` runs (one unmeasured warm-up run comes first).
+Definitions (the same for both servers; every request streams /v1/completions, greedy, EOS ignored):
+  decode tokens/s   one stream, `tokens` new tokens after a short prompt; the clock runs from the
+                    first generated token to the last: (tokens - 1) / (t_last - t_first).
+  streams           N streams started together, `tokens` each: aggregate = sum of (tokens - 1) over
+                    the span from the earliest first token to the latest last token; TTFT p50 over
+                    the N streams (the median run's).
+  prefill tokens/s  prompt tokens / time to first token for a `prefill-tokens`-token prompt of random
+                    ids (different each run, so no cache hit), max_tokens 1; includes the HTTP round trip.
+  long prompts      time to first token for prompts of each length in --long (random ids).
+Every figure is the median over `runs` runs after one unmeasured warm-up (long prompts: one run each
+after the others' warm-up).
 """
 import argparse
 import http.client
@@ -133,8 +134,9 @@ class Stream:
     """One streamed /v1/completions request: timestamps of the first and last generated text and
     the server's token counts (stream_options.include_usage)."""
 
-    def __init__(self, base, model, prompt, max_tokens):
+    def __init__(self, base, model, prompt, max_tokens, extra=None):
         self.base, self.model, self.prompt, self.max_tokens = base, model, prompt, max_tokens
+        self.extra = extra or {}
         self.t_sent = self.t_first = self.t_last = None
         self.prompt_tokens = self.completion_tokens = None
         self.error = None
@@ -146,11 +148,11 @@ class Stream:
             self.error = "%s: %s" % (type(error).__name__, error)
 
     def _run(self, barrier):
-        body = json.dumps({
+        body = json.dumps(dict({
             "model": self.model, "prompt": self.prompt, "max_tokens": self.max_tokens,
             "temperature": 0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True},
-        })
+        }, **self.extra))
         connection = http.client.HTTPConnection(self.base.hostname, self.base.port, timeout=600)
         connection.connect()
         if barrier is not None:
@@ -209,8 +211,8 @@ def get_json(base, path):
     return json.loads(body)
 
 
-def run_streams(base, model, prompts, max_tokens):
-    streams = [Stream(base, model, prompt, max_tokens) for prompt in prompts]
+def run_streams(base, model, prompts, max_tokens, extra=None):
+    streams = [Stream(base, model, prompt, max_tokens, extra) for prompt in prompts]
     barrier = threading.Barrier(len(streams))
     threads = [threading.Thread(target=s.run, args=(barrier,)) for s in streams]
     for t in threads:
@@ -219,9 +221,9 @@ def run_streams(base, model, prompts, max_tokens):
         t.join()
     for s in streams:
         if s.error:
-            raise SystemExit("decode.py: a request failed: %s" % s.error)
+            raise SystemExit("serving.py: a request failed: %s" % s.error)
         if s.completion_tokens != max_tokens:
-            raise SystemExit("decode.py: asked for %d tokens with ignore_eos, got %d" % (max_tokens, s.completion_tokens))
+            raise SystemExit("serving.py: asked for %d tokens with ignore_eos, got %d" % (max_tokens, s.completion_tokens))
     return streams
 
 
@@ -230,86 +232,56 @@ def random_prompt(rng, length):
     return [rng.randrange(300, 30000) for _ in range(length)]
 
 
-def serve(args):
+def run(args):
     base = urllib.parse.urlsplit(args.base_url)
     model = get_json(base, "/v1/models")["data"][0]["id"]
+    extra = json.loads(args.extra_body) if args.extra_body else {}
     rng = random.Random(20261123)
     result = {"model": model, "runs": args.runs, "tokens": args.tokens}
 
     def log(text):
         print("  " + text, file=sys.stderr, flush=True)
 
-    # (a) single stream
-    run_streams(base, model, [DECODE_PROMPT], args.tokens)  # warm-up
-    singles = [run_streams(base, model, [DECODE_PROMPT], args.tokens)[0] for _ in range(args.runs)]
+    def streams(prompts, tokens):
+        return run_streams(base, model, prompts, tokens, extra)
+
+    # single stream
+    streams([DECODE_PROMPT], args.tokens)  # warm-up
+    singles = [streams([DECODE_PROMPT], args.tokens)[0] for _ in range(args.runs)]
     result["decode_single"] = [s.decode_rate for s in singles]
-    result["ttft_short"] = [s.ttft for s in singles]
-    result["short_prompt_tokens"] = singles[0].prompt_tokens
     log("single stream: %s tok/s" % ", ".join("%.1f" % r for r in result["decode_single"]))
 
-    # (b) prefill
-    run_streams(base, model, [random_prompt(rng, args.prefill_tokens)], 1)  # warm-up
-    prefills = [run_streams(base, model, [random_prompt(rng, args.prefill_tokens)], 1)[0] for _ in range(args.runs)]
+    # prefill
+    streams([random_prompt(rng, args.prefill_tokens)], 1)  # warm-up
+    prefills = [streams([random_prompt(rng, args.prefill_tokens)], 1)[0] for _ in range(args.runs)]
     result["prefill_tokens"] = prefills[0].prompt_tokens
     result["prefill_ttft"] = [s.ttft for s in prefills]
     result["prefill"] = [s.prompt_tokens / s.ttft for s in prefills]
     log("prefill %d tokens: %s tok/s" % (result["prefill_tokens"], ", ".join("%.0f" % r for r in result["prefill"])))
 
-    # (c) concurrent streams
-    result["concurrent"] = {}
-    for n in args.streams:
-        prompts = ["%s (%d)" % (DECODE_PROMPT, i) for i in range(n)]
-        run_streams(base, model, prompts, args.tokens)  # warm-up
-        aggregates, per_stream = [], []
-        for _ in range(args.runs):
-            streams = run_streams(base, model, prompts, args.tokens)
-            span = max(s.t_last for s in streams) - min(s.t_first for s in streams)
-            aggregates.append(sum(s.completion_tokens - 1 for s in streams) / span)
-            per_stream.append(statistics.mean(s.decode_rate for s in streams))
-        result["concurrent"][str(n)] = {"aggregate": aggregates, "per_stream": per_stream}
-        log("%d streams: aggregate %s tok/s" % (n, ", ".join("%.1f" % r for r in aggregates)))
+    # concurrent streams
+    n = args.streams
+    prompts = ["%s (%d)" % (DECODE_PROMPT, i) for i in range(n)]
+    streams(prompts, args.tokens)  # warm-up
+    aggregates, ttfts = [], []
+    for _ in range(args.runs):
+        batch = streams(prompts, args.tokens)
+        span = max(s.t_last for s in batch) - min(s.t_first for s in batch)
+        aggregates.append(sum(s.completion_tokens - 1 for s in batch) / span)
+        ttfts.append(statistics.median(s.ttft for s in batch))
+    result["concurrent"] = {"streams": n, "aggregate": aggregates, "ttft_p50": ttfts}
+    log("%d streams: aggregate %s tok/s, TTFT p50 %s s" % (
+        n, ", ".join("%.1f" % r for r in aggregates), ", ".join("%.2f" % t for t in ttfts)))
+
+    # long prompts
+    result["long"] = {}
+    for length in args.long:
+        first = streams([random_prompt(rng, length)], 1)[0]
+        result["long"][str(length)] = {"ttft": first.ttft, "prompt_tokens": first.prompt_tokens}
+        log("%d-token prompt: TTFT %.2f s" % (length, first.ttft))
 
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-
-
-# ---------------------------------------------------------------- llama.cpp (llama-cpp-python)
-
-def llamacpp(args):
-    import llama_cpp
-
-    threads = args.threads or os.cpu_count()
-    llm = llama_cpp.Llama(model_path=args.model, n_ctx=max(1024, args.prefill_tokens + args.tokens + 64),
-                          n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = llm.tokenize(DECODE_PROMPT.encode(), add_bos=False, special=False)
-    rng = random.Random(20261123)
-
-    def decode_once():
-        # generate() evaluates the prompt, then yields one greedy token per step and never stops
-        # on its own (EOS is not checked there), which is ignore_eos.
-        llm.reset()
-        stamps = []
-        for _ in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            stamps.append(time.perf_counter())
-            if len(stamps) == args.tokens:
-                break
-        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-    def prefill_once():
-        llm.reset()
-        tokens = random_prompt(rng, args.prefill_tokens)
-        start = time.perf_counter()
-        llm.eval(tokens)
-        return len(tokens) / (time.perf_counter() - start)
-
-    decode_once()
-    decodes = [decode_once() for _ in range(args.runs)]
-    prefill_once()
-    prefills = [prefill_once() for _ in range(args.runs)]
-    print("  llama.cpp single stream: %s tok/s" % ", ".join("%.1f" % r for r in decodes), file=sys.stderr)
-    with open(args.out, "w") as f:
-        json.dump({"version": getattr(llama_cpp, "__version__", "?"), "threads": threads,
-                   "decode_single": decodes, "prefill": prefills, "prefill_tokens": args.prefill_tokens}, f, indent=1)
 
 
 # ---------------------------------------------------------------- report
@@ -318,102 +290,82 @@ def report(args):
     weights = weight_summary(args.model)
     with open(args.bandwidth) as f:
         bandwidth = [json.loads(line) for line in f if line.strip()]
-    with open(args.serve) as f:
-        serve_result = json.load(f)
-    llama = None
-    if args.llamacpp and os.path.exists(args.llamacpp):
-        with open(args.llamacpp) as f:
-            llama = json.load(f)
+    with open(args.ours) as f:
+        ours = json.load(f)
+    with open(args.llama) as f:
+        llama = json.load(f)
+    rss = {}
+    if args.rss and os.path.exists(args.rss):
+        with open(args.rss) as f:
+            rss = json.load(f)
     med = statistics.median
 
-    def spread(values):
-        return "%.1f-%.1f" % (min(values), max(values))
-
-    cores = os.cpu_count()
-    print()
-    print("Model: %s (%s, %d tensors, %.2f M parameters)" % (
-        os.path.basename(args.model), ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in sorted(weights["by_type"].items())),
-        weights["tensors"], weights["parameters"] / 1e6))
-    print("Weight bytes read per decoded token: %.1f MB = every tensor as stored in the GGUF (quantised: "
-          "the decode path, <= 8 rows, runs Q4_1/Q8_0 kernels on these bytes; prefill reads float32 copies)%s." % (
-              weights["bytes"] / 1e6,
-              "; the tied token_embd matrix is counted once, as the LM head" if weights["tied_embeddings"] else ""))
-    print()
-    print("Read bandwidth (STREAM-like sum kernel, best of the passes):")
-    for b in bandwidth:
-        print("  %d thread(s), %7.1f MB buffer: %6.1f GB/s (median %.1f)" % (
-            b["threads"], b["bytes"] / 1e6, b["best_gbps"], b["median_gbps"]))
-    # The bound is optimistic on purpose: the best pass with every core reading, on either buffer.
     all_threads = max(b["threads"] for b in bandwidth)
-    bound_source = max((b for b in bandwidth if b["threads"] == all_threads), key=lambda b: b["best_gbps"])
-    bound = bound_source["best_gbps"] * 1e9 / weights["bytes"]
-    print("Decode bound = %.1f GB/s (best pass, %d threads, %.0f MB buffer) / %.1f MB per token = %.0f tokens/s "
-          "(KV-cache reads ignored)" % (bound_source["best_gbps"], bound_source["threads"], bound_source["bytes"] / 1e6,
-                                        weights["bytes"] / 1e6, bound))
+    best = max((b for b in bandwidth if b["threads"] == all_threads), key=lambda b: b["best_gbps"])
+    bound = best["median_gbps"] * 1e9 / weights["bytes"]
     print()
-    runs = serve_result["runs"]
-    single = med(serve_result["decode_single"])
-    rows = [
-        ("decode, 1 stream (%d tokens)" % serve_result["tokens"], single, spread(serve_result["decode_single"]),
-         "%.0f%% of bound" % (100 * single / bound)),
-        ("prefill, %d-token prompt" % serve_result["prefill_tokens"], med(serve_result["prefill"]), spread(serve_result["prefill"]),
-         "TTFT %.0f ms (short prompt: %.0f ms)" % (1000 * med(serve_result["prefill_ttft"]), 1000 * med(serve_result["ttft_short"]))),
-    ]
-    for n, c in sorted(serve_result["concurrent"].items(), key=lambda kv: int(kv[0])):
-        rows.append(("decode, %s streams, aggregate" % n, med(c["aggregate"]), spread(c["aggregate"]),
-                     "%.1f tok/s per stream; %.2fx one stream" % (med(c["per_stream"]), med(c["aggregate"]) / single)))
-    rows.append(("decode bound (bandwidth / bytes)", bound, "", "%.1f GB/s (best pass) / %.1f MB" % (
-        bound_source["best_gbps"], weights["bytes"] / 1e6)))
-    median_bound = bound_source["median_gbps"] * 1e9 / weights["bytes"]
-    rows.append(("  same, median pass", median_bound, "", "%.1f GB/s; 1 stream = %.0f%% of it" % (
-        bound_source["median_gbps"], 100 * single / median_bound)))
-    if llama:
-        ls = med(llama["decode_single"])
-        rows.append(("llama.cpp decode, 1 stream", ls, spread(llama["decode_single"]),
-                     "%.0f%% of bound; Tessel/llama.cpp = %.2f" % (100 * ls / bound, single / ls)))
-        lp = med(llama["prefill"])
-        rows.append(("llama.cpp prefill, %d tokens" % llama["prefill_tokens"], lp, spread(llama["prefill"]),
-                     "Tessel/llama.cpp = %.2f (llama.cpp: no HTTP)" % (med(serve_result["prefill"]) / lp)))
-    print("%-36s %10s  %-14s %s" % ("Tessel (%s), median of %d" % (serve_result["model"], runs), "tokens/s", "range", "note"))
-    print("-" * 100)
-    for name, value, rng, note in rows:
-        print("%-36s %10.1f  %-14s %s" % (name, value, rng, note))
-    if not llama:
-        print("llama.cpp: not run (%s)" % (args.llamacpp_note or "no result"))
+    print("Model: %s (%s; %.1f MB of tensors read per decoded token)" % (
+        os.path.basename(args.model), ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in sorted(weights["by_type"].items())),
+        weights["bytes"] / 1e6))
+    print("Read bandwidth, %d threads: %.1f GB/s (median pass) -> decode bound %.0f tokens/s" % (
+        all_threads, best["median_gbps"], bound))
     print()
-    print("Shared machine (%d cores; router, worker and this client on the same cores): figures are noisy." % cores)
+    rows = []
+
+    def row(name, a, b, higher_is_better=True, unit=""):
+        ratio = (a / b) if higher_is_better else (b / a)
+        rows.append((name, a, b, ratio, unit))
+
+    row("decode, 1 stream (tok/s)", med(ours["decode_single"]), med(llama["decode_single"]))
+    n = ours["concurrent"]["streams"]
+    row("%d streams, aggregate (tok/s)" % n, med(ours["concurrent"]["aggregate"]), med(llama["concurrent"]["aggregate"]))
+    row("%d streams, TTFT p50 (s)" % n, med(ours["concurrent"]["ttft_p50"]), med(llama["concurrent"]["ttft_p50"]), False)
+    row("prefill %d tokens (tok/s)" % ours["prefill_tokens"], med(ours["prefill"]), med(llama["prefill"]))
+    for length in sorted(ours["long"], key=int):
+        if length in llama["long"]:
+            row("TTFT, %s-token prompt (s)" % length, ours["long"][length]["ttft"], llama["long"][length]["ttft"], False)
+    if rss:
+        row("resident memory, MB", rss["ours_rss"] / 1e6, rss["llama_rss"] / 1e6, False)
+    print("%-32s %12s %12s %8s" % ("median of %d runs" % ours["runs"], "Tessel", "llama.cpp", "ratio"))
+    print("-" * 68)
+    for name, a, b, ratio, _ in rows:
+        print("%-32s %12.2f %12.2f %7.2fx" % (name, a, b, ratio))
+    print()
+    print("ratio: Tessel's advantage (throughput ours/theirs; times and memory theirs/ours).")
+    single = med(ours["decode_single"])
+    print("Tessel decode, 1 stream = %.0f%% of the bandwidth bound; llama.cpp %.0f%%." % (
+        100 * single / bound, 100 * med(llama["decode_single"]) / bound))
+    if rss:
+        print("Tessel worker RSS %.1f MB = %.2fx the %.1f MB of weights (KV pool: %.1f MB touched of %.1f MB reserved); "
+              "llama-server RSS includes its whole KV cache (%s)." % (
+                  rss["ours_rss"] / 1e6, rss["ours_rss"] / weights["bytes"], weights["bytes"] / 1e6,
+                  rss.get("ours_kv_touched", 0) / 1e6, rss.get("ours_kv_reserved", 0) / 1e6, rss.get("llama_kv", "?")))
+    print("Shared machine (%d cores; servers and this client on the same cores): figures are noisy." % os.cpu_count())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
-    p = sub.add_parser("serve")
+    p = sub.add_parser("run")
     p.add_argument("--base-url", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--tokens", type=int, default=128)
-    p.add_argument("--prefill-tokens", type=int, default=500)
-    p.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8])
-    p = sub.add_parser("llamacpp")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--tokens", type=int, default=128)
-    p.add_argument("--prefill-tokens", type=int, default=500)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--prefill-tokens", type=int, default=512)
+    p.add_argument("--streams", type=int, default=16)
+    p.add_argument("--long", type=lambda s: [int(x) for x in s.split(",") if x], default=[1000, 4000, 8000])
+    p.add_argument("--extra-body", help="JSON object merged into every request (llama-server: cache_prompt false)")
     p = sub.add_parser("weights")
     p.add_argument("model")
     p = sub.add_parser("report")
     p.add_argument("--model", required=True)
     p.add_argument("--bandwidth", required=True)
-    p.add_argument("--serve", required=True)
-    p.add_argument("--llamacpp")
-    p.add_argument("--llamacpp-note")
+    p.add_argument("--ours", required=True)
+    p.add_argument("--llama", required=True)
+    p.add_argument("--rss")
     args = parser.parse_args()
-    if args.mode == "serve":
-        serve(args)
-    elif args.mode == "llamacpp":
-        llamacpp(args)
+    if args.mode == "run":
+        run(args)
     elif args.mode == "weights":
         print(json.dumps(weight_summary(args.model), indent=1))
     else:

@@ -1,0 +1,167 @@
+import CKernels
+import ModelFormats
+
+/// The encodings a weight matrix keeps for its whole life, each with its own kernels.
+public enum WeightEncoding: String, Sendable, CaseIterable, CustomStringConvertible {
+    case f32 = "F32", f16 = "F16", bf16 = "BF16"
+    case q4_0 = "Q4_0", q4_1 = "Q4_1", q5_0 = "Q5_0", q5_1 = "Q5_1", q8_0 = "Q8_0"
+    case q4_K = "Q4_K", q5_K = "Q5_K", q6_K = "Q6_K"
+
+    /// The encoding of a stored tensor, or nil when it has no kernel (the loader converts those).
+    public init?(_ encoding: TensorEncoding) {
+        switch encoding {
+        case .f32: self = .f32
+        case .f16: self = .f16
+        case .bf16: self = .bf16
+        case .ggml(.q4_0): self = .q4_0
+        case .ggml(.q4_1): self = .q4_1
+        case .ggml(.q5_0): self = .q5_0
+        case .ggml(.q5_1): self = .q5_1
+        case .ggml(.q8_0): self = .q8_0
+        case .ggml(.q4_K): self = .q4_K
+        case .ggml(.q5_K): self = .q5_K
+        case .ggml(.q6_K): self = .q6_K
+        default: return nil
+        }
+    }
+
+    var kernelEncoding: tk_encoding {
+        switch self {
+        case .f32: TK_ENC_F32
+        case .f16: TK_ENC_F16
+        case .bf16: TK_ENC_BF16
+        case .q4_0: TK_ENC_Q4_0
+        case .q4_1: TK_ENC_Q4_1
+        case .q5_0: TK_ENC_Q5_0
+        case .q5_1: TK_ENC_Q5_1
+        case .q8_0: TK_ENC_Q8_0
+        case .q4_K: TK_ENC_Q4_K
+        case .q5_K: TK_ENC_Q5_K
+        case .q6_K: TK_ENC_Q6_K
+        }
+    }
+
+    /// Elements per block (1 for the float encodings).
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16, .bf16: 1
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: 32
+        case .q4_K, .q5_K, .q6_K: 256
+        }
+    }
+
+    public var bytesPerBlock: Int {
+        switch self {
+        case .f32: 4
+        case .f16, .bf16: 2
+        case .q4_0: 18
+        case .q4_1: 20
+        case .q5_0: 22
+        case .q5_1: 24
+        case .q8_0: 34
+        case .q4_K: 144
+        case .q5_K: 176
+        case .q6_K: 210
+        }
+    }
+
+    public var isBlockQuantized: Bool { blockSize > 1 }
+
+    public func byteCount(elements: Int) -> Int { elements / blockSize * bytesPerBlock }
+
+    public var description: String { rawValue }
+}
+
+/// Owned, 64-byte-aligned bytes: weights repacked or converted at load.
+public final class WeightBuffer: @unchecked Sendable {
+    public let pointer: UnsafeMutableRawPointer
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = count
+        pointer = .allocate(byteCount: max(count, 1), alignment: 64)
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+/// A `[rows, columns]` weight in one encoding, where it lies: in a model file's memory map or
+/// in a buffer filled once at load. Row `i` starts `i * rowStride` bytes after `base`; a column
+/// slice keeps its parent's stride. It never holds a float copy of a quantised tensor.
+public struct WeightMatrix: @unchecked Sendable {
+    public let encoding: WeightEncoding
+    public let rows: Int
+    public let columns: Int
+    /// Bytes between the starts of consecutive rows.
+    public let rowStride: Int
+    public let base: UnsafeRawPointer
+    /// What keeps `base` valid: a `MappedFile` or a `WeightBuffer`.
+    let owner: AnyObject
+    /// Where it came from, for messages.
+    public let name: String
+
+    public init(encoding: WeightEncoding, rows: Int, columns: Int, rowStride: Int, base: UnsafeRawPointer,
+                owner: AnyObject, name: String) {
+        precondition(columns % encoding.blockSize == 0, "\(name): \(columns) columns are not whole \(encoding) blocks")
+        precondition(rowStride >= encoding.byteCount(elements: columns), "\(name): row stride \(rowStride) too small")
+        self.encoding = encoding
+        self.rows = rows
+        self.columns = columns
+        self.rowStride = rowStride
+        self.base = base
+        self.owner = owner
+        self.name = name
+    }
+
+    /// A tensor used where it lies in its file's mapping.
+    public init(mapped tensor: MappedTensor, encoding: WeightEncoding) {
+        let columns = tensor.descriptor.elementsPerRow
+        self.init(encoding: encoding, rows: tensor.descriptor.rowCount, columns: columns,
+                  rowStride: encoding.byteCount(elements: columns), base: tensor.bytes.baseAddress!,
+                  owner: tensor.mapping, name: tensor.descriptor.name)
+    }
+
+    /// Bytes of one row's elements (without any stride padding).
+    public var rowBytes: Int { encoding.byteCount(elements: columns) }
+
+    /// Bytes this view covers.
+    public var byteCount: Int { rows * rowBytes }
+
+    @inline(__always)
+    public func row(_ index: Int) -> UnsafeRawPointer { base + index * rowStride }
+
+    /// Rows `range`: what a column-parallel rank (Q/K/V, gate, up) keeps.
+    public func slicingRows(_ range: Range<Int>) throws -> WeightMatrix {
+        guard range.lowerBound >= 0, range.upperBound <= rows else {
+            throw WeightSliceError.outOfRange(name: name, axis: "rows", range: range, count: rows)
+        }
+        return WeightMatrix(encoding: encoding, rows: range.count, columns: columns, rowStride: rowStride,
+                            base: row(range.lowerBound), owner: owner, name: name)
+    }
+
+    /// Columns `range`, on block boundaries: what a row-parallel rank (o_proj, down) keeps.
+    public func slicingColumns(_ range: Range<Int>) throws -> WeightMatrix {
+        guard range.lowerBound >= 0, range.upperBound <= columns else {
+            throw WeightSliceError.outOfRange(name: name, axis: "columns", range: range, count: columns)
+        }
+        guard range.lowerBound % encoding.blockSize == 0, range.count % encoding.blockSize == 0 else {
+            throw WeightSliceError.splitsBlock(name: name, range: range, encoding: encoding)
+        }
+        return WeightMatrix(encoding: encoding, rows: rows, columns: range.count, rowStride: rowStride,
+                            base: base + encoding.byteCount(elements: range.lowerBound), owner: owner, name: name)
+    }
+}
+
+public enum WeightSliceError: Error, CustomStringConvertible, Equatable {
+    case outOfRange(name: String, axis: String, range: Range<Int>, count: Int)
+    case splitsBlock(name: String, range: Range<Int>, encoding: WeightEncoding)
+
+    public var description: String {
+        switch self {
+        case .outOfRange(let name, let axis, let range, let count):
+            "\(name): \(axis) \(range.lowerBound)..<\(range.upperBound) requested, it has \(count)"
+        case .splitsBlock(let name, let range, let encoding):
+            "\(name): columns \(range.lowerBound)..<\(range.upperBound) do not fall on \(encoding) block boundaries (\(encoding.blockSize))"
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import CKernels
+import ModelFormats
+
+/// Turns checkpoint tensors into the graph's weights: each matrix stays in its stored encoding
+/// where it lies in the file's memory map. Only what has no kernel is converted, once, at load:
+/// block encodings without one (Q2_K, Q3_K, IQ*) become Q8_0, and `--dtype` converts float
+/// checkpoints. Every conversion is logged with the tensor's name.
+public struct WeightLoader: Sendable {
+    public let store: any WeightStore
+    /// `--dtype`: the float encoding float weights are converted to (nil: kept as stored).
+    public let floatConversion: WeightEncoding?
+    public let log: @Sendable (String) -> Void
+
+    public init(store: any WeightStore, floatConversion: WeightEncoding?, log: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.floatConversion = floatConversion
+        self.log = log
+    }
+
+    /// The tensor's descriptor after checking it exists with the expected shape.
+    public func descriptor(_ name: String, shape: [Int]) throws -> TensorDescriptor {
+        guard let descriptor = store.descriptor(name) else {
+            throw ModelLoadError.missingTensor(file: store.path, tensor: name)
+        }
+        guard descriptor.shape == shape else {
+            throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
+        }
+        return descriptor
+    }
+
+    /// A `[rows, columns]` weight in the encoding its kernels read.
+    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        let descriptor = try descriptor(name, shape: shape)
+        guard descriptor.shape.count == 2 else {
+            throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
+        }
+        let stored = WeightEncoding(descriptor.encoding)
+        if let stored, !(floatConversion != nil && !stored.isBlockQuantized && stored != floatConversion) {
+            return WeightMatrix(mapped: try store.mappedTensor(name), encoding: stored)
+        }
+        guard descriptor.encoding.canDecodeToFloat, descriptor.encoding != .f64,
+              stored != nil || descriptor.encoding.blockSize > 1 else {
+            throw ModelLoadError.unsupportedEncoding(file: store.path, tensor: name, encoding: "\(descriptor.encoding)")
+        }
+        let target: WeightEncoding
+        if let stored, !stored.isBlockQuantized, let floatConversion {
+            target = floatConversion
+        } else {
+            target = descriptor.elementsPerRow % 32 == 0 ? .q8_0 : .f16
+        }
+        log("\(name): \(descriptor.encoding) has no kernel here; converted to \(target) at load")
+        return try convert(name, descriptor: descriptor, to: target)
+    }
+
+    /// A small float vector (norm weights, biases), decoded.
+    public func vector(_ name: String, count: Int) throws -> FloatBuffer {
+        let descriptor = try descriptor(name, shape: [count])
+        guard descriptor.encoding.canDecodeToFloat else {
+            throw ModelLoadError.unsupportedEncoding(file: store.path, tensor: name, encoding: "\(descriptor.encoding)")
+        }
+        let buffer = FloatBuffer(count: count)
+        try store.readFloats(name, rows: nil, into: buffer.buffer)
+        return buffer
+    }
+
+    /// Decodes row by row and re-encodes into an owned buffer; no whole-tensor float copy.
+    private func convert(_ name: String, descriptor: TensorDescriptor, to target: WeightEncoding) throws -> WeightMatrix {
+        let rows = descriptor.rowCount, columns = descriptor.elementsPerRow
+        let rowBytes = target.byteCount(elements: columns)
+        let buffer = WeightBuffer(count: rows * rowBytes)
+        let scratch = FloatBuffer(count: columns)
+        for row in 0..<rows {
+            try store.readFloats(name, rows: row..<(row + 1), into: scratch.buffer)
+            let out = buffer.pointer + row * rowBytes
+            switch target {
+            case .f32:
+                out.copyMemory(from: scratch.pointer, byteCount: rowBytes)
+            case .f16:
+                let halves = out.bindMemory(to: UInt16.self, capacity: columns)
+                for c in 0..<columns { halves[c] = Float16(scratch.pointer[c]).bitPattern }
+            case .bf16:
+                let halves = out.bindMemory(to: UInt16.self, capacity: columns)
+                for c in 0..<columns { halves[c] = Self.bfloat16(scratch.pointer[c]) }
+            case .q8_0:
+                tk_quantize_row_q8_0(scratch.pointer, out, columns)
+            default:
+                preconditionFailure("no converter to \(target)")
+            }
+        }
+        return WeightMatrix(encoding: target, rows: rows, columns: columns, rowStride: rowBytes,
+                            base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
+    }
+
+    /// Round to nearest even (NaN stays NaN).
+    static func bfloat16(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+        return UInt16((bits &+ 0x7fff &+ ((bits >> 16) & 1)) >> 16)
+    }
+}
+
+/// What a registration's loader gets besides the checkpoint: the rank's place, the user's
+/// numeric choices, the compute engine the graph will run on.
+public struct ModelLoadContext: Sendable {
+    public let plan: TensorParallelPlan
+    public let options: EngineOptions
+    public let pool: ComputePool
+    public let log: @Sendable (String) -> Void
+
+    public init(plan: TensorParallelPlan, options: EngineOptions, pool: ComputePool, log: @escaping @Sendable (String) -> Void) {
+        self.plan = plan
+        self.options = options
+        self.pool = pool
+        self.log = log
+    }
+
+    /// The kernel instruction-set level: the CPU's best under `TESSEL_KERNELS`.
+    public var kernelLevel: Int { Int(tk_cpu_level()) }
+
+    public func weightLoader(_ checkpoint: ModelCheckpoint) -> WeightLoader {
+        WeightLoader(store: checkpoint.weights, floatConversion: options.weightDType, log: log)
+    }
+}
+
+/// The user's numeric and resource choices for one worker (`worker --activations …`).
+public struct EngineOptions: Sendable, Equatable {
+    /// nil: q8 (8-bit activations for block-quantised weights).
+    public var activations: ActivationPrecision?
+    /// nil: auto (f32 with exact activations, else f16; bf16 for a bf16 checkpoint).
+    public var kvCacheDType: KVCacheDType?
+    /// KV capacity in tokens; wins over `kvCacheMemoryBytes`.
+    public var kvCacheTokens: Int?
+    /// KV capacity in bytes (nil: a share of the free memory).
+    public var kvCacheMemoryBytes: Int?
+    /// `--dtype`: convert float checkpoints once at load (nil: keep their dtype).
+    public var weightDType: WeightEncoding?
+    /// Most tokens one forward pass takes.
+    public var chunkTokens: Int
+
+    public init(activations: ActivationPrecision? = nil, kvCacheDType: KVCacheDType? = nil, kvCacheTokens: Int? = nil,
+                kvCacheMemoryBytes: Int? = nil, weightDType: WeightEncoding? = nil, chunkTokens: Int = 256) {
+        self.activations = activations
+        self.kvCacheDType = kvCacheDType
+        self.kvCacheTokens = kvCacheTokens
+        self.kvCacheMemoryBytes = kvCacheMemoryBytes
+        self.weightDType = weightDType
+        self.chunkTokens = chunkTokens
+    }
+
+    public var resolvedActivations: ActivationPrecision { activations ?? .q8 }
+
+    /// The KV element type for a model whose matrices are mostly `weights`.
+    public func resolvedKVCacheDType(weights: WeightEncoding) -> KVCacheDType {
+        if let kvCacheDType { return kvCacheDType }
+        if resolvedActivations == .f32 { return .f32 }
+        return weights == .bf16 ? .bf16 : .f16
+    }
+}

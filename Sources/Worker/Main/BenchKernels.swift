@@ -1,0 +1,65 @@
+import ArgumentParser
+import CKernels
+import Foundation
+import WorkerCore
+
+/// `worker bench-kernels`: GB/s of weight bytes per core for each encoding and input-row count,
+/// beside this machine's single-core read bandwidth.
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-kernels",
+        abstract: "Measure the matmul kernels: GB/s of weight bytes read per core, per encoding and row count.")
+
+    @Option(help: "Encodings, comma-separated (default: all).")
+    var encodings: String = WeightEncoding.allCases.map(\.rawValue).joined(separator: ",")
+
+    @Option(help: "Input rows per product, comma-separated: 1 is a decode step, larger a batch or prefill tile.")
+    var rows: String = "1,2,4,8,16,64"
+
+    @Option(help: "Weight megabytes cycled per encoding (above the last-level cache, like a model's layers).")
+    var megabytes: Int = 256
+
+    @Option(help: "Matrix shape, OUTxIN (IN a multiple of 256).")
+    var shape: String = "2048x2048"
+
+    @Option(help: "Seconds measured per figure (the median of the repeats is reported).")
+    var seconds: Double = 0.5
+
+    @Option(help: "Activations: q8 (integer kernels) or f32 (the exact path).")
+    var activations: String = "q8"
+
+    @Option(help: "Instruction-set level: 0 portable, 1 AVX2, 2 AVX-512 (default: the best this CPU has).")
+    var level: Int?
+
+    func run() throws {
+        let chosen = try encodings.split(separator: ",").map { name -> WeightEncoding in
+            guard let encoding = WeightEncoding.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+                throw ValidationError("unknown encoding '\(name)'; known: \(WeightEncoding.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return encoding
+        }
+        let counts = try rows.split(separator: ",").map { text -> Int in
+            guard let value = Int(text), value > 0 else { throw ValidationError("--rows: '\(text)' is not a positive count") }
+            return value
+        }
+        let dims = shape.split(separator: "x").compactMap { Int($0) }
+        guard dims.count == 2, dims[0] > 0, dims[1] % 256 == 0, dims[1] > 0 else {
+            throw ValidationError("--shape must be OUTxIN with IN a multiple of 256; got '\(shape)'")
+        }
+        guard let precision = ActivationPrecision(rawValue: activations) else {
+            throw ValidationError("--activations must be q8 or f32")
+        }
+        let cpuLevel = Int(tk_cpu_level())
+        let chosenLevel = min(level ?? cpuLevel, cpuLevel)
+        let benchmark = KernelBenchmark(encodings: chosen, inputRows: counts, totalBytes: megabytes << 20,
+                                        rows: dims[0], columns: dims[1], seconds: seconds, activations: precision)
+        let bandwidth = benchmark.readBandwidth()
+        print(String(format: "read bandwidth, 1 core, %d MB: %.1f GB/s", megabytes, bandwidth))
+        print("kernels: \(String(cString: tk_level_name(Int32(chosenLevel)))), activations \(precision.rawValue), matrices \(shape)")
+        print("encoding  rows   GB/s  of-read")
+        benchmark.run(level: chosenLevel) { figure in
+            print(String(format: "%-8@ %5d %6.1f  %5.0f%%", figure.encoding.rawValue as NSString, figure.inputRows,
+                         figure.gigabytesPerSecond, 100 * figure.gigabytesPerSecond / bandwidth))
+        }
+    }
+}
