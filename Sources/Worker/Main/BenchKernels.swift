@@ -63,3 +63,55 @@ struct BenchKernels: ParsableCommand {
         }
     }
 }
+
+/// `worker bench-model`: prefill and decode speed of a model on this worker's engine, no HTTP.
+struct BenchModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-model",
+        abstract: "Time prefill and batched decode of a model in-process (no router, no HTTP).")
+
+    @Option(help: "Model: a .gguf file, a Hugging Face directory, or org/name.")
+    var model: String
+
+    @Option(help: "Prompt tokens per sequence.")
+    var prompt: Int = 512
+
+    @Option(help: "Decode steps.")
+    var steps: Int = 64
+
+    @Option(help: "Sequences decoded together, comma-separated (one run each).")
+    var batch: String = "1,16"
+
+    @Option(help: "Activations: q8 or f32.")
+    var activations: String = "q8"
+
+    @Option(help: "Compute threads (default: this machine's processors).")
+    var threads: Int?
+
+    @Option(help: "Repeats per figure (the median is printed).")
+    var runs: Int = 3
+
+    func run() throws {
+        guard let precision = ActivationPrecision(rawValue: activations) else {
+            throw ValidationError("--activations must be q8 or f32")
+        }
+        let batches = try batch.split(separator: ",").map { text -> Int in
+            guard let value = Int(text), value > 0 else { throw ValidationError("--batch: '\(text)' is not a positive count") }
+            return value
+        }
+        let pool = try ComputePool(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let executor = try ModelExecutor.load(model: model, options: EngineOptions(activations: precision, kvCacheMemoryBytes: 1 << 30),
+                                              pool: pool)
+        print("\(model): \(executor.model.weightEncoding), \(executor.model.weightBytes / 1_000_000) MB of weights, "
+              + "\(pool.threadCount) threads, kernels \(String(cString: tk_level_name(tk_cpu_level()))), activations \(precision.rawValue)")
+        for size in batches {
+            let benchmark = ModelBenchmark(promptTokens: prompt, decodeSteps: steps, batch: size)
+            _ = try benchmark.run(executor)  // warm-up
+            let results = try (0..<max(runs, 1)).map { _ in try benchmark.run(executor) }
+            let prefill = results.map(\.prefillTokensPerSecond).sorted()[results.count / 2]
+            let decode = results.map(\.decodeTokensPerSecond).sorted()[results.count / 2]
+            print(String(format: "batch %3d: prefill %7.1f tok/s (%d-token prompts), decode %7.1f tok/s total, %6.1f per sequence",
+                         size, prefill, prompt, decode, decode / Double(size)))
+        }
+    }
+}
