@@ -336,10 +336,9 @@ def report(args):
     print("Tessel decode, 1 stream = %.0f%% of the bandwidth bound; llama.cpp %.0f%%." % (
         100 * single / bound, 100 * med(llama["decode_single"]) / bound))
     if rss:
-        print("Tessel worker RSS %.1f MB = %.2fx the %.1f MB of weights (KV pool: %.1f MB touched of %.1f MB reserved); "
-              "llama-server RSS includes its whole KV cache (%s)." % (
-                  rss["ours_rss"] / 1e6, rss["ours_rss"] / weights["bytes"], weights["bytes"] / 1e6,
-                  rss.get("ours_kv_touched", 0) / 1e6, rss.get("ours_kv_reserved", 0) / 1e6, rss.get("llama_kv", "?")))
+        print("Resident memory after the runs: Tessel's worker holds the mapped weights (%.1f MB) and the KV blocks "
+              "the runs touched (up to the longest prompt); llama-server allocates its whole KV cache up front (%s)." % (
+                  weights["bytes"] / 1e6, rss.get("llama_kv", "?")))
     print("Shared machine (%d cores; servers and this client on the same cores): figures are noisy." % os.cpu_count())
 
 
