@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import ModelFormats
 import CKernels
@@ -193,6 +194,32 @@ struct RegistryAndValidationTests {
         try firstChunk(13, block: 2)
         (model as any StepExecuting).releaseSequences([13])
         #expect(throws: ExecutionError.missingPromptContext(id: 13, position: 3)) { try secondChunk(13, block: 2) }
+    }
+
+    @Test("a tensor in an encoding the architecture does not accept is refused, naming the file and the tensor")
+    func unsupportedEncoding() throws {
+        let checkpoint = try ModelCheckpoint.open(Fixtures.url("tiny-llama").path)
+        let loader = WeightLoader(store: checkpoint.weights, supportedEncodings: [.f16], floatConversion: nil, log: { _ in })
+        #expect(throws: ModelLoadError.unsupportedEncoding(file: checkpoint.weights.path, tensor: "model.norm.weight", encoding: "F32")) {
+            try loader.vector("model.norm.weight", count: 64)
+        }
+    }
+
+    @Test("--dtype converts float weights once at load, logging each tensor, and the model still agrees")
+    func dtypeConversion() throws {
+        let messages = Mutex<[String]>([])
+        let exact = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, kvCacheTokens: 256, activations: .f32)
+        let converted = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path,
+                                               options: EngineOptions(activations: .f32, kvCacheTokens: 256, weightDType: .bf16),
+                                               pool: try ComputePool(threads: 1),
+                                               log: { line in messages.withLock { $0.append(line) } })
+        #expect(exact.model.weightEncoding == .f32 && converted.model.weightEncoding == .bf16)
+        #expect(messages.withLock { $0.contains { $0.contains("model.layers.0.self_attn.q_proj.weight") && $0.contains("BF16") } })
+        let prompt: [Int32] = [1, 5, 9, 33, 70]
+        let a = try exact.lastLogits([SequenceWork(id: 1, tokens: prompt, startPosition: 0, blockTable: [0], sample: false)])[0]
+        let b = try converted.lastLogits([SequenceWork(id: 1, tokens: prompt, startPosition: 0, blockTable: [0], sample: false)])[0]
+        let scale = a.map(abs).max()!
+        #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 0.05 * scale })
     }
 
     @Test("default KV pool: a quarter of the free memory, at most 4 GiB; --kv-cache-memory sizes it in bytes")

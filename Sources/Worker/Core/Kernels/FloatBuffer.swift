@@ -37,19 +37,3 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public func toArray() -> [Float] { Array(buffer) }
 }
-
-/// A row-major matrix of `rows × columns` float32 (PyTorch's `[out, in]` for a linear weight).
-public struct Matrix: Sendable {
-    public let rows: Int
-    public let columns: Int
-    public let storage: FloatBuffer
-
-    public init(rows: Int, columns: Int, storage: FloatBuffer) {
-        precondition(storage.count >= rows * columns, "matrix storage smaller than \(rows)x\(columns)")
-        self.rows = rows
-        self.columns = columns
-        self.storage = storage
-    }
-
-    public var pointer: UnsafeMutablePointer<Float> { storage.pointer }
-}

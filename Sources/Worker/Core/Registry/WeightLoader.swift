@@ -7,20 +7,28 @@ import ModelFormats
 /// checkpoints. Every conversion is logged with the tensor's name.
 public struct WeightLoader: Sendable {
     public let store: any WeightStore
+    /// The encodings the architecture's registration accepts; any other is a load error.
+    public let supportedEncodings: Set<TensorEncoding>
     /// `--dtype`: the float encoding float weights are converted to (nil: kept as stored).
     public let floatConversion: WeightEncoding?
     public let log: @Sendable (String) -> Void
 
-    public init(store: any WeightStore, floatConversion: WeightEncoding?, log: @escaping @Sendable (String) -> Void) {
+    public init(store: any WeightStore, supportedEncodings: Set<TensorEncoding>, floatConversion: WeightEncoding?,
+                log: @escaping @Sendable (String) -> Void) {
         self.store = store
+        self.supportedEncodings = supportedEncodings
         self.floatConversion = floatConversion
         self.log = log
     }
 
-    /// The tensor's descriptor after checking it exists with the expected shape.
+    /// The tensor's descriptor after checking it exists with the expected shape and an encoding
+    /// the architecture accepts.
     public func descriptor(_ name: String, shape: [Int]) throws -> TensorDescriptor {
         guard let descriptor = store.descriptor(name) else {
             throw ModelLoadError.missingTensor(file: store.path, tensor: name)
+        }
+        guard supportedEncodings.contains(descriptor.encoding) else {
+            throw ModelLoadError.unsupportedEncoding(file: store.path, tensor: name, encoding: "\(descriptor.encoding)")
         }
         guard descriptor.shape == shape else {
             throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
@@ -42,12 +50,11 @@ public struct WeightLoader: Sendable {
               stored != nil || descriptor.encoding.blockSize > 1 else {
             throw ModelLoadError.unsupportedEncoding(file: store.path, tensor: name, encoding: "\(descriptor.encoding)")
         }
-        let target: WeightEncoding
         if let stored, !stored.isBlockQuantized, let floatConversion {
-            target = floatConversion
-        } else {
-            target = descriptor.elementsPerRow % 32 == 0 ? .q8_0 : .f16
+            log("\(name): \(stored) converted to \(floatConversion) at load (--dtype)")
+            return try convert(name, descriptor: descriptor, to: floatConversion)
         }
+        let target: WeightEncoding = descriptor.elementsPerRow % 32 == 0 ? .q8_0 : .f16
         log("\(name): \(descriptor.encoding) has no kernel here; converted to \(target) at load")
         return try convert(name, descriptor: descriptor, to: target)
     }
@@ -117,8 +124,9 @@ public struct ModelLoadContext: Sendable {
     /// The kernel instruction-set level: the CPU's best under `TESSEL_KERNELS`.
     public var kernelLevel: Int { Int(tk_cpu_level()) }
 
-    public func weightLoader(_ checkpoint: ModelCheckpoint) -> WeightLoader {
-        WeightLoader(store: checkpoint.weights, floatConversion: options.weightDType, log: log)
+    public func weightLoader(_ checkpoint: ModelCheckpoint, supportedEncodings: Set<TensorEncoding>) -> WeightLoader {
+        WeightLoader(store: checkpoint.weights, supportedEncodings: supportedEncodings,
+                     floatConversion: options.weightDType, log: log)
     }
 }
 
