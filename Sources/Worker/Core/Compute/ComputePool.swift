@@ -36,6 +36,8 @@ public final class ComputePool: @unchecked Sendable {
         self.pinning = pinning
         if let pinning {
             pinning.bind(thread: 0)
+            // Helpers bind themselves before their first job: after this one, every binding is done.
+            tk_pool_run(pool, { _, _, _ in }, nil)
             placement = pinning.summary(threads: threads)
         } else {
             placement = "unpinned"
