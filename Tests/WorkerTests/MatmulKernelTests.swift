@@ -13,22 +13,6 @@ struct MatmulKernelTests {
     static let inputCounts = [1, 2, 3, 4, 5, 8, 17]
     static let levels = Array(0...Int(tk_cpu_level()))
 
-    static func ggmlType(_ encoding: WeightEncoding) -> GGMLType {
-        switch encoding {
-        case .f32: .f32
-        case .f16: .f16
-        case .bf16: .bf16
-        case .q4_0: .q4_0
-        case .q4_1: .q4_1
-        case .q5_0: .q5_0
-        case .q5_1: .q5_1
-        case .q8_0: .q8_0
-        case .q4_K: .q4_K
-        case .q5_K: .q5_K
-        case .q6_K: .q6_K
-        }
-    }
-
     /// Byte offsets of each block's f16 scales, set to sane values over random quant bytes.
     static func scaleOffsets(_ encoding: WeightEncoding) -> [Int] {
         switch encoding {
@@ -62,7 +46,10 @@ struct MatmulKernelTests {
                     switch encoding {
                     case .f32: withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.replaceSubrange((at + 4 * c)..<(at + 4 * c + 4), with: $0) }
                     case .f16: withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { bytes.replaceSubrange((at + 2 * c)..<(at + 2 * c + 2), with: $0) }
-                    default: withUnsafeBytes(of: WeightLoader.bfloat16(v).littleEndian) { bytes.replaceSubrange((at + 2 * c)..<(at + 2 * c + 2), with: $0) }
+                    default:
+                        var half: UInt16 = 0
+                        withUnsafePointer(to: v) { tk_kv_store(TK_KV_BF16, $0, &half, 1) }
+                        withUnsafeBytes(of: half.littleEndian) { bytes.replaceSubrange((at + 2 * c)..<(at + 2 * c + 2), with: $0) }
                     }
                 }
             }
@@ -90,7 +77,7 @@ struct MatmulKernelTests {
         try bytes.withUnsafeBytes { raw in
             try result.withUnsafeMutableBufferPointer { out in
                 for r in 0..<rows {
-                    try Dequantizer.dequantize(type: ggmlType(encoding),
+                    try Dequantizer.dequantize(type: encoding.ggmlType,
                                                bytes: UnsafeRawBufferPointer(rebasing: raw[(r * stride)..<(r * stride + rowBytes)]),
                                                count: columns,
                                                into: UnsafeMutableBufferPointer(rebasing: out[(r * columns)..<((r + 1) * columns)]))

@@ -91,8 +91,7 @@ public struct KernelBenchmark: Sendable {
         let clock = ContinuousClock()
         var spent = 0.0
         while times.count < 3 || spent < seconds {
-            let elapsed = clock.measure(body)
-            let t = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            let t = clock.measure(body) / .seconds(1)
             times.append(t)
             spent += t
         }

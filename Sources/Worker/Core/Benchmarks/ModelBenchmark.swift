@@ -69,14 +69,10 @@ public struct ModelBenchmark: Sendable {
                 }
             }
         }
-        let prefillSeconds = Self.seconds(prefill), decodeSeconds = Self.seconds(decode)
+        let prefillSeconds = prefill / .seconds(1), decodeSeconds = decode / .seconds(1)
         return Result(prefillSeconds: prefillSeconds, decodeSeconds: decodeSeconds,
                       prefillTokensPerSecond: Double(chunkTokens) / prefillSeconds,
                       decodeTokensPerSecond: Double(batch * decodeSteps) / decodeSeconds)
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 }
 

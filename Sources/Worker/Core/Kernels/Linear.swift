@@ -71,15 +71,16 @@ public final class MatmulEngine: @unchecked Sendable {
     private let quantized256: WeightBuffer
     private let rowScratch: FloatBuffer
 
-    static let q8_32Bytes = 40, q8_256Bytes = 292
-
     public init(pool: ComputePool, precision: ActivationPrecision, maxRows: Int, maxColumns: Int) {
         self.pool = pool
         self.precision = precision
         self.maxRows = maxRows
         self.maxColumns = maxColumns
-        quantized32 = WeightBuffer(count: maxRows * (maxColumns / 32 + 1) * Self.q8_32Bytes)
-        quantized256 = WeightBuffer(count: maxRows * (maxColumns / 256 + 1) * Self.q8_256Bytes)
+        // Sized from the kernel table's own activation layouts (the 32- and 256-element blocks).
+        let bytes32 = MatmulKernel(encoding: .q8_0, level: 0).activationBlockBytes
+        let bytes256 = MatmulKernel(encoding: .q4_K, level: 0).activationBlockBytes
+        quantized32 = WeightBuffer(count: maxRows * (maxColumns / 32 + 1) * bytes32)
+        quantized256 = WeightBuffer(count: maxRows * (maxColumns / 256 + 1) * bytes256)
         rowScratch = FloatBuffer(count: pool.threadCount * maxColumns)
     }
 
@@ -92,8 +93,6 @@ public final class MatmulEngine: @unchecked Sendable {
         let integer = precision == .q8 && linear.kernels.contains { $0.activationBlock > 0 }
         if integer { quantize(input, rows: rows, columns: columns, for: linear) }
         let q32 = UnsafeRawPointer(quantized32.pointer), q256 = UnsafeRawPointer(quantized256.pointer)
-        let row32 = columns / 32 * Self.q8_32Bytes
-        let row256 = columns / 256 * Self.q8_256Bytes
         let scratch = rowScratch.pointer
         let outputSize = linear.outputSize
         let multiplies = outputSize * columns * max(rows, 1)
@@ -109,9 +108,9 @@ public final class MatmulEngine: @unchecked Sendable {
                 let y = output + lower
                 if integer, kernel.activationBlock > 0 {
                     let x = kernel.activationBlock == 32 ? q32 : q256
+                    let xStride = columns / kernel.activationBlock * kernel.activationBlockBytes
                     kernel.body.int_matmul(part.row(lower - start), part.rowStride, upper - lower,
-                                           x, kernel.activationBlock == 32 ? row32 : row256, rows, columns,
-                                           y, outputSize)
+                                           x, xStride, rows, columns, y, outputSize)
                 } else {
                     withUnsafePointer(to: kernel.body) { body in
                         tk_matmul_float(body, part.row(lower - start), part.rowStride, upper - lower,

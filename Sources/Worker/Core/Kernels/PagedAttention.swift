@@ -14,6 +14,8 @@ final class AttentionPlan: @unchecked Sendable {
     private let nextItem: UnsafeMutablePointer<Int>
     private let scratch: FloatBuffer
     private let scratchFloats: Int
+    /// Tiles of the chunk `prepare` last saw.
+    private var tiles = 0
 
     init(capacity: Int, threads: Int, group: Int, headDimension: Int) {
         self.capacity = capacity
@@ -35,11 +37,11 @@ final class AttentionPlan: @unchecked Sendable {
 
     /// `queries` rows hold each token's `heads` query vectors first (stride `queryStride`
     /// floats); results go to `out` rows of `heads × headDimension`. `window` 0 and `softcap`
-    /// 0 turn those off.
+    /// 0 turn those off. `batch` is the chunk last given to `prepare`.
     func run(_ batch: TokenBatch, layer: Int, cache: KVCachePool, pool: ComputePool,
              queries: UnsafePointer<Float>, queryStride: Int, heads: Int, kvHeads: Int,
              scale: Float, softcap: Float, window: Int, into out: UnsafeMutablePointer<Float>) {
-        let tiles = makeTiles(batch)
+        let tiles = self.tiles
         let headDimension = cache.shape.headDimension, group = heads / kvHeads
         let items = tiles * kvHeads
         nextItem.pointee = 0
@@ -67,8 +69,9 @@ final class AttentionPlan: @unchecked Sendable {
         if items == 1 || pool.threadCount == 1 { work(0, 1) } else { pool.run(work) }
     }
 
-    /// Cuts the chunk into tiles and records each token's context length; returns the count.
-    private func makeTiles(_ batch: TokenBatch) -> Int {
+    /// Cuts a chunk into tiles and records each token's context length: once per forward pass,
+    /// since every layer attends over the same tiles.
+    func prepare(_ batch: TokenBatch) {
         precondition(batch.count <= capacity, "attention over \(batch.count) tokens exceeds \(capacity)")
         var tiles = 0
         for t in 0..<batch.count {
@@ -83,6 +86,6 @@ final class AttentionPlan: @unchecked Sendable {
                 tiles += 1
             }
         }
-        return tiles
+        self.tiles = tiles
     }
 }

@@ -41,29 +41,27 @@ public enum WeightEncoding: String, Sendable, CaseIterable, CustomStringConverti
         }
     }
 
-    /// Elements per block (1 for the float encodings).
-    public var blockSize: Int {
+    /// The ggml type of the same layout: its block geometry is this encoding's.
+    public var ggmlType: GGMLType {
         switch self {
-        case .f32, .f16, .bf16: 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: 32
-        case .q4_K, .q5_K, .q6_K: 256
+        case .f32: .f32
+        case .f16: .f16
+        case .bf16: .bf16
+        case .q4_0: .q4_0
+        case .q4_1: .q4_1
+        case .q5_0: .q5_0
+        case .q5_1: .q5_1
+        case .q8_0: .q8_0
+        case .q4_K: .q4_K
+        case .q5_K: .q5_K
+        case .q6_K: .q6_K
         }
     }
 
-    public var bytesPerBlock: Int {
-        switch self {
-        case .f32: 4
-        case .f16, .bf16: 2
-        case .q4_0: 18
-        case .q4_1: 20
-        case .q5_0: 22
-        case .q5_1: 24
-        case .q8_0: 34
-        case .q4_K: 144
-        case .q5_K: 176
-        case .q6_K: 210
-        }
-    }
+    /// Elements per block (1 for the float encodings).
+    public var blockSize: Int { ggmlType.blockSize }
+
+    public var bytesPerBlock: Int { ggmlType.bytesPerBlock }
 
     public var isBlockQuantized: Bool { blockSize > 1 }
 

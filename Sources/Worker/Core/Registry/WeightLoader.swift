@@ -83,11 +83,10 @@ public struct WeightLoader: Sendable {
             case .f32:
                 out.copyMemory(from: scratch.pointer, byteCount: rowBytes)
             case .f16:
-                let halves = out.bindMemory(to: UInt16.self, capacity: columns)
-                for c in 0..<columns { halves[c] = Float16(scratch.pointer[c]).bitPattern }
+                // The KV cache's float-to-half conversion: one rounding rule for every f16/bf16 write.
+                tk_kv_store(TK_KV_F16, scratch.pointer, out, columns)
             case .bf16:
-                let halves = out.bindMemory(to: UInt16.self, capacity: columns)
-                for c in 0..<columns { halves[c] = Self.bfloat16(scratch.pointer[c]) }
+                tk_kv_store(TK_KV_BF16, scratch.pointer, out, columns)
             case .q8_0:
                 tk_quantize_row_q8_0(scratch.pointer, out, columns)
             default:
@@ -96,13 +95,6 @@ public struct WeightLoader: Sendable {
         }
         return WeightMatrix(encoding: target, rows: rows, columns: columns, rowStride: rowBytes,
                             base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
-    }
-
-    /// Round to nearest even (NaN stays NaN).
-    static func bfloat16(_ value: Float) -> UInt16 {
-        let bits = value.bitPattern
-        if value.isNaN { return UInt16(bits >> 16) | 0x40 }
-        return UInt16((bits &+ 0x7fff &+ ((bits >> 16) & 1)) >> 16)
     }
 }
 

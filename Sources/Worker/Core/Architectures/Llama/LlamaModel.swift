@@ -178,6 +178,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         engine.pool.forEachRange(batch.count, minimumPerThread: 32) { range in
             for t in range { embedding.lookup(Int(batch.tokens[t]), into: residual + t * size) }
         }
+        scratch.attentionPlan.prepare(batch)
         for block in blocks {
             block.forward(batch, cache: cache, engine: engine, scratch: scratch)
         }
