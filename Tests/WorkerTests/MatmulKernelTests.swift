@@ -34,7 +34,7 @@ struct MatmulKernelTests {
     }
 
     /// Random weights of `encoding`, `rows × columns`, with rows `stride` bytes apart.
-    static func weights(_ encoding: WeightEncoding, stride: Int) -> [UInt8] {
+    static func weights(_ encoding: WeightEncoding, stride: Int, rows: Int = rows) -> [UInt8] {
         let rowBytes = encoding.byteCount(elements: columns)
         var bytes = [UInt8](repeating: 0, count: rows * stride)
         switch encoding {
@@ -210,7 +210,7 @@ struct MatmulKernelTests {
         let bytes = Self.weights(encoding, stride: stride)
         let buffer = WeightBuffer(count: bytes.count)
         bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        let whole = WeightMatrix(encoding: encoding, rows: Self.rows, columns: Self.columns, rowStride: stride,
+        let whole = WeightMatrix(encoding: encoding, rows: Self.rows, columns: Self.columns, stride: stride,
                                  base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: "w")
         let right = try whole.slicingColumns(256..<512)
         #expect(throws: WeightSliceError.self) { try whole.slicingColumns(100..<356) }
@@ -222,11 +222,69 @@ struct MatmulKernelTests {
         var y = [Float](repeating: 0, count: Self.rows)
         let kernel = MatmulKernel(encoding: encoding, level: Int(tk_cpu_level()))
         withUnsafePointer(to: kernel.body) { body in
-            tk_matmul_float(body, right.base, right.rowStride, right.rows, x, 256 * 4, 1, 256, &y, Self.rows, &scratch)
+            tk_matmul_float(body, right.base, right.stride, right.rows, x, 256 * 4, 1, 256, &y, Self.rows, &scratch)
         }
         for i in 0..<Self.rows {
             let expected = (0..<256).reduce(0.0) { $0 + Double(w[i * Self.columns + 256 + $1]) * Double(x[$1]) }
             #expect(abs(Double(y[i]) - expected) < 1e-4 * max(1, abs(expected)))
+        }
+    }
+
+    /// The 32-element encodings' interleaved layout (AVX-512): repacked at load, multiplied by
+    /// its own bodies, sliced on group and block boundaries as tensor parallelism will.
+    @Test("interleaved row groups multiply like the rows they came from, whole and sliced",
+          arguments: [WeightEncoding.q4_0, .q4_1, .q5_0, .q5_1, .q8_0])
+    func interleavedRowGroups(encoding: WeightEncoding) throws {
+        let kernel = MatmulKernel(encoding: encoding, level: Int(tk_cpu_level()))
+        guard tk_cpu_level() >= 2 else {
+            #expect(kernel.packRows == 0, "\(encoding): an interleaved layout below AVX-512")
+            return
+        }
+        #expect(kernel.packRows == 16)
+        let rows = 37, columns = Self.columns  // three groups, the last one partial
+        let stride = encoding.byteCount(elements: columns) + 2
+        let bytes = Self.weights(encoding, stride: stride, rows: rows)
+        let buffer = WeightBuffer(count: bytes.count)
+        bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        let plain = WeightMatrix(encoding: encoding, rows: rows, columns: columns, stride: stride,
+                                 base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: "w")
+        let packed = plain.interleaved(for: kernel)
+        #expect(packed.layout == .interleaved(rowsPerGroup: 16) && packed.byteCount == 48 * plain.rowBytes)
+        #expect(throws: WeightSliceError.self) { try packed.slicingRows(5..<20) }
+
+        let portable = MatmulKernel(encoding: encoding, level: 0)
+        let counts = [1, 2, 3, 8, 9, 17]
+        let maxCount = counts.max()!
+        let actRow = columns / 32 * portable.activationBlockBytes
+        let x = Self.randomFloats(maxCount * columns, seed: 51, scale: 2)
+        var quantized = [UInt8](repeating: 0, count: maxCount * actRow)
+        quantized.withUnsafeMutableBytes { q in
+            for j in 0..<maxCount { portable.body.quantize(x.withUnsafeBufferPointer { $0.baseAddress! + j * columns }, q.baseAddress! + j * actRow, columns) }
+        }
+        // (rows, columns) of the view, and the same view of the plain matrix.
+        let views: [(WeightMatrix, WeightMatrix, String)] = [
+            (packed, plain, "whole"),
+            (try packed.slicingRows(16..<37), try plain.slicingRows(16..<37), "rows 16..<37"),
+            (try packed.slicingColumns(256..<512), try plain.slicingColumns(256..<512), "columns 256..<512"),
+        ]
+        for (view, reference, label) in views {
+            let k = view.columns, xOffset = (columns - k) / 32 * portable.activationBlockBytes
+            for count in counts {
+                var expected = [Float](repeating: 0, count: count * view.rows)
+                var y = [Float](repeating: .nan, count: count * (view.rows + 1))
+                quantized.withUnsafeBytes { q in
+                    let xs = q.baseAddress! + (k == columns ? 0 : xOffset)
+                    portable.body.int_matmul(reference.base, reference.stride, reference.rows, xs, actRow, count, k, &expected, view.rows)
+                    kernel.body.packed_matmul(view.base, view.stride, view.rows, xs, actRow, count, k, &y, view.rows + 1)
+                }
+                for j in 0..<count {
+                    for i in 0..<view.rows {
+                        let want = expected[j * view.rows + i], got = y[j * (view.rows + 1) + i]
+                        #expect(abs(got - want) <= 1e-4 * max(1, abs(want)), "\(encoding) \(label) n=\(count) [\(j), \(i)]: \(got) vs \(want)")
+                    }
+                    #expect(y[j * (view.rows + 1) + view.rows].isNaN, "\(encoding) \(label): wrote past the last row")
+                }
+            }
         }
     }
 }

@@ -70,17 +70,26 @@ struct SmolLM2ParityTests {
         #expect(relativeError(together[1], expectedB) < 1e-4)
     }
 
-    @Test("with 8-bit activations (the default) logits stay close to transformers' and greedy text mostly agrees")
+    @Test("with 8-bit activations (the default) logits stay close to transformers' and clear top tokens agree")
     func quantizedActivations() throws {
         let model = try ModelExecutor.load(model: try Fixtures.defaultModel(), kvCacheTokens: 4096)
+        var decided = 0
         for (index, item) in try Fixtures.reference("smollm2-q4_1.expected.json").cases.enumerated() {
             let logits = try model.promptLogits(item.prompt)
             let expected = try #require(item.logits)
             let error = relativeError(logits, expected)
             print("SmolLM2 q8 prompt \(index): max|a-b|/max|b| = \(error)")
             #expect(error < 0.2, "prompt \(index): relative error \(error)")
-            let best = logits.indices.max { logits[$0] < logits[$1] }, expectedBest = expected.indices.max { expected[$0] < expected[$1] }
-            #expect(best == expectedBest, "prompt \(index): top token \(String(describing: best)) vs \(String(describing: expectedBest))")
+            // 8-bit activations move logits by a few percent, so the top token must agree only
+            // where the reference's lead over its runner-up is clear (over 1 % of max|b|); prompt
+            // 2's two best tokens are 0.04 apart at 21.8, a tie at this precision.
+            let ranked = expected.indices.sorted { expected[$0] > expected[$1] }
+            let scale = expected.map(abs).max()!
+            guard expected[ranked[0]] - expected[ranked[1]] > 0.01 * scale else { continue }
+            decided += 1
+            let best = logits.indices.max { logits[$0] < logits[$1] }
+            #expect(best == ranked[0], "prompt \(index): top token \(String(describing: best)) vs \(ranked[0])")
         }
+        #expect(decided >= 2, "only \(decided) prompts have a clear top token")
     }
 }

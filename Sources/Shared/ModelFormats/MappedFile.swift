@@ -32,6 +32,21 @@ public final class MappedFile: Sendable {
         bytes = UnsafeRawBufferPointer(start: base, count: size)
     }
 
+    /// Drops the pages wholly inside `range` (a part of this mapping) from the process's
+    /// resident memory: for a tensor that was copied elsewhere at load. The mapping stays valid;
+    /// a later read faults the pages back in from the file.
+    public func releaseResidentPages(_ range: UnsafeRawBufferPointer) {
+        guard let start = range.baseAddress, range.count > 0 else { return }
+        precondition(start >= bytes.baseAddress! && start + range.count <= bytes.baseAddress! + bytes.count,
+                     "\(path): released range lies outside the mapping")
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lower = (Int(bitPattern: start) + page - 1) / page * page
+        let upper = (Int(bitPattern: start) + range.count) / page * page
+        guard upper > lower else { return }
+        // Advice only: a failure leaves the pages resident, which is never wrong.
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lower), upper - lower, MADV_DONTNEED)
+    }
+
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count)
     }

@@ -236,13 +236,20 @@ typedef struct {
     tk_dequant_row_fn dequant_row;
     tk_quantize_fn quantize[3];
     tk_matmul_fn int_matmul[3];
+    tk_pack_fn pack;
+    tk_matmul_fn packed_avx512;
 } encoding_entry;
 
 #define TK_Q32_QUANTIZERS {tk_quantize_q8_32_portable, tk_quantize_q8_32_avx2, tk_quantize_q8_32_avx512}
 #define TK_Q256_QUANTIZERS {tk_quantize_q8_256_portable, tk_quantize_q8_256_avx2, tk_quantize_q8_256_avx512}
 #define TK_INT_BODIES(enc) {tk_matmul_##enc##_portable, tk_matmul_##enc##_avx2, tk_matmul_##enc##_avx512}
+#if defined(__x86_64__)
+#define TK_PACKED(enc) tk_pack_rows_##enc, tk_matmul_##enc##_packed_avx512
+#else
+#define TK_PACKED(enc) NULL, NULL
+#endif
 #define TK_Q32_ENTRY(enc, bytes) \
-    {TK_QK, bytes, TK_QK, sizeof(tk_q8_32), tk_dequant_row_##enc, TK_Q32_QUANTIZERS, TK_INT_BODIES(enc)}
+    {TK_QK, bytes, TK_QK, sizeof(tk_q8_32), tk_dequant_row_##enc, TK_Q32_QUANTIZERS, TK_INT_BODIES(enc), TK_PACKED(enc)}
 #define TK_QK_ENTRY(enc, bytes) \
     {TK_QK_K, bytes, TK_QK_K, sizeof(tk_q8_256), tk_dequant_row_##enc, TK_Q256_QUANTIZERS, TK_INT_BODIES(enc)}
 
@@ -275,6 +282,10 @@ int tk_matmul_kernel_get(tk_encoding encoding, int level, tk_matmul_kernel *out)
     out->quantize = e->act_block ? e->quantize[level] : NULL;
     out->int_matmul = e->act_block ? e->int_matmul[level] : NULL;
     out->dequant_row = e->dequant_row;
+    const int packed = level >= 2 && e->packed_avx512 != NULL;
+    out->pack_rows = packed ? TK_ROW_GROUP : 0;
+    out->pack = packed ? e->pack : NULL;
+    out->packed_matmul = packed ? e->packed_avx512 : NULL;
     return 0;
 }
 

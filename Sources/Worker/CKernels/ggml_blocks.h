@@ -53,6 +53,14 @@ _Static_assert(sizeof(block_q6_K) == 210, "q6_K");
 _Static_assert(sizeof(tk_q8_32) == 40, "q8_32");
 _Static_assert(sizeof(tk_q8_256) == 292, "q8_256");
 
+/* Little-endian fields at any byte offset (rows, blocks and activation blocks may sit at any
+ * offset the caller's strides give), read with memcpy rather than through a cast pointer. */
+static inline uint16_t tk_read_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, sizeof v); return v; }
+static inline uint32_t tk_read_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, sizeof v); return v; }
+static inline int32_t tk_read_i32(const uint8_t *p) { int32_t v; memcpy(&v, p, sizeof v); return v; }
+static inline uint64_t tk_read_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, sizeof v); return v; }
+static inline float tk_read_f32(const uint8_t *p) { float v; memcpy(&v, p, sizeof v); return v; }
+
 /* IEEE half to float with the bits vcvtph2ps gives (signalling NaNs made quiet), branch-free so
  * portable loops vectorise: exponent and mantissa moved into float position and multiplied by
  * 2^(127 - 15), which rebiases the exponent exactly and also normalises subnormal halves (this

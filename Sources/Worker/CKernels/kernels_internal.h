@@ -39,6 +39,23 @@
     void tk_matmul_##enc##_avx512(TK_MATMUL_ARGS); \
     void tk_dequant_row_##enc(const void *w, float *out, size_t k);
 
+/* Interleaved row groups (matmul_packed.c describes the layout): the portable packers take
+ * rows plain rows (row i at w + i * w_stride) of k columns into ceil(rows / TK_ROW_GROUP)
+ * groups of k / 32 group-blocks each, zero rows filling the last group; the AVX-512 bodies
+ * follow the integer matmul contract with w the first group, w_stride the bytes from one
+ * group to the next, and rows counted from the first group's first row. */
+#define TK_ROW_GROUP 16
+
+#define TK_DECLARE_PACKED(enc) \
+    void tk_pack_rows_##enc(const void *w, size_t w_stride, size_t rows, size_t k, void *out); \
+    void tk_matmul_##enc##_packed_avx512(TK_MATMUL_ARGS);
+
+TK_DECLARE_PACKED(q4_0)
+TK_DECLARE_PACKED(q4_1)
+TK_DECLARE_PACKED(q5_0)
+TK_DECLARE_PACKED(q5_1)
+TK_DECLARE_PACKED(q8_0)
+
 TK_DECLARE_MATMUL(q4_0)
 TK_DECLARE_MATMUL(q4_1)
 TK_DECLARE_MATMUL(q5_0)

@@ -60,32 +60,6 @@ Q32_INLINE size_t q32_qh_offset(int enc) {
 Q32_INLINE int q32_has_min(int enc) { return enc == Q32_Q4_1 || enc == Q32_Q5_1; }
 Q32_INLINE int q32_has_high_bit(int enc) { return enc == Q32_Q5_0 || enc == Q32_Q5_1; }
 
-/* Rows and activation blocks may sit at any byte offset (strides are the caller's), so every
- * multi-byte field is read with memcpy rather than through a cast pointer. */
-Q32_INLINE uint16_t q32_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-Q32_INLINE uint32_t q32_u32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-Q32_INLINE uint64_t q32_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-Q32_INLINE float q32_f32(const uint8_t *p) {
-    float v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 #define Q32_ACT_D offsetof(tk_q8_32, d)
 #define Q32_ACT_S offsetof(tk_q8_32, s)
 #define Q32_ACT_QS offsetof(tk_q8_32, qs)
@@ -97,7 +71,7 @@ Q32_INLINE void q32_quants(int enc, const uint8_t *blk, int8_t q[TK_QK]) {
         memcpy(q, qs, TK_QK);
         return;
     }
-    uint32_t qh = q32_has_high_bit(enc) ? q32_u32(blk + q32_qh_offset(enc)) : 0;
+    uint32_t qh = q32_has_high_bit(enc) ? tk_read_u32(blk + q32_qh_offset(enc)) : 0;
     for (int j = 0; j < TK_QK / 2; j++) {
         q[j] = (int8_t)((qs[j] & 0x0F) | (((qh >> j) & 1) << 4));
         q[j + TK_QK / 2] = (int8_t)((qs[j] >> 4) | (((qh >> (j + TK_QK / 2)) & 1) << 4));
@@ -113,8 +87,8 @@ Q32_INLINE void q32_dequant_row(int enc, const void *w, float *out, size_t k) {
         const uint8_t *blk = row + b * bytes;
         int8_t q[TK_QK];
         q32_quants(enc, blk, q);
-        float d = tk_half_to_float(q32_u16(blk));
-        float m = q32_has_min(enc) ? tk_half_to_float(q32_u16(blk + 2)) : 0.0f;
+        float d = tk_half_to_float(tk_read_u16(blk));
+        float m = q32_has_min(enc) ? tk_half_to_float(tk_read_u16(blk + 2)) : 0.0f;
         int offset = enc == Q32_Q4_0 ? 8 : enc == Q32_Q5_0 ? 16 : 0;
         for (int j = 0; j < TK_QK; j++) {
             /* Separate statements: ggml rounds the product before adding the min, and a single
@@ -138,18 +112,18 @@ Q32_INLINE void q32_matmul_portable(int enc, TK_MATMUL_ARGS) {
                 const uint8_t *blk = row + b * bytes;
                 int8_t q[TK_QK];
                 q32_quants(enc, blk, q);
-                float dw = tk_half_to_float(q32_u16(blk));
+                float dw = tk_half_to_float(tk_read_u16(blk));
                 float offset = enc == Q32_Q4_0   ? -8.0f * dw
                                : enc == Q32_Q5_0 ? -16.0f * dw
-                               : q32_has_min(enc) ? tk_half_to_float(q32_u16(blk + 2))
+                               : q32_has_min(enc) ? tk_half_to_float(tk_read_u16(blk + 2))
                                                   : 0.0f;
                 for (size_t c = 0; c < group; c++) {
                     const uint8_t *a = xs + (j0 + c) * x_stride + b * sizeof(tk_q8_32);
                     const int8_t *aq = (const int8_t *)(a + Q32_ACT_QS);
                     int32_t isum = 0;
                     for (int e = 0; e < TK_QK; e++) isum += (int32_t)q[e] * (int32_t)aq[e];
-                    acc[c] += dw * q32_f32(a + Q32_ACT_D) * (float)isum;
-                    if (enc != Q32_Q8_0) acc[c] += offset * q32_f32(a + Q32_ACT_S);
+                    acc[c] += dw * tk_read_f32(a + Q32_ACT_D) * (float)isum;
+                    if (enc != Q32_Q8_0) acc[c] += offset * tk_read_f32(a + Q32_ACT_S);
                 }
             }
             for (size_t c = 0; c < group; c++) y[(j0 + c) * y_stride + i] = acc[c];
@@ -189,6 +163,55 @@ void tk_quantize_q8_32_portable(const float *x, void *out, size_t k) {
         memcpy(o + b * sizeof blk, &blk, sizeof blk);
     }
 }
+
+/* ---- interleaved row groups (the layout of matmul_packed.c) ----
+ * A group-block is the same 32 columns of TK_ROW_GROUP consecutive rows. Per block of each row:
+ * the unsigned quants the dot product multiplies (q4: 0..15, q5: 0..31, q8: q + 128), its
+ * scale d, and the coefficient of the activation block's sum s_a in the result (q4_0: -8 d,
+ * q5_0: -16 d, q8_0: -128 d, q4_1/q5_1: m), so that a row's block contributes
+ * d d_a Σ u q_a + coef s_a. */
+Q32_INLINE void q32_pack_rows(int enc, const void *w, size_t w_stride, size_t rows, size_t k, void *out) {
+    const size_t nb = k / TK_QK, bytes = q32_block_bytes(enc), group_block = TK_ROW_GROUP * bytes;
+    const size_t groups = (rows + TK_ROW_GROUP - 1) / TK_ROW_GROUP;
+    uint8_t *o = (uint8_t *)out;
+    memset(o, 0, groups * nb * group_block);
+    const size_t qs_at = TK_ROW_GROUP * 2 * (q32_has_min(enc) ? 2 : 1) + (q32_has_high_bit(enc) ? 64 : 0);
+    for (size_t i = 0; i < rows; i++) {
+        const size_t r = i % TK_ROW_GROUP;
+        const uint8_t *row = (const uint8_t *)w + i * w_stride;
+        uint8_t *group = o + (i / TK_ROW_GROUP) * nb * group_block;
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * bytes;
+            uint8_t *gb = group + b * group_block;
+            memcpy(gb + 2 * r, blk, 2);                                                 /* d */
+            if (q32_has_min(enc)) memcpy(gb + 2 * TK_ROW_GROUP + 2 * r, blk + 2, 2); /* m */
+            int8_t q[TK_QK];
+            q32_quants(enc, blk, q);
+            uint8_t *qs = gb + qs_at;
+            uint8_t *hi = gb + qs_at - 64;
+            for (int e = 0; e < TK_QK; e++) {
+                const int j = e / 4, lane = (int)(4 * r) + e % 4;
+                if (enc == Q32_Q8_0) {
+                    qs[64 * j + lane] = (uint8_t)((int)q[e] + 128);
+                } else {
+                    qs[64 * (j % 4) + lane] |= (uint8_t)((q[e] & 0x0F) << (j < 4 ? 0 : 4));
+                    if (q32_has_high_bit(enc) && (q[e] & 0x10)) hi[8 * j + lane / 8] |= (uint8_t)(1u << (lane % 8));
+                }
+            }
+        }
+    }
+}
+
+#define Q32_PUBLIC_PACK(enc, id) \
+    void tk_pack_rows_##enc(const void *w, size_t w_stride, size_t rows, size_t k, void *out) { \
+        q32_pack_rows(id, w, w_stride, rows, k, out); \
+    }
+
+Q32_PUBLIC_PACK(q4_0, Q32_Q4_0)
+Q32_PUBLIC_PACK(q4_1, Q32_Q4_1)
+Q32_PUBLIC_PACK(q5_0, Q32_Q5_0)
+Q32_PUBLIC_PACK(q5_1, Q32_Q5_1)
+Q32_PUBLIC_PACK(q8_0, Q32_Q8_0)
 
 #define Q32_PUBLIC_PORTABLE(enc, id) \
     void tk_matmul_##enc##_portable(TK_MATMUL_ARGS) { \
@@ -231,7 +254,7 @@ Q32_AVX2 __m256i q32_high_bits_avx2(const uint8_t *qh) {
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)q32_u32(qh)), spread);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)tk_read_u32(qh)), spread);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
@@ -305,7 +328,7 @@ Q32_AVX512 q32_wblock q32_decode_avx512(int enc, const uint8_t *blk) {
     }
     both = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     b.q = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-    b.q = _mm256_mask_add_epi8(b.q, (__mmask32)q32_u32(blk + q32_qh_offset(enc)), b.q, _mm256_set1_epi8(0x10));
+    b.q = _mm256_mask_add_epi8(b.q, (__mmask32)tk_read_u32(blk + q32_qh_offset(enc)), b.q, _mm256_set1_epi8(0x10));
     return b;
 }
 
@@ -396,27 +419,27 @@ Q32_T void Q32_FN(q32_weight_scales)(int enc, const uint8_t *p, size_t last, __m
     if (q32_has_min(enc)) {
         /* d | m << 16 per block; split into the d halves, then the m halves. */
         const __m128i split = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-        __m128i lo = _mm_cvtsi32_si128((int)q32_u32(Q32_AT(0)));
-        lo = _mm_insert_epi32(lo, (int)q32_u32(Q32_AT(1)), 1);
-        lo = _mm_insert_epi32(lo, (int)q32_u32(Q32_AT(2)), 2);
-        lo = _mm_insert_epi32(lo, (int)q32_u32(Q32_AT(3)), 3);
-        __m128i hi = _mm_cvtsi32_si128((int)q32_u32(Q32_AT(4)));
-        hi = _mm_insert_epi32(hi, (int)q32_u32(Q32_AT(5)), 1);
-        hi = _mm_insert_epi32(hi, (int)q32_u32(Q32_AT(6)), 2);
-        hi = _mm_insert_epi32(hi, (int)q32_u32(Q32_AT(7)), 3);
+        __m128i lo = _mm_cvtsi32_si128((int)tk_read_u32(Q32_AT(0)));
+        lo = _mm_insert_epi32(lo, (int)tk_read_u32(Q32_AT(1)), 1);
+        lo = _mm_insert_epi32(lo, (int)tk_read_u32(Q32_AT(2)), 2);
+        lo = _mm_insert_epi32(lo, (int)tk_read_u32(Q32_AT(3)), 3);
+        __m128i hi = _mm_cvtsi32_si128((int)tk_read_u32(Q32_AT(4)));
+        hi = _mm_insert_epi32(hi, (int)tk_read_u32(Q32_AT(5)), 1);
+        hi = _mm_insert_epi32(hi, (int)tk_read_u32(Q32_AT(6)), 2);
+        hi = _mm_insert_epi32(hi, (int)tk_read_u32(Q32_AT(7)), 3);
         lo = _mm_shuffle_epi8(lo, split);
         hi = _mm_shuffle_epi8(hi, split);
         *d = _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi));
         *m = _mm256_cvtph_ps(_mm_unpackhi_epi64(lo, hi));
     } else {
-        __m128i h = _mm_cvtsi32_si128(q32_u16(Q32_AT(0)));
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(1)), 1);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(2)), 2);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(3)), 3);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(4)), 4);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(5)), 5);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(6)), 6);
-        h = _mm_insert_epi16(h, q32_u16(Q32_AT(7)), 7);
+        __m128i h = _mm_cvtsi32_si128(tk_read_u16(Q32_AT(0)));
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(1)), 1);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(2)), 2);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(3)), 3);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(4)), 4);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(5)), 5);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(6)), 6);
+        h = _mm_insert_epi16(h, tk_read_u16(Q32_AT(7)), 7);
         *d = _mm256_cvtph_ps(h);
         *m = _mm256_setzero_ps();
     }
@@ -431,7 +454,7 @@ Q32_T void Q32_FN(q32_weight_scales)(int enc, const uint8_t *p, size_t last, __m
  * bytes: two blocks per 128 bits, then deinterleave. */
 Q32_T void Q32_FN(q32_act_scales)(const uint8_t *p, size_t last, __m256 *d, __m256 *s) {
 #define Q32_AT(j) (p + ((size_t)(j) <= last ? (size_t)(j) : last) * sizeof(tk_q8_32))
-#define Q32_PAIR(j) _mm_insert_epi64(_mm_cvtsi64_si128((long long)q32_u64(Q32_AT(j))), (long long)q32_u64(Q32_AT((j) + 1)), 1)
+#define Q32_PAIR(j) _mm_insert_epi64(_mm_cvtsi64_si128((long long)tk_read_u64(Q32_AT(j))), (long long)tk_read_u64(Q32_AT((j) + 1)), 1)
     __m256 even = _mm256_castsi256_ps(_mm256_set_m128i(Q32_PAIR(4), Q32_PAIR(0)));
     __m256 odd = _mm256_castsi256_ps(_mm256_set_m128i(Q32_PAIR(6), Q32_PAIR(2)));
 #undef Q32_PAIR

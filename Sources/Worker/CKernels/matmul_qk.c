@@ -20,10 +20,8 @@
 #include <immintrin.h>
 #endif
 
-/* Rows and activation blocks may sit at any byte address (strides are arbitrary), so every
- * multi-byte field is read with memcpy / unaligned vector loads. */
-static inline float rd_f32(const uint8_t *p) { float v; memcpy(&v, p, sizeof v); return v; }
-static inline uint16_t rd_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, sizeof v); return v; }
+/* Rows and activation blocks may sit at any byte address (strides are arbitrary): fields are
+ * read with ggml_blocks.h's readers, vectors with unaligned loads. */
 
 #define X_D offsetof(tk_q8_256, d)
 #define X_QS offsetof(tk_q8_256, qs)
@@ -131,8 +129,8 @@ typedef struct { uint8_t q[64]; } kq_portable_chunk;
 
 static inline kq_portable_hdr kq_portable_head(const uint8_t *wb) {
     kq_portable_hdr h;
-    h.d = tk_half_to_float(rd_u16(wb + KQ_DM));
-    h.dmin = tk_half_to_float(rd_u16(wb + KQ_DM + 2));
+    h.d = tk_half_to_float(tk_read_u16(wb + KQ_DM));
+    h.dmin = tk_half_to_float(tk_read_u16(wb + KQ_DM + 2));
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
         tk_k_scale_min(j, wb + KQ_SC, &sc, &m);
@@ -185,7 +183,7 @@ static inline void kq_portable_finish(const kq_portable_hdr *h, const uint8_t *x
     memcpy(bs, xb + X_BS, sizeof bs);
     int32_t m = 0;
     for (int j = 0; j < 8; j++) m += h->m[j] * (bs[2 * j] + bs[2 * j + 1]);
-    *acc += rd_f32(xb + X_D) * (h->d * (float)s - h->dmin * (float)m);
+    *acc += tk_read_f32(xb + X_D) * (h->d * (float)s - h->dmin * (float)m);
 }
 
 /* Q6_K: chunk c is half c / 2, low (c even) or high (c odd) nibbles of ql; values are q - 32. */
@@ -194,7 +192,7 @@ typedef struct { int8_t q[64]; } q6_portable_chunk;
 
 static inline q6_portable_hdr q6_portable_head(const uint8_t *wb) {
     q6_portable_hdr h;
-    h.d = tk_half_to_float(rd_u16(wb + Q6_D));
+    h.d = tk_half_to_float(tk_read_u16(wb + Q6_D));
     for (size_t s = 0; s < 16; s++) h.sc[s] = (int8_t)wb[Q6_SC + s];
     return h;
 }
@@ -224,7 +222,7 @@ static inline int32_t q6_portable_dot(const q6_portable_hdr *h, const q6_portabl
 
 static inline void q6_portable_finish(const q6_portable_hdr *h, const uint8_t *xb, int32_t s,
                                       portable_acc *acc) {
-    *acc += rd_f32(xb + X_D) * (h->d * (float)s);
+    *acc += tk_read_f32(xb + X_D) * (h->d * (float)s);
 }
 
 TK_DEFINE_MATMUL(q4_K, portable, TK_PORTABLE_ATTR, portable, kq_portable_hdr, kq_portable_chunk,
@@ -397,7 +395,7 @@ TK_AVX2_INLINE kq_x86_quants q5_K_x86_quants(const uint8_t *wb, int c) {
 TK_AVX2_INLINE void kq_x86_finish(const kq_x86_hdr *h, const uint8_t *xb, __m256i s, x86_acc *acc) {
     __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xb + X_BS)), h->mins);
     __m256 v = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), h->dmin, _mm256_mul_ps(_mm256_cvtepi32_ps(s), h->d));
-    *acc = _mm256_fmadd_ps(v, _mm256_set1_ps(rd_f32(xb + X_D)), *acc);
+    *acc = _mm256_fmadd_ps(v, _mm256_set1_ps(tk_read_f32(xb + X_D)), *acc);
 }
 
 /* ---- Q6_K ---- */
@@ -414,7 +412,7 @@ TK_AVX2_INLINE q6_x86_hdr q6_x86_head(const uint8_t *wb) {
     h.slo = _mm256_permute2x128_si256(h.s16, h.s16, 0x00);
     h.shi = _mm256_permute2x128_si256(h.s16, h.s16, 0x11);
     h.neg32 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(h.s16, 5));
-    h.d = _mm256_set1_ps(_cvtsh_ss(rd_u16(wb + Q6_D)));
+    h.d = _mm256_set1_ps(_cvtsh_ss(tk_read_u16(wb + Q6_D)));
     return h;
 }
 
@@ -444,7 +442,7 @@ TK_AVX2_INLINE q6_x86_quants q6_x86_bits(const uint8_t *wb, int c) {
 
 TK_AVX2_INLINE void q6_x86_finish(const q6_x86_hdr *h, const uint8_t *xb, __m256i s, x86_acc *acc) {
     s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xb + X_BS)), h->neg32));
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(h->d, _mm256_set1_ps(rd_f32(xb + X_D))), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(h->d, _mm256_set1_ps(tk_read_f32(xb + X_D))), *acc);
 }
 
 /* ======================================================================================== */

@@ -56,10 +56,14 @@ struct BenchKernels: ParsableCommand {
         let bandwidth = benchmark.readBandwidth()
         print(String(format: "read bandwidth, 1 core, %d MB: %.1f GB/s", megabytes, bandwidth))
         print("kernels: \(String(cString: tk_level_name(Int32(chosenLevel)))), activations \(precision.rawValue), matrices \(shape)")
-        print("encoding  rows   GB/s  of-read")
+        print("encoding  rows   GB/s  of-read  GMAC/s  layout")
         benchmark.run(level: chosenLevel) { figure in
-            print(String(format: "%-8@ %5d %6.1f  %5.0f%%", figure.encoding.rawValue as NSString, figure.inputRows,
-                         figure.gigabytesPerSecond, 100 * figure.gigabytesPerSecond / bandwidth))
+            // Multiply-adds per second: weight elements read per second times the input rows.
+            let elementsPerByte = Double(dims[1]) / Double(figure.encoding.byteCount(elements: dims[1]))
+            let macs = figure.gigabytesPerSecond * elementsPerByte * Double(figure.inputRows)
+            print(String(format: "%-8@ %5d %6.1f  %6.0f%%  %6.1f  %@", figure.encoding.rawValue as NSString, figure.inputRows,
+                         figure.gigabytesPerSecond, 100 * figure.gigabytesPerSecond / bandwidth, macs,
+                         figure.layout.description as NSString))
         }
     }
 }

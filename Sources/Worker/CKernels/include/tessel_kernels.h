@@ -33,6 +33,9 @@ typedef void (*tk_matmul_fn)(const void *w, size_t w_stride, size_t rows, const 
                              size_t nx, size_t k, float *y, size_t y_stride);
 typedef void (*tk_quantize_fn)(const float *x, void *out, size_t k);
 typedef void (*tk_dequant_row_fn)(const void *w, float *out, size_t k);
+/* rows plain rows (row i at w + i * w_stride) of k columns into ceil(rows / pack_rows) groups
+ * of pack_rows interleaved rows, each group pack_rows * (k / block * block_bytes) bytes. */
+typedef void (*tk_pack_fn)(const void *w, size_t w_stride, size_t rows, size_t k, void *out);
 
 /* Everything needed to multiply by one encoding, for one instruction-set level: chosen once at
  * load and kept with the weight.
@@ -40,7 +43,11 @@ typedef void (*tk_dequant_row_fn)(const void *w, float *out, size_t k);
  *                 float encodings. For block encodings it decodes each weight row into
  *                 `row_scratch` (k floats, one per thread) and multiplies in float32.
  *   quantize, int_matmul  (block encodings) 8-bit activations and integer dot products: x is
- *                 rows of activation blocks made by `quantize`; NULL for float encodings. */
+ *                 rows of activation blocks made by `quantize`; NULL for float encodings.
+ *   pack, packed_matmul  where this level has an interleaved layout (pack_rows > 0: the
+ *                 32-element encodings with AVX-512): weights repacked once by `pack` and
+ *                 multiplied like int_matmul, w being the first group, w_stride the bytes between
+ *                 groups, rows counted from the first group's first row. */
 typedef struct {
     tk_encoding encoding;
     int level;
@@ -51,6 +58,9 @@ typedef struct {
     tk_quantize_fn quantize;
     tk_matmul_fn int_matmul;
     tk_dequant_row_fn dequant_row;
+    size_t pack_rows;        /* rows per interleaved group (0: no interleaved layout) */
+    tk_pack_fn pack;
+    tk_matmul_fn packed_matmul;
 } tk_matmul_kernel;
 
 /* The kernel for `encoding` at `level` or the best level below it that exists. Returns 0, or -1

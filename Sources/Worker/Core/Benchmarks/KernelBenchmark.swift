@@ -32,6 +32,7 @@ public struct KernelBenchmark: Sendable {
         public var inputRows: Int
         public var gigabytesPerSecond: Double
         public var level: Int
+        public var layout: WeightLayout
     }
 
     /// GB/s of a plain read over `totalBytes`, one thread.
@@ -59,27 +60,33 @@ public struct KernelBenchmark: Sendable {
             // Bytes whose halves are normal numbers: no subnormal slow paths, no NaNs.
             memset(weights.pointer, 0x3C, weights.count)
             let integer = activations == .q8 && kernel.activationBlock > 0
+            // The layout the model runs: with 8-bit activations, interleaved where the level has it.
+            let matrices = (0..<count).map { m in
+                let plain = WeightMatrix(encoding: encoding, rows: rows, columns: columns, stride: matrixBytes / rows,
+                                         base: UnsafeRawPointer(weights.pointer + m * matrixBytes), owner: weights,
+                                         name: "benchmark")
+                return integer && kernel.packRows > 0 ? plain.interleaved(for: kernel) : plain
+            }
             let actRow = integer ? columns / kernel.activationBlock * kernel.activationBlockBytes : columns * 4
             for n in inputRows {
                 if integer {
                     for r in 0..<n { kernel.body.quantize(input.pointer + r * columns, quantized.pointer + r * actRow, columns) }
                 }
                 let time = measure {
-                    for m in 0..<count {
-                        let w = UnsafeRawPointer(weights.pointer + m * matrixBytes)
-                        let stride = matrixBytes / rows
+                    for w in matrices {
                         if integer {
-                            kernel.body.int_matmul(w, stride, rows, quantized.pointer, actRow, n, columns, output.pointer, rows)
+                            let body = w.layout == .rows ? kernel.body.int_matmul! : kernel.body.packed_matmul!
+                            body(w.base, w.stride, rows, quantized.pointer, actRow, n, columns, output.pointer, rows)
                         } else {
                             withUnsafePointer(to: kernel.body) { body in
-                                tk_matmul_float(body, w, stride, rows, input.pointer, actRow, n, columns, output.pointer, rows,
-                                                scratch.pointer)
+                                tk_matmul_float(body, w.base, w.stride, rows, input.pointer, actRow, n, columns, output.pointer,
+                                                rows, scratch.pointer)
                             }
                         }
                     }
                 }
                 report(Figure(encoding: encoding, inputRows: n, gigabytesPerSecond: Double(count * matrixBytes) / time / 1e9,
-                              level: kernel.level))
+                              level: kernel.level, layout: matrices[0].layout))
             }
         }
     }

@@ -7,11 +7,25 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
     case q8, f32
 }
 
+/// What the kernels of a model's weights are chosen from at load: the instruction-set level
+/// and how activations meet the weights (which decides whether weights are repacked).
+public struct KernelChoice: Sendable, Equatable {
+    public var level: Int
+    public var activations: ActivationPrecision
+
+    public init(level: Int, activations: ActivationPrecision) {
+        self.level = level
+        self.activations = activations
+    }
+}
+
 /// The kernels for one weight, chosen once at load from its encoding and the CPU.
 public struct MatmulKernel: @unchecked Sendable {
     let body: tk_matmul_kernel
+    public let encoding: WeightEncoding
 
     public init(encoding: WeightEncoding, level: Int) {
+        self.encoding = encoding
         var body = tk_matmul_kernel()
         let status = tk_matmul_kernel_get(encoding.kernelEncoding, Int32(level), &body)
         precondition(status == 0, "no kernel table entry for \(encoding)")
@@ -20,14 +34,17 @@ public struct MatmulKernel: @unchecked Sendable {
 
     /// The instruction set the body runs (≤ the level asked for).
     public var level: Int { Int(body.level) }
+    /// Rows per interleaved group of this level's layout (0: weights stay row after row).
+    public var packRows: Int { body.pack_rows }
     /// Elements per activation block of the integer path (0: float only).
     var activationBlock: Int { body.act_block }
     var activationBlockBytes: Int { body.act_block_bytes }
 }
 
 /// `y = x Wᵀ` for a weight stacked by output rows from parts that share their columns
-/// (Q | K | V, gate | up): the parts stay separate tensors where they lie, one product covers
-/// them all. Each part has the kernel of its own encoding (Q4_K_M files mix Q4_K and Q6_K).
+/// (Q | K | V, gate | up): the parts stay separate tensors, one product covers them all. Each
+/// part has the kernel of its own encoding (Q4_K_M files mix Q4_K and Q6_K). With 8-bit
+/// activations, parts whose kernel has an interleaved layout are repacked into it at load.
 public struct Linear: Sendable {
     public let parts: [WeightMatrix]
     let kernels: [MatmulKernel]
@@ -35,25 +52,37 @@ public struct Linear: Sendable {
     let partStarts: [Int]
     public let inputSize: Int
     public let outputSize: Int
+    /// Output rows are shared among threads in multiples of this: whole interleaved groups.
+    let granule: Int
 
-    public init(_ parts: [WeightMatrix], level: Int) {
+    public init(_ parts: [WeightMatrix], kernels choice: KernelChoice) {
         precondition(!parts.isEmpty, "a linear layer needs a weight")
         let columns = parts[0].columns
         precondition(parts.allSatisfy { $0.columns == columns }, "stacked weights must share their columns")
-        self.parts = parts
-        kernels = parts.map { MatmulKernel(encoding: $0.encoding, level: level) }
+        let kernels = parts.map { MatmulKernel(encoding: $0.encoding, level: choice.level) }
         var starts: [Int] = []
         var row = 0
         for part in parts {
             starts.append(row)
             row += part.rows
         }
+        // A part is interleaved when its groups line up with the threads' shares: it starts on
+        // a group boundary of the stacked output.
+        let group = kernels.map(\.packRows).max() ?? 0
+        self.parts = zip(parts, zip(kernels, starts)).map { part, ks in
+            let (kernel, start) = ks
+            guard choice.activations == .q8, kernel.packRows > 0, part.layout == .rows, start % kernel.packRows == 0
+            else { return part }
+            return part.interleaved(for: kernel)
+        }
+        self.kernels = kernels
         partStarts = starts
         inputSize = columns
         outputSize = row
+        granule = max(group, 4)
     }
 
-    public init(_ weight: WeightMatrix, level: Int) { self.init([weight], level: level) }
+    public init(_ weight: WeightMatrix, kernels: KernelChoice) { self.init([weight], kernels: kernels) }
 
     /// Bytes of weights one product reads.
     public var weightBytes: Int { parts.reduce(0) { $0 + $1.byteCount } }
@@ -99,7 +128,7 @@ public final class MatmulEngine: @unchecked Sendable {
         let threads = multiplies < 1 << 15 ? 1 : pool.threadCount
         func work(_ thread: Int, _: Int) {
             guard thread < threads else { return }
-            let mine = ComputePool.share(outputSize, granule: 4, part: thread, parts: threads)
+            let mine = ComputePool.share(outputSize, granule: linear.granule, part: thread, parts: threads)
             for (index, part) in linear.parts.enumerated() {
                 let start = linear.partStarts[index]
                 let lower = max(mine.lowerBound, start), upper = min(mine.upperBound, start + part.rows)
@@ -109,11 +138,13 @@ public final class MatmulEngine: @unchecked Sendable {
                 if integer, kernel.activationBlock > 0 {
                     let x = kernel.activationBlock == 32 ? q32 : q256
                     let xStride = columns / kernel.activationBlock * kernel.activationBlockBytes
-                    kernel.body.int_matmul(part.row(lower - start), part.rowStride, upper - lower,
-                                           x, xStride, rows, columns, y, outputSize)
+                    let body = part.layout == .rows ? kernel.body.int_matmul! : kernel.body.packed_matmul!
+                    body(part.unit(startingAt: lower - start), part.stride, upper - lower, x, xStride, rows, columns,
+                         y, outputSize)
                 } else {
+                    precondition(part.layout == .rows, "\(part.name): \(part.layout) needs 8-bit activations")
                     withUnsafePointer(to: kernel.body) { body in
-                        tk_matmul_float(body, part.row(lower - start), part.rowStride, upper - lower,
+                        tk_matmul_float(body, part.row(lower - start), part.stride, upper - lower,
                                         input, columns * MemoryLayout<Float>.stride, rows, columns,
                                         y, outputSize, scratch + thread * columns)
                     }

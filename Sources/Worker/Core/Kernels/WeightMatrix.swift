@@ -83,29 +83,57 @@ public final class WeightBuffer: @unchecked Sendable {
     deinit { pointer.deallocate() }
 }
 
+/// How a matrix's rows lie in memory.
+public enum WeightLayout: Sendable, Equatable, CustomStringConvertible {
+    /// Row after row, as checkpoints store them.
+    case rows
+    /// Groups of `rowsPerGroup` rows interleaved block by block: the layout of the AVX-512
+    /// integer bodies (matmul_packed.c), made once at load by `WeightMatrix.interleaved(for:)`.
+    /// The last group is padded with zero rows.
+    case interleaved(rowsPerGroup: Int)
+
+    /// Rows per unit of storage: 1, or the group's rows.
+    public var rowsPerUnit: Int {
+        switch self {
+        case .rows: 1
+        case .interleaved(let rows): rows
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .rows: "rows"
+        case .interleaved(let rows): "interleaved groups of \(rows) rows"
+        }
+    }
+}
+
 /// A `[rows, columns]` weight in one encoding, where it lies: in a model file's memory map or
-/// in a buffer filled once at load. Row `i` starts `i * rowStride` bytes after `base`; a column
-/// slice keeps its parent's stride. It never holds a float copy of a quantised tensor.
+/// in a buffer filled once at load. Storage units (a row, or an interleaved group of rows)
+/// follow each other `stride` bytes apart from `base`; a column slice keeps its parent's
+/// stride. It never holds a float copy of a quantised tensor.
 public struct WeightMatrix: @unchecked Sendable {
     public let encoding: WeightEncoding
+    public let layout: WeightLayout
     public let rows: Int
     public let columns: Int
-    /// Bytes between the starts of consecutive rows.
-    public let rowStride: Int
+    /// Bytes between the starts of consecutive units (rows, or groups of rows).
+    public let stride: Int
     public let base: UnsafeRawPointer
     /// What keeps `base` valid: a `MappedFile` or a `WeightBuffer`.
     let owner: AnyObject
     /// Where it came from, for messages.
     public let name: String
 
-    public init(encoding: WeightEncoding, rows: Int, columns: Int, rowStride: Int, base: UnsafeRawPointer,
-                owner: AnyObject, name: String) {
+    public init(encoding: WeightEncoding, layout: WeightLayout = .rows, rows: Int, columns: Int, stride: Int,
+                base: UnsafeRawPointer, owner: AnyObject, name: String) {
         precondition(columns % encoding.blockSize == 0, "\(name): \(columns) columns are not whole \(encoding) blocks")
-        precondition(rowStride >= encoding.byteCount(elements: columns), "\(name): row stride \(rowStride) too small")
+        precondition(stride >= layout.rowsPerUnit * encoding.byteCount(elements: columns), "\(name): stride \(stride) too small")
         self.encoding = encoding
+        self.layout = layout
         self.rows = rows
         self.columns = columns
-        self.rowStride = rowStride
+        self.stride = stride
         self.base = base
         self.owner = owner
         self.name = name
@@ -115,26 +143,44 @@ public struct WeightMatrix: @unchecked Sendable {
     public init(mapped tensor: MappedTensor, encoding: WeightEncoding) {
         let columns = tensor.descriptor.elementsPerRow
         self.init(encoding: encoding, rows: tensor.descriptor.rowCount, columns: columns,
-                  rowStride: encoding.byteCount(elements: columns), base: tensor.bytes.baseAddress!,
+                  stride: encoding.byteCount(elements: columns), base: tensor.bytes.baseAddress!,
                   owner: tensor.mapping, name: tensor.descriptor.name)
     }
 
     /// Bytes of one row's elements (without any stride padding).
     public var rowBytes: Int { encoding.byteCount(elements: columns) }
 
-    /// Bytes this view covers.
-    public var byteCount: Int { rows * rowBytes }
+    /// Bytes this view covers (an interleaved last group counts whole).
+    public var byteCount: Int {
+        let unit = layout.rowsPerUnit
+        return (rows + unit - 1) / unit * unit * rowBytes
+    }
 
+    /// Row `index` of a matrix stored row after row.
     @inline(__always)
-    public func row(_ index: Int) -> UnsafeRawPointer { base + index * rowStride }
+    public func row(_ index: Int) -> UnsafeRawPointer {
+        precondition(layout == .rows, "\(name): single rows of \(layout) are not addressable")
+        return base + index * stride
+    }
 
-    /// Rows `range`: what a column-parallel rank (Q/K/V, gate, up) keeps.
+    /// The unit (row or group) that starts at row `index`, a multiple of the unit's rows.
+    @inline(__always)
+    public func unit(startingAt index: Int) -> UnsafeRawPointer {
+        base + index / layout.rowsPerUnit * stride
+    }
+
+    /// Rows `range`: what a column-parallel rank (Q/K/V, gate, up) keeps. Interleaved matrices
+    /// split on group boundaries.
     public func slicingRows(_ range: Range<Int>) throws -> WeightMatrix {
         guard range.lowerBound >= 0, range.upperBound <= rows else {
             throw WeightSliceError.outOfRange(name: name, axis: "rows", range: range, count: rows)
         }
-        return WeightMatrix(encoding: encoding, rows: range.count, columns: columns, rowStride: rowStride,
-                            base: row(range.lowerBound), owner: owner, name: name)
+        let group = layout.rowsPerUnit
+        guard range.lowerBound % group == 0, range.upperBound % group == 0 || range.upperBound == rows else {
+            throw WeightSliceError.splitsGroup(name: name, range: range, rowsPerGroup: group)
+        }
+        return WeightMatrix(encoding: encoding, layout: layout, rows: range.count, columns: columns, stride: stride,
+                            base: unit(startingAt: range.lowerBound), owner: owner, name: name)
     }
 
     /// Columns `range`, on block boundaries: what a row-parallel rank (o_proj, down) keeps.
@@ -145,14 +191,35 @@ public struct WeightMatrix: @unchecked Sendable {
         guard range.lowerBound % encoding.blockSize == 0, range.count % encoding.blockSize == 0 else {
             throw WeightSliceError.splitsBlock(name: name, range: range, encoding: encoding)
         }
-        return WeightMatrix(encoding: encoding, rows: rows, columns: range.count, rowStride: rowStride,
-                            base: base + encoding.byteCount(elements: range.lowerBound), owner: owner, name: name)
+        // Within a unit, each block of columns holds that block of every row of the unit.
+        let offset = layout.rowsPerUnit * encoding.byteCount(elements: range.lowerBound)
+        return WeightMatrix(encoding: encoding, layout: layout, rows: rows, columns: range.count, stride: stride,
+                            base: base + offset, owner: owner, name: name)
+    }
+
+    /// This matrix repacked once into `kernel`'s interleaved row groups, in an owned buffer;
+    /// the rows it came from are released from memory when they lie in a file's mapping (they
+    /// are read back from the file if anything touches them again, such as a tied embedding).
+    public func interleaved(for kernel: MatmulKernel) -> WeightMatrix {
+        precondition(layout == .rows && kernel.packRows > 0 && kernel.encoding == encoding,
+                     "\(name): \(encoding) in \(layout) cannot be interleaved by the \(kernel.encoding) kernel")
+        let group = kernel.packRows
+        let packed = WeightMatrix(encoding: encoding, layout: .interleaved(rowsPerGroup: group), rows: rows,
+                                  columns: columns, stride: group * rowBytes, base: base, owner: owner, name: name)
+        let buffer = WeightBuffer(count: packed.byteCount)
+        kernel.body.pack(base, stride, rows, columns, buffer.pointer)
+        if let mapping = owner as? MappedFile {
+            mapping.releaseResidentPages(UnsafeRawBufferPointer(start: base, count: (rows - 1) * stride + rowBytes))
+        }
+        return WeightMatrix(encoding: encoding, layout: packed.layout, rows: rows, columns: columns, stride: packed.stride,
+                            base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
     }
 }
 
 public enum WeightSliceError: Error, CustomStringConvertible, Equatable {
     case outOfRange(name: String, axis: String, range: Range<Int>, count: Int)
     case splitsBlock(name: String, range: Range<Int>, encoding: WeightEncoding)
+    case splitsGroup(name: String, range: Range<Int>, rowsPerGroup: Int)
 
     public var description: String {
         switch self {
@@ -160,6 +227,8 @@ public enum WeightSliceError: Error, CustomStringConvertible, Equatable {
             "\(name): \(axis) \(range.lowerBound)..<\(range.upperBound) requested, it has \(count)"
         case .splitsBlock(let name, let range, let encoding):
             "\(name): columns \(range.lowerBound)..<\(range.upperBound) do not fall on \(encoding) block boundaries (\(encoding.blockSize))"
+        case .splitsGroup(let name, let range, let rowsPerGroup):
+            "\(name): rows \(range.lowerBound)..<\(range.upperBound) do not fall on the boundaries of its interleaved groups (\(rowsPerGroup) rows)"
         }
     }
 }

@@ -93,7 +93,7 @@ public struct WeightLoader: Sendable {
                 preconditionFailure("no converter to \(target)")
             }
         }
-        return WeightMatrix(encoding: target, rows: rows, columns: columns, rowStride: rowBytes,
+        return WeightMatrix(encoding: target, rows: rows, columns: columns, stride: rowBytes,
                             base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
     }
 }
@@ -113,8 +113,9 @@ public struct ModelLoadContext: Sendable {
         self.log = log
     }
 
-    /// The kernel instruction-set level: the CPU's best under `TESSEL_KERNELS`.
-    public var kernelLevel: Int { Int(tk_cpu_level()) }
+    /// The kernels' instruction-set level (the CPU's best under `TESSEL_KERNELS`) and the
+    /// activations the user chose.
+    public var kernels: KernelChoice { KernelChoice(level: Int(tk_cpu_level()), activations: options.resolvedActivations) }
 
     public func weightLoader(_ checkpoint: ModelCheckpoint, supportedEncodings: Set<TensorEncoding>) -> WeightLoader {
         WeightLoader(store: checkpoint.weights, supportedEncodings: supportedEncodings,

@@ -60,7 +60,7 @@ public enum LlamaArchitecture {
     static func load(_ checkpoint: ModelCheckpoint, context: ModelLoadContext) throws -> LlamaModel {
         let config = try config(for: checkpoint)
         let adapter = LlamaWeightAdapter(format: checkpoint.format, loader: context.weightLoader(checkpoint, supportedEncodings: supportedEncodings),
-                                         config: config, kernelLevel: context.kernelLevel)
+                                         config: config, kernels: context.kernels)
         let widest = max(config.hiddenSize, config.intermediateSize, config.headCount * config.headDimension)
         let engine = MatmulEngine(pool: context.pool, precision: context.options.resolvedActivations,
                                   maxRows: context.options.chunkTokens, maxColumns: widest)

@@ -44,8 +44,8 @@ struct LlamaWeightAdapter: Sendable {
     let format: CheckpointFormat
     let loader: WeightLoader
     let config: LlamaConfig
-    /// Instruction-set level of the kernels chosen for every matrix.
-    let kernelLevel: Int
+    /// What every matrix's kernels are chosen from.
+    let kernels: KernelChoice
 
     private var names: [LlamaWeightName: String] {
         format == .gguf ? Self.ggufNames : Self.huggingFaceNames
@@ -90,7 +90,7 @@ struct LlamaWeightAdapter: Sendable {
         var layers: [LlamaLayerWeights] = []
         for layer in 0..<config.layerCount {
             func linear(_ weights: [LlamaWeightName]) throws -> Linear {
-                Linear(try weights.map { try matrix($0, layer: layer) }, level: kernelLevel)
+                Linear(try weights.map { try matrix($0, layer: layer) }, kernels: kernels)
             }
             layers.append(LlamaLayerWeights(
                 attentionNorm: try vector(.attentionNorm, layer: layer),
@@ -102,7 +102,7 @@ struct LlamaWeightAdapter: Sendable {
         }
         let head = config.tieWordEmbeddings ? embedding : try matrix(.lmHead)
         return LlamaWeights(embedding: Embedding(embedding), layers: layers, finalNorm: try vector(.finalNorm),
-                            lmHead: Linear(head, level: kernelLevel))
+                            lmHead: Linear(head, kernels: kernels))
     }
 }
 
