@@ -99,7 +99,7 @@ struct VectorKernelTests {
     @Test("paged attention equals softmax(qKᵀ)V for prefill tiles and decode rows, with softcap and window",
           arguments: [TK_KV_F32, TK_KV_F16, TK_KV_BF16])
     func attention(type: tk_kv_type) {
-        let dim = 64, group = 3, blockSize = 16, positions = 300, elementBytes = type == TK_KV_F32 ? 4 : 2
+        let dim = 64, blockSize = 16, positions = 300, elementBytes = type == TK_KV_F32 ? 4 : 2
         let blocks = (positions + blockSize - 1) / blockSize
         let table: [Int32] = (0..<blocks).map { Int32((($0 * 7) % blocks)) }  // a permutation (7 ∤ 19)
         let keyFloats = (0..<positions).map { Self.floats(dim, seed: 100 + UInt64($0)) }
@@ -114,8 +114,11 @@ struct VectorKernelTests {
             kCache.withUnsafeBytes { tk_kv_load(type, $0.baseAddress! + offset, &keys[p], dim) }
             vCache.withUnsafeBytes { tk_kv_load(type, $0.baseAddress! + offset, &values[p], dim) }
         }
-        for (softcap, window) in [(Float(0), 0), (Float(20), 0), (Float(0), 50)] {
-            let rows = 11, first = positions - rows  // a prefill tile of the last 11 positions
+        // (rows, heads per KV head): prefill tiles that fill the AVX-512 lanes partly, exactly
+        // (16 × 4) and over several tiles (40 × 1), and a decode row.
+        let shapes = [(11, 3), (20, 4), (40, 1), (1, 3)]
+        for ((rows, group), (softcap, window)) in shapes.flatMap({ shape in [(Float(0), 0), (Float(20), 0), (Float(0), 50)].map { (shape, $0) } }) {
+            let first = positions - rows  // a prefill tile of the last positions
             let q = Self.floats(rows * group * dim, seed: 9, scale: 0.5)
             let contexts = (0..<rows).map { Int32(first + $0 + 1) }
             var out = [Float](repeating: 0, count: rows * group * dim), portable = out
@@ -135,7 +138,7 @@ struct VectorKernelTests {
                     let at = (r * group + g) * dim
                     let expected = Self.referenceAttention(q: Array(q[at..<(at + dim)]), keys: keys, values: values,
                                                            scale: 0.125, softcap: softcap, range: start..<end)
-                    #expect(Self.close(Array(out[at..<(at + dim)]), expected, relative: 1e-5), "row \(r) head \(g) softcap \(softcap) window \(window)")
+                    #expect(Self.close(Array(out[at..<(at + dim)]), expected, relative: 1e-5), "rows \(rows) group \(group): row \(r) head \(g) softcap \(softcap) window \(window)")
                     #expect(Self.close(Array(portable[at..<(at + dim)]), expected, relative: 1e-5))
                 }
             }

@@ -16,26 +16,36 @@
 
 int tk_kernel_ceiling(void) {
     const char *choice = getenv("TESSEL_KERNELS");
-    if (choice == NULL) return 2;
-    if (strcmp(choice, "portable") == 0) return 0;
-    if (strcmp(choice, "avx2") == 0) return 1;
-    return 2;
+    if (choice == NULL) return TK_LEVEL_AVX512;
+    if (strcmp(choice, "portable") == 0) return TK_LEVEL_PORTABLE;
+    if (strcmp(choice, "avx2") == 0) return TK_LEVEL_AVX2;
+    if (strcmp(choice, "avxvnni") == 0) return TK_LEVEL_AVX_VNNI;
+    return TK_LEVEL_AVX512;
 }
 
 static int detected_level = -1;
+static int has_avx_vnni = 0;
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 
+/* AVX-512 CPUs need not have AVX-VNNI (Zen 4 and Ice Lake do not), so the levels are a chain
+ * with one gap: such a CPU runs 0, 1 and 3. */
 static void detect_level(void) {
-    int level = 0;
+    int level = TK_LEVEL_PORTABLE;
 #if TK_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) level = 1;
-    if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        level = 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        level = TK_LEVEL_AVX2;
+        has_avx_vnni = __builtin_cpu_supports("avxvnni");
+        if (has_avx_vnni) level = TK_LEVEL_AVX_VNNI;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+            level = TK_LEVEL_AVX512;
+    }
 #endif
     int ceiling = tk_kernel_ceiling();
-    detected_level = level < ceiling ? level : ceiling;
+    level = level < ceiling ? level : ceiling;
+    if (level == TK_LEVEL_AVX_VNNI && !has_avx_vnni) level = TK_LEVEL_AVX2;
+    detected_level = level;
 }
 
 int tk_cpu_level(void) {
@@ -43,13 +53,23 @@ int tk_cpu_level(void) {
     return detected_level;
 }
 
+int tk_level_runs(int level) {
+    int best = tk_cpu_level();
+    if (level < 0 || level > best) return 0;
+    return level != TK_LEVEL_AVX_VNNI || has_avx_vnni;
+}
+
 const char *tk_level_name(int level) {
     switch (level) {
-    case 2: return "avx512";
-    case 1: return "avx2";
+    case TK_LEVEL_AVX512: return "avx512";
+    case TK_LEVEL_AVX_VNNI: return "avxvnni";
+    case TK_LEVEL_AVX2: return "avx2";
     default: return "portable";
     }
 }
+
+/* The float and vector bodies have no AVX-VNNI variant: that level runs the AVX2 ones. */
+static int float_level(int level) { return level >= TK_LEVEL_AVX512 ? 2 : level >= TK_LEVEL_AVX2 ? 1 : 0; }
 
 /* ---- float weights × float activations ----
  * One weight row at a time against up to four input rows, so each weight element is loaded and
@@ -234,24 +254,30 @@ static void dequant_row_bf16(const void *w, float *out, size_t k) {
 typedef struct {
     size_t block, block_bytes, act_block, act_block_bytes;
     tk_dequant_row_fn dequant_row;
-    tk_quantize_fn quantize[3];
-    tk_matmul_fn int_matmul[3];
+    tk_quantize_fn quantize[TK_LEVEL_COUNT];
+    tk_matmul_fn int_matmul[TK_LEVEL_COUNT];
     tk_pack_fn pack;
     tk_matmul_fn packed_avx512;
 } encoding_entry;
 
-#define TK_Q32_QUANTIZERS {tk_quantize_q8_32_portable, tk_quantize_q8_32_avx2, tk_quantize_q8_32_avx512}
-#define TK_Q256_QUANTIZERS {tk_quantize_q8_256_portable, tk_quantize_q8_256_avx2, tk_quantize_q8_256_avx512}
-#define TK_INT_BODIES(enc) {tk_matmul_##enc##_portable, tk_matmul_##enc##_avx2, tk_matmul_##enc##_avx512}
+#define TK_Q32_QUANTIZERS \
+    {tk_quantize_q8_32_portable, tk_quantize_q8_32_avx2, tk_quantize_q8_32_avx2, tk_quantize_q8_32_avx512}
+#define TK_Q256_QUANTIZERS \
+    {tk_quantize_q8_256_portable, tk_quantize_q8_256_avx2, tk_quantize_q8_256_avx2, tk_quantize_q8_256_avx512}
+/* The K-quants have no AVX-VNNI body: that level runs their AVX2 one. */
+#define TK_Q32_BODIES(enc) \
+    {tk_matmul_##enc##_portable, tk_matmul_##enc##_avx2, tk_matmul_##enc##_avxvnni, tk_matmul_##enc##_avx512}
+#define TK_QK_BODIES(enc) \
+    {tk_matmul_##enc##_portable, tk_matmul_##enc##_avx2, tk_matmul_##enc##_avx2, tk_matmul_##enc##_avx512}
 #if defined(__x86_64__)
 #define TK_PACKED(enc) tk_pack_rows_##enc, tk_matmul_##enc##_packed_avx512
 #else
 #define TK_PACKED(enc) NULL, NULL
 #endif
 #define TK_Q32_ENTRY(enc, bytes) \
-    {TK_QK, bytes, TK_QK, sizeof(tk_q8_32), tk_dequant_row_##enc, TK_Q32_QUANTIZERS, TK_INT_BODIES(enc), TK_PACKED(enc)}
+    {TK_QK, bytes, TK_QK, sizeof(tk_q8_32), tk_dequant_row_##enc, TK_Q32_QUANTIZERS, TK_Q32_BODIES(enc), TK_PACKED(enc)}
 #define TK_QK_ENTRY(enc, bytes) \
-    {TK_QK_K, bytes, TK_QK_K, sizeof(tk_q8_256), tk_dequant_row_##enc, TK_Q256_QUANTIZERS, TK_INT_BODIES(enc)}
+    {TK_QK_K, bytes, TK_QK_K, sizeof(tk_q8_256), tk_dequant_row_##enc, TK_Q256_QUANTIZERS, TK_QK_BODIES(enc)}
 
 static const encoding_entry entries[TK_ENC_COUNT] = {
     [TK_ENC_F32] = {1, 4, 0, 0, dequant_row_f32, {0}, {0}},
@@ -272,6 +298,7 @@ int tk_matmul_kernel_get(tk_encoding encoding, int level, tk_matmul_kernel *out)
     int best = tk_cpu_level();
     if (level > best) level = best;
     if (level < 0) level = 0;
+    if (!tk_level_runs(level)) level = TK_LEVEL_AVX2; /* the gap: AVX-VNNI asked of a CPU without it */
     const encoding_entry *e = &entries[encoding];
     out->encoding = encoding;
     out->level = level;
@@ -282,7 +309,7 @@ int tk_matmul_kernel_get(tk_encoding encoding, int level, tk_matmul_kernel *out)
     out->quantize = e->act_block ? e->quantize[level] : NULL;
     out->int_matmul = e->act_block ? e->int_matmul[level] : NULL;
     out->dequant_row = e->dequant_row;
-    const int packed = level >= 2 && e->packed_avx512 != NULL;
+    const int packed = level >= TK_LEVEL_AVX512 && e->packed_avx512 != NULL;
     out->pack_rows = packed ? TK_ROW_GROUP : 0;
     out->pack = packed ? e->pack : NULL;
     out->packed_matmul = packed ? e->packed_avx512 : NULL;
@@ -292,7 +319,7 @@ int tk_matmul_kernel_get(tk_encoding encoding, int level, tk_matmul_kernel *out)
 void tk_matmul_float(const tk_matmul_kernel *kernel, const void *w, size_t w_stride, size_t rows,
                      const float *x, size_t x_stride, size_t nx, size_t k, float *y, size_t y_stride,
                      float *row_scratch) {
-    int level = kernel->level;
+    int level = float_level(kernel->level);
     switch (kernel->encoding) {
     case TK_ENC_F32:
     case TK_ENC_F16:
@@ -382,7 +409,7 @@ static uint64_t read_sum_avx2(const void *p, size_t bytes) {
 
 uint64_t tk_read_sum(const void *p, size_t bytes) {
 #if TK_X86
-    if (tk_cpu_level() >= 1) return read_sum_avx2(p, bytes);
+    if (tk_cpu_level() >= TK_LEVEL_AVX2) return read_sum_avx2(p, bytes);
 #endif
     return read_sum_portable(p, bytes);
 }

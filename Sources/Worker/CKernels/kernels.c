@@ -17,9 +17,8 @@
 #define TK_VEC_X86 1
 #endif
 
-/* Defined with the instruction-set levels (declared in tessel_kernels.h, which this file does
- * not include so that it only depends on its own header). */
-int tk_kernel_ceiling(void);
+/* The instruction-set levels and their cap (defined in dispatch.c). */
+#include "tessel_kernels.h"
 
 #define TK_INLINE static inline __attribute__((always_inline))
 
@@ -315,15 +314,38 @@ typedef void (*att_convert_fn)(tk_kv_type type, const void *src, float *dst, siz
 
 static size_t att_tile_rows(size_t rows) { return rows == 0 ? 1 : rows < ATT_TILE ? rows : ATT_TILE; }
 
+/* The AVX-512 prefill path (attention_lanes_avx512) puts a tile's (row, head) pairs in vector
+ * lanes: up to ATT_LANES of them, 16 per vector. */
+#define ATT_LANES 64
+
 size_t tk_attention_scratch_floats(size_t group, size_t head_dim, size_t rows) {
     size_t combos = att_tile_rows(rows) * group;
-    return 2 * ATT_CHUNK * head_dim + combos * (head_dim + 2);
+    size_t pairs = 2 * ATT_CHUNK * head_dim + combos * (head_dim + 2);
+    /* K and V chunks, Qᵀ and accumulatorsᵀ (head_dim × ATT_LANES), scores (ATT_CHUNK × ATT_LANES). */
+    size_t lanes = 2 * ATT_CHUNK * head_dim + 2 * head_dim * ATT_LANES + ATT_CHUNK * ATT_LANES;
+    return pairs > lanes ? pairs : lanes;
 }
 
 /* Into L2 rather than L1: the chunk ahead is 128+ lines, more than L1 has miss buffers for, and
  * measured faster from DRAM (and no slower from cache) that way. */
 static inline void prefetch_bytes(const char *p, size_t bytes) {
     for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
+/* The blocks of a sequence are scattered, so the hardware prefetcher cannot run ahead of the
+ * next chunk: the chunk after the one at c0 (up to `end`) is asked for while c0's is computed. */
+static inline void att_prefetch_next_chunk(const tk_attention_params *p, const int32_t *block_table, size_t c0,
+                                           size_t end) {
+    const size_t bs = p->block_size, elem = p->kv_type == TK_KV_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t vec_bytes = p->head_dim * elem, block_bytes = p->block_stride * elem;
+    size_t next_end = c0 + 2 * ATT_CHUNK < end ? c0 + 2 * ATT_CHUNK : end;
+    for (size_t np = c0 + ATT_CHUNK; np < next_end;) {
+        size_t nslot = np % bs, run = bs - nslot < next_end - np ? bs - nslot : next_end - np;
+        size_t base = (size_t)block_table[np / bs] * block_bytes + nslot * vec_bytes;
+        prefetch_bytes((const char *)p->k_cache + base, run * vec_bytes);
+        prefetch_bytes((const char *)p->v_cache + base, run * vec_bytes);
+        np += run;
+    }
 }
 
 /* Inlined into each ISA's entry point with that ISA's step and conversion, which the compiler
@@ -388,16 +410,7 @@ TK_INLINE void attention_driver(const tk_attention_params *p, const int32_t *blo
                     }
                     j += run;
                 }
-                /* The blocks of a sequence are scattered, so the hardware prefetcher cannot run
-                 * ahead of the next chunk: ask for it while this one is computed. */
-                size_t next_end = c0 + 2 * ATT_CHUNK < tile_hi ? c0 + 2 * ATT_CHUNK : tile_hi;
-                for (size_t np = c0 + ATT_CHUNK; np < next_end;) {
-                    size_t nslot = np % bs, run = bs - nslot < next_end - np ? bs - nslot : next_end - np;
-                    size_t base = (size_t)block_table[np / bs] * block_bytes + nslot * vec_bytes;
-                    prefetch_bytes((const char *)p->k_cache + base, run * vec_bytes);
-                    prefetch_bytes((const char *)p->v_cache + base, run * vec_bytes);
-                    np += run;
-                }
+                att_prefetch_next_chunk(p, block_table, c0, tile_hi);
                 att_batch b;
                 b.n = 0;
                 b.kp = kp;
@@ -1457,9 +1470,185 @@ I512 void att_batch_inline_avx512(const att_batch *b, size_t n, size_t d, tk_kv_
 
 T512 static void att_batch_avx512(const att_batch *b) { ATT_SPECIALISE(att_batch_inline_avx512, b) }
 
+/* ---- prefill tiles with (row, head) pairs in vector lanes ----
+ * A tile of prefill rows shares its K/V chunks; the per-pair path above spends a reduction per
+ * 16 scores and reloads each V vector once per batch of 4 pairs. Here pair c = t * group + g
+ * (row t, head g) is lane c % 16 of vector c / 16 (NV vectors), and the whole tile runs as
+ * three small matrix products per chunk of 32 positions, every fma full width:
+ *   S[j][c] = Σ_i K[j][i] Qᵀ[i][c]            (K broadcast per position, Qᵀ scaled once per tile)
+ *   online softmax per lane (max, Σ exp) with each lane's causal/window range as a mask
+ *   Accᵀ[i][c] = α[c] Accᵀ[i][c] + Σ_j V[j][i] P[j][c]
+ * The results are transposed back once per tile. */
+
+#define ATT_LANE_PV_ROWS 8 /* head-dimension rows of Accᵀ held in registers at a time */
+
+/* Scores of positions [j, j + nj) for nv vectors of pairs (nj, nv constants). */
+I512 void lanes_scores(const float *kbuf, size_t d, const float *qt, size_t j, int nj, int nv, float *sc) {
+    __m512 acc[16][4];
+    for (int jj = 0; jj < nj; jj++)
+        for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_setzero_ps();
+    const float *k = kbuf + j * d;
+    for (size_t i = 0; i < d; i++) {
+        __m512 qv[4];
+        for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_ps(qt + i * ATT_LANES + 16 * v);
+        for (int jj = 0; jj < nj; jj++) {
+            __m512 kb = _mm512_set1_ps(k[(size_t)jj * d + i]);
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_fmadd_ps(kb, qv[v], acc[jj][v]);
+        }
+    }
+    for (int jj = 0; jj < nj; jj++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(sc + (j + (size_t)jj) * ATT_LANES + 16 * v, acc[jj][v]);
+}
+
+/* Accᵀ rows [i0, i0 + ni) += Σ_j V[j][i] P[j][·] over positions [jlo, jhi), after scaling by α. */
+I512 void lanes_values(const float *vbuf, size_t d, const float *pr, size_t jlo, size_t jhi, const __m512 *alpha,
+                       size_t i0, int ni, int nv, float *acct) {
+    __m512 acc[ATT_LANE_PV_ROWS][4];
+    for (int ii = 0; ii < ni; ii++)
+        for (int v = 0; v < nv; v++)
+            acc[ii][v] = _mm512_mul_ps(_mm512_loadu_ps(acct + (i0 + (size_t)ii) * ATT_LANES + 16 * v), alpha[v]);
+    for (size_t j = jlo; j < jhi; j++) {
+        __m512 pv[4];
+        for (int v = 0; v < nv; v++) pv[v] = _mm512_loadu_ps(pr + j * ATT_LANES + 16 * v);
+        const float *vr = vbuf + j * d + i0;
+        for (int ii = 0; ii < ni; ii++) {
+            __m512 vb = _mm512_set1_ps(vr[ii]);
+            for (int v = 0; v < nv; v++) acc[ii][v] = _mm512_fmadd_ps(vb, pv[v], acc[ii][v]);
+        }
+    }
+    for (int ii = 0; ii < ni; ii++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(acct + (i0 + (size_t)ii) * ATT_LANES + 16 * v, acc[ii][v]);
+}
+
+I512 void lanes_tile(const tk_attention_params *p, const int32_t *block_table, size_t nr, const float *q,
+                     size_t q_stride, const int32_t *contexts, float *out, size_t out_stride, float *scratch, int nv) {
+    const size_t d = p->head_dim, group = p->group, bs = p->block_size, pairs = nr * group;
+    const size_t elem = p->kv_type == TK_KV_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t vec_bytes = d * elem, block_bytes = p->block_stride * elem;
+    float *kbuf = scratch, *vbuf = kbuf + ATT_CHUNK * d, *qt = vbuf + ATT_CHUNK * d;
+    float *acct = qt + d * ATT_LANES, *sc = acct + d * ATT_LANES;
+    /* Each lane's positions [lo, hi); lanes past the tile's pairs see none. */
+    int32_t lo[ATT_LANES], hi[ATT_LANES];
+    size_t tile_lo = SIZE_MAX, tile_hi = 0;
+    for (size_t c = 0; c < (size_t)nv * 16; c++) {
+        lo[c] = hi[c] = 0;
+        if (c >= pairs) continue;
+        size_t t = c / group, ctx = contexts[t] > 0 ? (size_t)contexts[t] : 0;
+        size_t l = p->window != 0 && ctx > p->window ? ctx - p->window : 0;
+        lo[c] = (int32_t)l;
+        hi[c] = (int32_t)ctx;
+        if (l < tile_lo) tile_lo = l;
+        if (ctx > tile_hi) tile_hi = ctx;
+    }
+    for (size_t i = 0; i < d; i++)
+        for (size_t c = 0; c < (size_t)nv * 16; c++)
+            qt[i * ATT_LANES + c] = c < pairs ? q[(c / group) * q_stride + (c % group) * d + i] * p->scale : 0.0f;
+    memset(acct, 0, d * ATT_LANES * sizeof(float));
+    __m512 m[4], l[4], lov[4], hiv[4];
+    for (int v = 0; v < nv; v++) {
+        m[v] = _mm512_set1_ps(-INFINITY);
+        l[v] = _mm512_setzero_ps();
+        lov[v] = _mm512_castsi512_ps(_mm512_loadu_si512((const void *)(lo + 16 * v)));
+        hiv[v] = _mm512_castsi512_ps(_mm512_loadu_si512((const void *)(hi + 16 * v)));
+    }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (size_t c0 = tile_lo < tile_hi ? tile_lo / ATT_CHUNK * ATT_CHUNK : tile_hi; c0 < tile_hi; c0 += ATT_CHUNK) {
+        const size_t jlo = tile_lo > c0 ? tile_lo - c0 : 0;
+        const size_t jhi = tile_hi - c0 < ATT_CHUNK ? tile_hi - c0 : ATT_CHUNK;
+        for (size_t j = jlo; j < jhi;) {
+            size_t pos = c0 + j, slot = pos % bs, run = bs - slot < jhi - j ? bs - slot : jhi - j;
+            size_t base = (size_t)block_table[pos / bs] * block_bytes + slot * vec_bytes;
+            kv_load_inline_avx512(p->kv_type, (const char *)p->k_cache + base, kbuf + j * d, run * d);
+            kv_load_inline_avx512(p->kv_type, (const char *)p->v_cache + base, vbuf + j * d, run * d);
+            j += run;
+        }
+        att_prefetch_next_chunk(p, block_table, c0, tile_hi);
+        /* Scores, in blocks of positions that keep nj × nv accumulators in registers. */
+        const int nj = nv == 1 ? 16 : nv == 2 ? 12 : nv == 3 ? 8 : 6;
+        size_t j = jlo;
+        for (; j + (size_t)nj <= jhi; j += (size_t)nj) lanes_scores(kbuf, d, qt, j, nj, nv, sc);
+        for (; j < jhi; j++) lanes_scores(kbuf, d, qt, j, 1, nv, sc);
+        /* Mask, softcap, chunk maximum, then probabilities in place of the scores. */
+        __m512 cmax[4];
+        for (int v = 0; v < nv; v++) cmax[v] = ninf;
+        for (j = jlo; j < jhi; j++) {
+            const __m512 posv = _mm512_castsi512_ps(_mm512_set1_epi32((int)(c0 + j)));
+            for (int v = 0; v < nv; v++) {
+                __m512 x = _mm512_loadu_ps(sc + j * ATT_LANES + 16 * v);
+                if (p->softcap != 0.0f) {
+                    __m512 cap = _mm512_set1_ps(p->softcap);
+                    x = _mm512_mul_ps(cap, tanh512(_mm512_div_ps(x, cap)));
+                }
+                __mmask16 valid = _mm512_cmp_epi32_mask(_mm512_castps_si512(posv), _mm512_castps_si512(lov[v]), _MM_CMPINT_NLT)
+                                  & _mm512_cmp_epi32_mask(_mm512_castps_si512(posv), _mm512_castps_si512(hiv[v]), _MM_CMPINT_LT);
+                x = _mm512_mask_mov_ps(ninf, valid, x);
+                _mm512_storeu_ps(sc + j * ATT_LANES + 16 * v, x);
+                cmax[v] = _mm512_max_ps(cmax[v], x);
+            }
+        }
+        __m512 alpha[4];
+        for (int v = 0; v < nv; v++) {
+            __m512 m_new = _mm512_max_ps(m[v], cmax[v]);
+            /* Lanes that have seen no position yet keep -inf; their shift is 0, so exp gives 0. */
+            __m512 shift = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+            alpha[v] = exp512(_mm512_sub_ps(m[v], shift));
+            __m512 sum = _mm512_setzero_ps();
+            for (j = jlo; j < jhi; j++) {
+                __m512 pj = exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + j * ATT_LANES + 16 * v), shift));
+                _mm512_storeu_ps(sc + j * ATT_LANES + 16 * v, pj);
+                sum = _mm512_add_ps(sum, pj);
+            }
+            l[v] = _mm512_fmadd_ps(l[v], alpha[v], sum);
+            m[v] = m_new;
+        }
+        /* Head-dimension rows of Accᵀ per pass: ni × nv accumulators in registers. */
+        const int ni = nv == 4 ? ATT_LANE_PV_ROWS / 2 : ATT_LANE_PV_ROWS;
+        size_t i = 0;
+        for (; i + (size_t)ni <= d; i += (size_t)ni) lanes_values(vbuf, d, sc, jlo, jhi, alpha, i, ni, nv, acct);
+        for (; i < d; i++) lanes_values(vbuf, d, sc, jlo, jhi, alpha, i, 1, nv, acct);
+    }
+    float sums[ATT_LANES];
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(sums + 16 * v, l[v]);
+    for (size_t c = 0; c < pairs; c++) {
+        float inv = sums[c] > 0.0f ? 1.0f / sums[c] : 0.0f;
+        float *o = out + (c / group) * out_stride + (c % group) * d;
+        for (size_t i = 0; i < d; i++) o[i] = acct[i * ATT_LANES + c] * inv;
+    }
+}
+
+/* Rows per lane tile: as many as fill the lanes (at most 16, and at least one). */
+static size_t att_lane_rows(size_t group) {
+    size_t r = ATT_LANES / group;
+    return r > 16 ? 16 : r == 0 ? 1 : r;
+}
+
+T512 static void attention_lanes_avx512(const tk_attention_params *p, const int32_t *block_table, size_t rows,
+                                        const float *q, size_t q_stride, const int32_t *contexts,
+                                        float *out, size_t out_stride, float *scratch) {
+    const size_t tile = att_lane_rows(p->group);
+    for (size_t r0 = 0; r0 < rows; r0 += tile) {
+        const size_t nr = rows - r0 < tile ? rows - r0 : tile;
+        const int nv = (int)((nr * p->group + 15) / 16);
+        const float *qr = q + r0 * q_stride;
+        float *o = out + r0 * out_stride;
+        switch (nv) {
+        case 1: lanes_tile(p, block_table, nr, qr, q_stride, contexts + r0, o, out_stride, scratch, 1); break;
+        case 2: lanes_tile(p, block_table, nr, qr, q_stride, contexts + r0, o, out_stride, scratch, 2); break;
+        case 3: lanes_tile(p, block_table, nr, qr, q_stride, contexts + r0, o, out_stride, scratch, 3); break;
+        default: lanes_tile(p, block_table, nr, qr, q_stride, contexts + r0, o, out_stride, scratch, 4); break;
+        }
+    }
+}
+
 T512 static void attention_avx512(const tk_attention_params *p, const int32_t *block_table, size_t rows,
                                   const float *q, size_t q_stride, const int32_t *contexts,
                                   float *out, size_t out_stride, float *scratch) {
+    /* Lanes pay off once a tile has half a vector of pairs; a decode row's few heads take the
+     * per-pair path. */
+    if (rows * p->group >= 8 && p->group <= ATT_LANES) {
+        attention_lanes_avx512(p, block_table, rows, q, q_stride, contexts, out, out_stride, scratch);
+        return;
+    }
     attention_driver(p, block_table, rows, q, q_stride, contexts, out, out_stride, scratch,
                      att_batch_avx512, kv_load_inline_avx512, 1);
 }
@@ -1519,8 +1708,8 @@ static void choose_table(void) {
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl");
-    if (ceiling >= 2 && avx512) chosen = &avx512_table;
-    else if (ceiling >= 1 && avx2) chosen = &avx2_table;
+    if (ceiling >= TK_LEVEL_AVX512 && avx512) chosen = &avx512_table;
+    else if (ceiling >= TK_LEVEL_AVX2 && avx2) chosen = &avx2_table;
 #endif
 }
 

@@ -4,6 +4,7 @@
  * ISA suffixes:
  *   _portable  plain C, the reference every other body is tested against
  *   _avx2      AVX2 + FMA + F16C
+ *   _avxvnni   AVX2 + AVX-VNNI (the 32-element encodings only): 256-bit vpdpbusd
  *   _avx512    AVX-512 F/BW/VL/VNNI (+F16C): may use 256- or 512-bit vectors and vpdpbusd
  *
  * Integer matmul contract (every encoding, every ISA):
@@ -49,6 +50,13 @@
 #define TK_DECLARE_PACKED(enc) \
     void tk_pack_rows_##enc(const void *w, size_t w_stride, size_t rows, size_t k, void *out); \
     void tk_matmul_##enc##_packed_avx512(TK_MATMUL_ARGS);
+
+#define TK_DECLARE_VNNI(enc) void tk_matmul_##enc##_avxvnni(TK_MATMUL_ARGS);
+TK_DECLARE_VNNI(q4_0)
+TK_DECLARE_VNNI(q4_1)
+TK_DECLARE_VNNI(q5_0)
+TK_DECLARE_VNNI(q5_1)
+TK_DECLARE_VNNI(q8_0)
 
 TK_DECLARE_PACKED(q4_0)
 TK_DECLARE_PACKED(q4_1)

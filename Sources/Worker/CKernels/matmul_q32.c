@@ -303,6 +303,24 @@ Q32_AVX2 __m256 q32_lane_weights_avx2(int enc) {
 /* 16 registers: at most 8 accumulators without spilling. */
 Q32_AVX2 int q32_tile_rows_avx2(int nc) { return nc <= 2 ? 4 : 2; }
 
+/* ---- shared by the two vpdpbusd bodies (AVX-512 VL and AVX-VNNI) ---- */
+
+/* The unsigned operand for the encodings without a high bit: q8_0's quants + 128 (cancelled by
+ * the activation's bias), q4's low nibbles and, with one and, its high nibbles left in place:
+ * worth 16 times their value, which q32_vnni_lane_weights takes off once at the end (vpdpbusd
+ * does not saturate). */
+Q32_AVX2 __m256i q32_vnni_operand(int enc, const uint8_t *qs) {
+    if (enc == Q32_Q8_0) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs), _mm256_set1_epi8((char)0x80));
+    __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(both, _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0Fll, 0x0F0F0F0F0F0F0F0Fll,
+                                                     (long long)0xF0F0F0F0F0F0F0F0ull, (long long)0xF0F0F0F0F0F0F0F0ull));
+}
+
+Q32_AVX2 __m256 q32_vnni_lane_weights(int enc) {
+    if (q32_has_high_bit(enc) || enc == Q32_Q8_0) return _mm256_set1_ps(1.0f);
+    return _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f);
+}
+
 /* ---- AVX-512 block helpers (256-bit vectors: vpdpbusd via VL, and 32 registers) ---- */
 
 #define Q32_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"), always_inline)) \
@@ -312,20 +330,11 @@ Q32_AVX512 q32_wblock q32_decode_avx512(int enc, const uint8_t *blk) {
     q32_wblock b;
     const uint8_t *qs = blk + q32_qs_offset(enc);
     b.raw = _mm256_setzero_si256();
-    if (enc == Q32_Q8_0) {
-        /* vpdpbusd wants an unsigned operand: w + 128, cancelled by the activation's bias. */
-        b.q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs), _mm256_set1_epi8((char)0x80));
+    if (!q32_has_high_bit(enc)) {
+        b.q = q32_vnni_operand(enc, qs);
         return b;
     }
     __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    if (!q32_has_high_bit(enc)) {
-        /* One and: the high nibbles stay in place, worth 16 times their value, which
-         * q32_lane_weights_avx512 takes off once at the end. vpdpbusd does not saturate. */
-        b.q = _mm256_and_si256(both, _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0Fll, 0x0F0F0F0F0F0F0F0Fll,
-                                                        (long long)0xF0F0F0F0F0F0F0F0ull,
-                                                        (long long)0xF0F0F0F0F0F0F0F0ull));
-        return b;
-    }
     both = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     b.q = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
     b.q = _mm256_mask_add_epi8(b.q, (__mmask32)tk_read_u32(blk + q32_qh_offset(enc)), b.q, _mm256_set1_epi8(0x10));
@@ -349,10 +358,7 @@ Q32_AVX512 __m256i q32_isum_avx512(int enc, const q32_wblock *wb, const q32_ablo
     return _mm256_dpbusd_epi32(ab->bias, wb->q, ab->q);
 }
 
-Q32_AVX512 __m256 q32_lane_weights_avx512(int enc) {
-    if (q32_has_high_bit(enc) || enc == Q32_Q8_0) return _mm256_set1_ps(1.0f);
-    return _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f);
-}
+Q32_AVX512 __m256 q32_lane_weights_avx512(int enc) { return q32_vnni_lane_weights(enc); }
 
 /* 32 registers: a 4 × 4 tile's 16 accumulators fit. */
 Q32_AVX512 int q32_tile_rows_avx512(int nc) {
@@ -360,10 +366,48 @@ Q32_AVX512 int q32_tile_rows_avx512(int nc) {
     return 4;
 }
 
+/* ---- AVX-VNNI block helpers (AVX2 plus the VEX vpdpbusd: 16 registers, no masks) ----
+ * The AVX-512 helpers' arithmetic, with AVX2's high-bit expansion for q5. */
+
+#define Q32_VNNI __attribute__((target("avx2,fma,f16c,avxvnni"), always_inline)) static inline
+
+Q32_VNNI q32_wblock q32_decode_avxvnni(int enc, const uint8_t *blk) {
+    q32_wblock b;
+    const uint8_t *qs = blk + q32_qs_offset(enc);
+    b.raw = _mm256_setzero_si256();
+    b.q = q32_has_high_bit(enc) ? _mm256_or_si256(q32_nibbles_avx2(qs), q32_high_bits_avx2(blk + q32_qh_offset(enc)))
+                                : q32_vnni_operand(enc, qs);
+    return b;
+}
+
+Q32_VNNI q32_ablock q32_activation_avxvnni(int enc, const uint8_t *blk) {
+    q32_ablock a;
+    a.q = _mm256_loadu_si256((const __m256i *)(blk + Q32_ACT_QS));
+    a.bias = _mm256_setzero_si256();
+    if (enc == Q32_Q8_0)
+        a.bias = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                  _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), a.q));
+    return a;
+}
+
+Q32_VNNI __m256i q32_isum_avxvnni(int enc, const q32_wblock *wb, const q32_ablock *ab) {
+    (void)enc;
+    return _mm256_dpbusd_avx_epi32(ab->bias, wb->q, ab->q);
+}
+
+Q32_VNNI __m256 q32_lane_weights_avxvnni(int enc) { return q32_vnni_lane_weights(enc); }
+
+Q32_VNNI int q32_tile_rows_avxvnni(int nc) { return nc <= 2 ? 4 : 2; }
+
 /* ---- the template, once per ISA ---- */
 
 #define TK_Q32_ISA avx2
 #define TK_Q32_TARGET "avx2,fma,f16c"
+#include "matmul_q32.c"
+
+#define TK_Q32_ISA avxvnni
+#define TK_Q32_TARGET "avx2,fma,f16c,avxvnni"
+#define TK_Q32_NO_QUANTIZER /* the AVX2 quantiser serves this level */
 #include "matmul_q32.c"
 
 #define TK_Q32_ISA avx512
@@ -374,6 +418,9 @@ Q32_AVX512 int q32_tile_rows_avx512(int nc) {
 
 #define Q32_PUBLIC_FALLBACK(enc) \
     void tk_matmul_##enc##_avx2(TK_MATMUL_ARGS) { \
+        tk_matmul_##enc##_portable(w, w_stride, rows, x, x_stride, nx, k, y, y_stride); \
+    } \
+    void tk_matmul_##enc##_avxvnni(TK_MATMUL_ARGS) { \
         tk_matmul_##enc##_portable(w, w_stride, rows, x, x_stride, nx, k, y, y_stride); \
     } \
     void tk_matmul_##enc##_avx512(TK_MATMUL_ARGS) { \
@@ -595,6 +642,7 @@ Q32_PUBLIC_EXPAND(q5_0, Q32_Q5_0, TK_Q32_ISA)
 Q32_PUBLIC_EXPAND(q5_1, Q32_Q5_1, TK_Q32_ISA)
 Q32_PUBLIC_EXPAND(q8_0, Q32_Q8_0, TK_Q32_ISA)
 
+#ifndef TK_Q32_NO_QUANTIZER
 /* The same 256-bit code in both ISAs (nothing in it benefits from AVX-512), so the two agree
  * with each other by construction and with the portable one by the rules stated there. */
 __attribute__((target(TK_Q32_TARGET))) void Q32_FN(tk_quantize_q8_32)(const float *x, void *out, size_t k) {
@@ -634,6 +682,8 @@ __attribute__((target(TK_Q32_TARGET))) void Q32_FN(tk_quantize_q8_32)(const floa
         memcpy(o + b * sizeof blk, &blk, sizeof blk);
     }
 }
+#endif
+#undef TK_Q32_NO_QUANTIZER
 
 #undef Q32_PUBLIC
 #undef Q32_PUBLIC_EXPAND

@@ -28,7 +28,7 @@ struct BenchKernels: ParsableCommand {
     @Option(help: "Activations: q8 (integer kernels) or f32 (the exact path).")
     var activations: String = "q8"
 
-    @Option(help: "Instruction-set level: 0 portable, 1 AVX2, 2 AVX-512 (default: the best this CPU has).")
+    @Option(help: "Instruction-set level: 0 portable, 1 AVX2, 2 AVX-VNNI, 3 AVX-512 (default: the best this CPU has).")
     var level: Int?
 
     func run() throws {
@@ -50,7 +50,8 @@ struct BenchKernels: ParsableCommand {
             throw ValidationError("--activations must be q8 or f32")
         }
         let cpuLevel = Int(tk_cpu_level())
-        let chosenLevel = min(level ?? cpuLevel, cpuLevel)
+        var chosenLevel = min(level ?? cpuLevel, cpuLevel)
+        if tk_level_runs(Int32(chosenLevel)) == 0 { chosenLevel = Int(TK_LEVEL_AVX2) }
         let benchmark = KernelBenchmark(encodings: chosen, inputRows: counts, totalBytes: megabytes << 20,
                                         rows: dims[0], columns: dims[1], seconds: seconds, activations: precision)
         let bandwidth = benchmark.readBandwidth()

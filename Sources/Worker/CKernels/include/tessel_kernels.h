@@ -11,13 +11,19 @@ extern "C" {
 #endif
 
 /* ---- instruction sets ----
- * Level 0 = portable C, 1 = AVX2 + FMA + F16C, 2 = AVX-512 F/BW/VL/VNNI. The environment
- * variable TESSEL_KERNELS=portable or =avx2 caps the level (so the narrower bodies run, and are
+ * Levels, each running the bodies of the ones below it where it has none of its own:
+ *   0 portable C   1 AVX2 + FMA + F16C   2 AVX-VNNI (256-bit vpdpbusd, as on CPUs without
+ *   AVX-512)   3 AVX-512 F/BW/VL/VNNI.
+ * An AVX-512 CPU need not have AVX-VNNI: it runs 0, 1 and 3. The environment variable
+ * TESSEL_KERNELS=portable, =avx2 or =avxvnni caps the level (so the narrower bodies run, and are
  * tested, on a machine with wider vectors). */
+enum { TK_LEVEL_PORTABLE = 0, TK_LEVEL_AVX2 = 1, TK_LEVEL_AVX_VNNI = 2, TK_LEVEL_AVX512 = 3, TK_LEVEL_COUNT = 4 };
 int tk_kernel_ceiling(void);
 /* The best level this CPU runs, under the cap. */
 int tk_cpu_level(void);
-/* "portable", "avx2" or "avx512". */
+/* Whether this CPU runs `level` (under the cap). */
+int tk_level_runs(int level);
+/* "portable", "avx2", "avxvnni" or "avx512". */
 const char *tk_level_name(int level);
 
 /* ---- weight encodings and their matmul kernels ---- */

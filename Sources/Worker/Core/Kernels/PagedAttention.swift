@@ -2,10 +2,11 @@ import CKernels
 
 /// Runs a chunk's attention over the paged KV cache on the compute pool. The chunk is cut into
 /// tiles (up to `tileRows` consecutive tokens of one sequence, which share every K/V block
-/// they read); a work item is a tile × one KV head, handed out dynamically, longest first,
-/// because a prefill's later tokens attend to more positions. Buffers are allocated once.
+/// they read; 16 rows × a KV group's heads fill the AVX-512 kernel's lanes); a work item is a
+/// tile × one KV head, handed out dynamically, longest first, because a prefill's later tokens
+/// attend to more positions. Buffers are allocated once.
 final class AttentionPlan: @unchecked Sendable {
-    static let tileRows = 8
+    static let tileRows = 16
 
     private let capacity: Int
     private let tileStarts: UnsafeMutablePointer<Int32>
