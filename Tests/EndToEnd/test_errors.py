@@ -55,3 +55,24 @@ def test_server_still_serves_after_bad_requests(server, model_name):
     ok = post(server, "/v1/completions", {"model": model_name, "prompt": "Hello", "max_tokens": 2})
     assert ok.status_code == 200, ok.text
     assert ok.json()["usage"]["completion_tokens"] == 2
+
+
+def test_poisoned_requests_do_not_touch_their_batch_mates(server, model_name):
+    # Numbers a JSON double holds but the worker's 32-bit floats make infinite or zero: each is a
+    # 400 naming its parameter, and honest requests running beside them answer as they do alone.
+    from concurrent.futures import ThreadPoolExecutor
+
+    honest = [{"model": model_name, "prompt": p, "max_tokens": 12, "temperature": 0}
+              for p in ("The capital of France is", "One, two, three,", "Water boils at")]
+    poisoned = [({"model": model_name, "prompt": "x", "max_tokens": 8, key: value}, key)
+                for key, value in (("temperature", 1e39), ("top_p", 1e-50), ("repetition_penalty", 1e-50))]
+    alone = [post(server, "/v1/completions", body).json()["choices"][0]["text"] for body in honest]
+    with ThreadPoolExecutor(max_workers=len(honest) + len(poisoned)) as pool:
+        bad = [pool.submit(post, server, "/v1/completions", body) for body, _ in poisoned]
+        good = [pool.submit(post, server, "/v1/completions", body) for body in honest]
+        for future, (_, key) in zip(bad, poisoned):
+            assert_error(future.result(), 400, key)
+        for future, expected in zip(good, alone):
+            r = future.result()
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["text"] == expected

@@ -56,6 +56,11 @@ struct RequestParsingTests {
         (#"{"prompt":"x","temperature":-0.1}"#, "temperature"),
         (#"{"prompt":"x","top_p":0}"#, "top_p"),
         (#"{"prompt":"x","top_p":1.5}"#, "top_p"),
+        // Valid doubles that the worker's 32-bit floats turn infinite or zero.
+        (#"{"prompt":"x","temperature":1e39}"#, "temperature"),
+        (#"{"prompt":"x","top_p":1e-50}"#, "top_p"),
+        (#"{"prompt":"x","repetition_penalty":1e-50}"#, "repetition_penalty"),
+        (#"{"prompt":"x","repetition_penalty":1e39}"#, "repetition_penalty"),
         (#"{"prompt":"x","n":0}"#, "n"),
         (#"{"prompt":"x","max_tokens":0}"#, "max_tokens"),
         (#"{"prompt":"x","logprobs":21}"#, "logprobs"),

@@ -47,6 +47,28 @@ struct SchedulerTests {
         #expect(collected.last == .finished(.length))
     }
 
+    @Test("a sequence the worker refuses fails alone; its batch-mate in the same step carries on")
+    func refusedSequenceFailsAlone() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        let (refusedID, refused) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 3))
+        let (_, honest) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(5, offset: 3), maxNewTokens: 3))
+        let step = try #require(await scheduler.planStep())
+        #expect(step.message.sequences.count == 2)
+        var result = try await runner.run(step.message)
+        let index = try #require(result.sequences.firstIndex { $0.sequenceID == refusedID })
+        result.sequences[index].error = "sequence 1: temperature inf must be a finite number >= 0"
+        result.sequences[index].sampled = false
+        await scheduler.complete(step, result: result)
+        try await runToCompletion(scheduler, runner)
+        await #expect(throws: GenerationError.sequenceRefused("sequence 1: temperature inf must be a finite number >= 0")) {
+            _ = try await collectEvents(refused)
+        }
+        let events = try await collectEvents(honest)
+        #expect(sampledTokens(events) == (5..<8).map { ScriptedStepRunner.token(atPosition: $0) })
+        #expect(await scheduler.isIdle)
+    }
+
     @Test("a step mixes the decode token of a running sequence with a prefill chunk of a new one")
     func mixedStep() async throws {
         let runner = ScriptedStepRunner()

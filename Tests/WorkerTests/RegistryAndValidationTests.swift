@@ -132,7 +132,7 @@ struct RegistryAndValidationTests {
         #expect(again == modern)
     }
 
-    @Test("bad steps are refused with errors that say what is wrong")
+    @Test("a bad sequence is refused alone, with an error that says what is wrong")
     func stepValidation() throws {
         let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
         #expect(model.info.kvBlockCount == 16)
@@ -140,45 +140,62 @@ struct RegistryAndValidationTests {
         #expect(throws: ModelLoadError.self) {
             try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: Int.max / 2)
         }
-        #expect(throws: ExecutionError.tokenOutOfRange(id: 1, index: 1, token: 300, vocabSize: 300)) {
-            try model.execute([SequenceWork(id: 1, tokens: [1, 300], startPosition: 0, blockTable: [0])])
-        }
-        #expect(throws: ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17)) {
-            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 16, blockTable: [0])])
-        }
-        #expect(throws: ExecutionError.blockOutOfRange(id: 1, index: 0, block: 16, blockCount: 16)) {
-            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [16])])
-        }
-        #expect(throws: ExecutionError.contextOverflow(id: 1, endPosition: 513, maxContext: 512)) {
-            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 512, blockTable: Array(repeating: 0, count: 33))])
-        }
-        #expect(throws: ExecutionError.contextOverflow(id: 2, endPosition: Int.max, maxContext: 512)) {
-            try model.execute([SequenceWork(id: 2, tokens: [1, 2], startPosition: Int.max, blockTable: [0])])
-        }
-        #expect(throws: ExecutionError.emptySequence(id: 4)) {
-            try model.execute([SequenceWork(id: 4, tokens: [], startPosition: 0, blockTable: [0])])
-        }
-        #expect(throws: ExecutionError.self) {
-            try model.execute([SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [0],
-                                            sampling: SamplingConfig(temperature: -1))])
-        }
-        #expect(throws: ExecutionError.missingPromptContext(id: 7, position: 5)) {
-            try model.execute([SequenceWork(id: 7, tokens: [1], startPosition: 5, blockTable: [0], wantPromptLogprobs: true)])
-        }
+        func refusal(_ work: SequenceWork) -> String? { model.execute([work])[0].error }
+        #expect(refusal(SequenceWork(id: 1, tokens: [1, 300], startPosition: 0, blockTable: [0]))
+                == ExecutionError.tokenOutOfRange(id: 1, index: 1, token: 300, vocabSize: 300).description)
+        #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 16, blockTable: [0]))
+                == ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17).description)
+        #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [16]))
+                == ExecutionError.blockOutOfRange(id: 1, index: 0, block: 16, blockCount: 16).description)
+        #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 512, blockTable: Array(repeating: 0, count: 33)))
+                == ExecutionError.contextOverflow(id: 1, endPosition: 513, maxContext: 512).description)
+        #expect(refusal(SequenceWork(id: 2, tokens: [1, 2], startPosition: Int.max, blockTable: [0]))
+                == ExecutionError.contextOverflow(id: 2, endPosition: Int.max, maxContext: 512).description)
+        #expect(refusal(SequenceWork(id: 4, tokens: [], startPosition: 0, blockTable: [0]))
+                == ExecutionError.emptySequence(id: 4).description)
+        #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [0],
+                                     sampling: SamplingConfig(temperature: -1)))?.contains("temperature") == true)
+        #expect(refusal(SequenceWork(id: 7, tokens: [1], startPosition: 5, blockTable: [0], wantPromptLogprobs: true))
+                == ExecutionError.missingPromptContext(id: 7, position: 5).description)
+        #expect(refusal(SequenceWork(id: 8, tokens: [1, 2], startPosition: 0, blockTable: [0])) == nil)
         let error = ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17)
         #expect(error.description.contains("block table"))
+    }
+
+    @Test("poisoned sequences in a batch fail alone; their batch-mates sample what they sample alone")
+    func poisonedSequenceFailsAlone() throws {
+        let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
+        let seeded = SamplingConfig(temperature: 0.8, topP: 0.9, seed: 42)
+        let honest = [
+            SequenceWork(id: 1, tokens: [1, 5, 9, 13], startPosition: 0, blockTable: [0], sampling: seeded),
+            SequenceWork(id: 2, tokens: [1, 7, 8], startPosition: 0, blockTable: [1]),
+        ]
+        let alone = honest.map { model.execute([$0])[0] }
+        let poisoned = [
+            SequenceWork(id: 3, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingConfig(temperature: .infinity)),
+            SequenceWork(id: 4, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingConfig(repetitionPenalty: 0)),
+            SequenceWork(id: 5, tokens: [1, 9999], startPosition: 0, blockTable: [3]),
+        ]
+        let together = model.execute([poisoned[0], honest[0], poisoned[1], honest[1], poisoned[2]])
+        #expect(together.map(\.id) == [3, 1, 4, 2, 5])
+        for index in [0, 2, 4] {
+            #expect(together[index].error != nil && together[index].sampled == nil, "sequence \(together[index].id) should fail")
+        }
+        #expect(together[1] == alone[0])
+        #expect(together[3] == alone[1])
+        #expect(alone.allSatisfy { $0.error == nil && $0.sampled != nil })
     }
 
     @Test("releasing a sequence drops the hidden state its prompt-logprob chunk carried, and only its own")
     func releaseDropsCarriedState() throws {
         let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
         func firstChunk(_ id: UInt64, block: Int32) throws {
-            let outcome = try model.execute([SequenceWork(id: id, tokens: [1, 2, 3], startPosition: 0, blockTable: [block],
+            let outcome = model.execute([SequenceWork(id: id, tokens: [1, 2, 3], startPosition: 0, blockTable: [block],
                                                           sample: false, wantPromptLogprobs: true)])
             #expect(outcome[0].promptLogprobs.count == 2)
         }
         func secondChunk(_ id: UInt64, block: Int32) throws -> [SequenceOutcome] {
-            try model.execute([SequenceWork(id: id, tokens: [4, 5], startPosition: 3, blockTable: [block],
+            model.execute([SequenceWork(id: id, tokens: [4, 5], startPosition: 3, blockTable: [block],
                                             wantPromptLogprobs: true)])
         }
         // Released elsewhere: sequence 9 keeps its carried state and its next chunk scores token 4 with it.
@@ -189,11 +206,11 @@ struct RegistryAndValidationTests {
         // Released itself: the carried state is gone, so a next chunk has no context to score against.
         try firstChunk(11, block: 1)
         model.releaseSequences([11])
-        #expect(throws: ExecutionError.missingPromptContext(id: 11, position: 3)) { try secondChunk(11, block: 1) }
+        #expect(try secondChunk(11, block: 1)[0].error == ExecutionError.missingPromptContext(id: 11, position: 3).description)
         // Through the service protocol the executor's own release is the one used, not the no-op default.
         try firstChunk(13, block: 2)
         (model as any StepExecuting).releaseSequences([13])
-        #expect(throws: ExecutionError.missingPromptContext(id: 13, position: 3)) { try secondChunk(13, block: 2) }
+        #expect(try secondChunk(13, block: 2)[0].error == ExecutionError.missingPromptContext(id: 13, position: 3).description)
     }
 
     @Test("a tensor in an encoding the architecture does not accept is refused, naming the file and the tensor")

@@ -129,7 +129,7 @@ struct ExecutorSamplingTests {
                                 blockTable: blockTable(tokens: prompt.count + count), sampling: config, sampleIndex: sampleIndex)
         var output: [Int32] = []
         for _ in 0..<count {
-            let token = try #require(try model.execute([work])[0].sampled).token
+            let token = try #require(model.execute([work])[0].sampled).token
             output.append(token)
             work.startPosition += work.tokens.count
             work.tokens = [token]
@@ -155,7 +155,7 @@ struct ExecutorSamplingTests {
         let prompt: [Int32] = [1, 17, 42, 250, 99, 5]
         let raw = try model.promptLogits(prompt)
         let config = SamplingConfig(temperature: 0.7, seed: 1, topLogprobs: 3, wantLogprobs: true)
-        let outcome = try model.execute([SequenceWork(id: 2, tokens: prompt, startPosition: 0,
+        let outcome = model.execute([SequenceWork(id: 2, tokens: prompt, startPosition: 0,
                                                       blockTable: blockTable(tokens: 8), sampling: config)])[0]
         let sampled = try #require(outcome.sampled)
         let lse = log(raw.reduce(0.0) { $0 + exp(Double($1)) })
@@ -171,7 +171,7 @@ struct ExecutorSamplingTests {
         let prompt = try Fixtures.reference("tiny-llama.expected.json").cases[1].prompt
         let table = blockTable(tokens: prompt.count + 1)
         let config = SamplingConfig(topLogprobs: 2)
-        let whole = try model.execute([SequenceWork(id: 1, tokens: prompt, startPosition: 0, blockTable: table,
+        let whole = model.execute([SequenceWork(id: 1, tokens: prompt, startPosition: 0, blockTable: table,
                                                     sampling: config, wantPromptLogprobs: true)])[0]
         #expect(whole.promptLogprobs.count == prompt.count - 1)
         #expect(whole.promptLogprobs.map(\.chosen.token) == Array(prompt.dropFirst()))
@@ -185,9 +185,9 @@ struct ExecutorSamplingTests {
         #expect(abs(Double(whole.promptLogprobs[check].chosen.logprob) - expected) < 1e-4)
 
         let split = 17
-        let first = try model.execute([SequenceWork(id: 3, tokens: Array(prompt[..<split]), startPosition: 0, blockTable: table,
+        let first = model.execute([SequenceWork(id: 3, tokens: Array(prompt[..<split]), startPosition: 0, blockTable: table,
                                                     sampling: config, sample: false, wantPromptLogprobs: true)])[0]
-        let second = try model.execute([SequenceWork(id: 3, tokens: Array(prompt[split...]), startPosition: split, blockTable: table,
+        let second = model.execute([SequenceWork(id: 3, tokens: Array(prompt[split...]), startPosition: split, blockTable: table,
                                                      sampling: config, wantPromptLogprobs: true)])[0]
         let joined = first.promptLogprobs + second.promptLogprobs
         #expect(joined.count == prompt.count - 1)

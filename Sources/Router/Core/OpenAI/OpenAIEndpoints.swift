@@ -229,6 +229,7 @@ public struct OpenAIEndpoints: Sendable {
             case .stepFailed, .missingResult: return .workersUnavailable("generation failed: \(error)")
             case .shuttingDown: return .workersUnavailable("\(error)")
             case .doesNotFit: return .invalidRequest("\(error)")
+            case .sequenceRefused: return .internalError("\(error)")
             }
         }
         if error is CancellationError { return .workersUnavailable("the request was cancelled") }

@@ -113,6 +113,14 @@ struct RequestFields {
 }
 
 extension GenerationOptions {
+    /// A number as the 32-bit float the worker computes with, refused when narrowing makes it
+    /// infinite (1e39) — the bounds are then checked on this value, so 1e-50 becomes 0 first.
+    private static func float(_ key: String, _ value: Double) throws(APIError) -> Float {
+        let narrowed = Float(value)
+        guard narrowed.isFinite else { throw .invalidValue(key, "must be a finite 32-bit number, got \(value)") }
+        return narrowed
+    }
+
     /// Reads the parameters both endpoints share, checking each value.
     init(fields: RequestFields, maxTokensKeys: [String]) throws(APIError) {
         self.init()
@@ -124,12 +132,14 @@ extension GenerationOptions {
             }
         }
         if let value = try fields.number("temperature") {
-            guard value >= 0, value.isFinite else { throw .invalidValue("temperature", "must be 0 or more, got \(value)") }
-            temperature = Float(value)
+            let narrowed = try Self.float("temperature", value)
+            guard narrowed >= 0 else { throw .invalidValue("temperature", "must be 0 or more, got \(value)") }
+            temperature = narrowed
         }
         if let value = try fields.number("top_p") {
-            guard value > 0, value <= 1 else { throw .invalidValue("top_p", "must be in (0, 1], got \(value)") }
-            topP = Float(value)
+            let narrowed = try Self.float("top_p", value)
+            guard narrowed > 0, narrowed <= 1 else { throw .invalidValue("top_p", "must be in (0, 1] as a 32-bit float, got \(value)") }
+            topP = narrowed
         }
         if let value = try fields.int("top_k") {
             guard value >= -1 else { throw .invalidValue("top_k", "must be -1 (off), 0 (off) or positive, got \(value)") }
@@ -168,13 +178,17 @@ extension GenerationOptions {
         }
         for (key, keyPath) in [("presence_penalty", \GenerationOptions.presencePenalty), ("frequency_penalty", \.frequencyPenalty)] {
             if let value = try fields.number(key) {
-                guard value >= -2, value <= 2 else { throw .invalidValue(key, "must be in [-2, 2], got \(value)") }
-                self[keyPath: keyPath] = Float(value)
+                let narrowed = try Self.float(key, value)
+                guard narrowed >= -2, narrowed <= 2 else { throw .invalidValue(key, "must be in [-2, 2], got \(value)") }
+                self[keyPath: keyPath] = narrowed
             }
         }
         if let value = try fields.number("repetition_penalty") {
-            guard value > 0, value.isFinite else { throw .invalidValue("repetition_penalty", "must be greater than 0, got \(value)") }
-            repetitionPenalty = Float(value)
+            let narrowed = try Self.float("repetition_penalty", value)
+            guard narrowed > 0 else {
+                throw .invalidValue("repetition_penalty", "must be greater than 0 as a 32-bit float, got \(value)")
+            }
+            repetitionPenalty = narrowed
         }
         ignoreEOS = try fields.bool("ignore_eos") ?? false
         skipSpecialTokens = try fields.bool("skip_special_tokens") ?? true

@@ -341,13 +341,19 @@ public actor Scheduler {
                 sequence.continuation.finish()
                 continue
             }
+            let outcome = results[entry.sequenceID]
+            if let outcome, !outcome.error.isEmpty {
+                // Refused alone: nothing of this step counts for it, and its batch-mates go on.
+                retire(sequence)
+                sequence.continuation.finish(throwing: GenerationError.sequenceRefused(outcome.error))
+                continue
+            }
             let sent = step.message.sequences[position]
             let start = sequence.computedTokens
             sequence.computedTokens += entry.tokenCount
             sequence.registeredBlocks = blockManager.registerFullBlocks(
                 sequence.blocks, tokens: sequence.tokens, computedTokens: sequence.computedTokens,
                 alreadyRegistered: sequence.registeredBlocks, parentChain: &sequence.registeredChain)
-            let outcome = results[entry.sequenceID]
             if sent.wantPromptLogprobs {
                 recordPromptLogprobs(sequence, chunkStart: start, chunkLength: entry.tokenCount,
                                      entries: outcome?.promptLogprobs ?? [])

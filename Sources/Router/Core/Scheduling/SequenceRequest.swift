@@ -113,6 +113,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case shuttingDown
     /// The request does not fit the model (it was not validated against the context).
     case doesNotFit(String)
+    /// The workers could not run this sequence (the others in its step ran): the reason they gave.
+    case sequenceRefused(String)
 
     public var description: String {
         switch self {
@@ -120,6 +122,7 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
         case .missingResult(let id, let step): return "step \(step) returned no result for sequence \(id)"
         case .shuttingDown: return "the server is shutting down"
         case .doesNotFit(let reason): return reason
+        case .sequenceRefused(let reason): return "the worker could not run this request: \(reason)"
         }
     }
 }

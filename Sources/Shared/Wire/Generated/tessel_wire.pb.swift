@@ -356,6 +356,10 @@ public nonisolated struct Tessel_Wire_SequenceResult: Sendable {
   /// logprob of tokens[i] given tokens before it, with its top alternatives.
   public var promptLogprobs: [Tessel_Wire_PromptLogprob] = []
 
+  /// Set when the worker could not run this sequence (its fields do not fit the model); the
+  /// sequence took no part in the step and the others ran as if it were not there.
+  public var error: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1111,7 +1115,7 @@ nonisolated extension Tessel_Wire_TokenLogprob: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}sampled\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0\u{3}prompt_logprobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}sampled\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0\u{3}prompt_logprobs\0\u{1}error\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1125,6 +1129,7 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topLogprobs) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.promptLogprobs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.error) }()
       default: break
       }
     }
@@ -1149,6 +1154,9 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
     if !self.promptLogprobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.promptLogprobs, fieldNumber: 6)
     }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1159,6 +1167,7 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
     if lhs.logprob != rhs.logprob {return false}
     if lhs.topLogprobs != rhs.topLogprobs {return false}
     if lhs.promptLogprobs != rhs.promptLogprobs {return false}
+    if lhs.error != rhs.error {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

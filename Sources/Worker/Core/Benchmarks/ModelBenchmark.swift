@@ -51,7 +51,8 @@ public struct ModelBenchmark: Sendable {
                     chunk.tokens = Array(whole[start..<end])
                     chunk.startPosition = start
                     chunk.sample = end == whole.count
-                    let outcome = try executor.execute([chunk])[0]
+                    let outcome = executor.execute([chunk])[0]
+                    if let error = outcome.error { throw ModelBenchmarkError.refused(error) }
                     chunkTokens += chunk.tokens.count
                     if let sampled = outcome.sampled {
                         work[index].tokens = [sampled.token]
@@ -63,7 +64,8 @@ public struct ModelBenchmark: Sendable {
         }
         let decode = try clock.measure {
             for _ in 0..<decodeSteps {
-                for (index, outcome) in try executor.execute(work).enumerated() {
+                for (index, outcome) in executor.execute(work).enumerated() {
+                    if let error = outcome.error { throw ModelBenchmarkError.refused(error) }
                     work[index].startPosition += 1
                     work[index].tokens = [outcome.sampled!.token]
                 }
@@ -78,11 +80,15 @@ public struct ModelBenchmark: Sendable {
 
 public enum ModelBenchmarkError: Error, CustomStringConvertible {
     case cacheTooSmall(needed: Int, available: Int)
+    /// The executor refused one of the benchmark's sequences.
+    case refused(String)
 
     public var description: String {
         switch self {
         case .cacheTooSmall(let needed, let available):
             "the benchmark needs \(needed) KV blocks, the cache has \(available): raise --kv-cache-memory"
+        case .refused(let reason):
+            "the model refused a benchmark sequence: \(reason)"
         }
     }
 }

@@ -103,25 +103,38 @@ public final class ModelExecutor: @unchecked Sendable {
     // MARK: Steps
 
     /// Runs one step: every sequence's tokens go through the model (in chunks of at most
-    /// `model.maxChunkTokens` across the batch), then sequences that asked are sampled.
-    public func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome] {
-        try validate(work)
+    /// `model.maxChunkTokens` across the batch), then sequences that asked are sampled. A
+    /// sequence whose fields do not fit the model fails alone: its outcome carries the error, it
+    /// takes no part in the step, and its batch-mates run exactly as they would without it.
+    public func execute(_ work: [SequenceWork]) -> [SequenceOutcome] {
         var outcomes = work.map { SequenceOutcome(id: $0.id) }
-        scoreCarriedTokens(work, into: &outcomes)
-        run(work, wants: { sequence, index in
-            let item = work[sequence]
+        var runnable: [Int] = []
+        for (index, item) in work.enumerated() {
+            do {
+                try validate(item)
+                runnable.append(index)
+            } catch {
+                outcomes[index].error = "\(error)"
+            }
+        }
+        let valid = runnable.count == work.count ? work : runnable.map { work[$0] }
+        var results = valid.map { SequenceOutcome(id: $0.id) }
+        scoreCarriedTokens(valid, into: &results)
+        run(valid, wants: { sequence, index in
+            let item = valid[sequence]
             let last = index == item.tokens.count - 1
             return (item.wantPromptLogprobs && !last) || (last && item.sample)
         }, consume: { sequence, index, logits in
-            consume(work[sequence], index: index, logits: logits, outcome: &outcomes[sequence])
+            consume(valid[sequence], index: index, logits: logits, outcome: &results[sequence])
         })
+        for (slot, index) in runnable.enumerated() { outcomes[index] = results[slot] }
         return outcomes
     }
 
     /// Runs one step like `execute` (filling the cache) and returns each sequence's logits at its
     /// last token, without sampling. For parity tests and tools.
     public func lastLogits(_ work: [SequenceWork]) throws -> [[Float]] {
-        try validate(work)
+        for item in work { try validate(item) }
         var result = [[Float]](repeating: [], count: work.count)
         run(work, wants: { sequence, index in index == work[sequence].tokens.count - 1 },
             consume: { sequence, _, logits in
@@ -248,34 +261,32 @@ public final class ModelExecutor: @unchecked Sendable {
 
     // MARK: Validation
 
-    private func validate(_ work: [SequenceWork]) throws {
+    private func validate(_ item: SequenceWork) throws {
         let vocabSize = model.vocabSize, blockSize = cache.blockSize
-        for item in work {
-            guard !item.tokens.isEmpty else { throw ExecutionError.emptySequence(id: item.id) }
-            guard item.startPosition >= 0 else {
-                throw ExecutionError.negativeStartPosition(id: item.id, position: item.startPosition)
-            }
-            for (index, token) in item.tokens.enumerated() where token < 0 || Int(token) >= vocabSize {
-                throw ExecutionError.tokenOutOfRange(id: item.id, index: index, token: token, vocabSize: vocabSize)
-            }
-            // A start position near Int.max must be refused, not overflow.
-            let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count)
-            guard !overflow, end <= model.maxContextLength else {
-                throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
-                                                     maxContext: model.maxContextLength)
-            }
-            guard item.blockTable.count * blockSize >= end else {
-                throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)
-            }
-            for (index, block) in item.blockTable.prefix((end + blockSize - 1) / blockSize).enumerated()
-            where block < 0 || Int(block) >= cache.blockCount {
-                throw ExecutionError.blockOutOfRange(id: item.id, index: index, block: block, blockCount: cache.blockCount)
-            }
-            try validate(item.sampling, id: item.id)
-            if item.wantPromptLogprobs, item.startPosition > 0 {
-                guard let carried = carriedHidden[item.id], carried.position == item.startPosition - 1 else {
-                    throw ExecutionError.missingPromptContext(id: item.id, position: item.startPosition)
-                }
+        guard !item.tokens.isEmpty else { throw ExecutionError.emptySequence(id: item.id) }
+        guard item.startPosition >= 0 else {
+            throw ExecutionError.negativeStartPosition(id: item.id, position: item.startPosition)
+        }
+        for (index, token) in item.tokens.enumerated() where token < 0 || Int(token) >= vocabSize {
+            throw ExecutionError.tokenOutOfRange(id: item.id, index: index, token: token, vocabSize: vocabSize)
+        }
+        // A start position near Int.max must be refused, not overflow.
+        let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count)
+        guard !overflow, end <= model.maxContextLength else {
+            throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
+                                                 maxContext: model.maxContextLength)
+        }
+        guard item.blockTable.count * blockSize >= end else {
+            throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)
+        }
+        for (index, block) in item.blockTable.prefix((end + blockSize - 1) / blockSize).enumerated()
+        where block < 0 || Int(block) >= cache.blockCount {
+            throw ExecutionError.blockOutOfRange(id: item.id, index: index, block: block, blockCount: cache.blockCount)
+        }
+        try validate(item.sampling, id: item.id)
+        if item.wantPromptLogprobs, item.startPosition > 0 {
+            guard let carried = carriedHidden[item.id], carried.position == item.startPosition - 1 else {
+                throw ExecutionError.missingPromptContext(id: item.id, position: item.startPosition)
             }
         }
     }

@@ -91,10 +91,13 @@ public struct SequenceOutcome: Sendable, Equatable {
     public var topLogprobs: [TokenChoice]
     /// For `tokens[1...]` when `startPosition == 0`, else for all tokens given the cache.
     public var promptLogprobs: [PromptTokenLogprob]
+    /// Why the sequence could not run (it was left out of the step; the others ran).
+    public var error: String?
 
     public init(id: UInt64, sampled: TokenChoice? = nil, topLogprobs: [TokenChoice] = [],
-                promptLogprobs: [PromptTokenLogprob] = []) {
+                promptLogprobs: [PromptTokenLogprob] = [], error: String? = nil) {
         self.id = id
+        self.error = error
         self.sampled = sampled
         self.topLogprobs = topLogprobs
         self.promptLogprobs = promptLogprobs

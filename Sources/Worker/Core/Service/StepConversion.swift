@@ -62,6 +62,7 @@ public enum StepConversion {
         result.sequences = outcomes.map { outcome in
             var sequence = Tessel_Wire_SequenceResult()
             sequence.sequenceID = outcome.id
+            if let error = outcome.error { sequence.error = error }
             if let sampled = outcome.sampled {
                 sequence.sampled = true
                 sequence.token = sampled.token

@@ -2,7 +2,9 @@
 /// batch step. `ModelExecutor` conforms; tests drive the service with small fakes.
 public protocol StepExecuting: AnyObject {
     var info: ModelInfo { get }
-    /// Runs one step over the given sequences; an error fails this step only.
+    /// Runs one step over the given sequences. A sequence that cannot run comes back with its
+    /// outcome's `error` set and does not disturb the others; a thrown error fails this whole
+    /// step (and only it).
     func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome]
     /// The router says these sequences are finished; drop any per-sequence state.
     func releaseSequences(_ ids: [UInt64])
