@@ -45,6 +45,7 @@ let package = Package(
                 dependencies: [
                     "ModelFormats", "Wire", "Tokenizers", "Jinja",
                     .product(name: "Hummingbird", package: "hummingbird"),
+                    .product(name: "HummingbirdCore", package: "hummingbird"),
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 ],

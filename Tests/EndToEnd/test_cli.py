@@ -73,3 +73,11 @@ def test_tokenize_finds_an_org_name_in_the_hugging_face_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     direct = router("tokenize", "--model", str(source), stdin="Hello world")
     assert r.stdout.split() == direct.stdout.split() and r.stdout.split()
+
+
+def test_bad_serving_flags_are_refused_at_start(model_path):
+    for flags, named in ((["--log-level", "bogus"], "--log-level"), (["--max-request-bytes", "lots"], "--max-request-bytes"),
+                         (["--keep-alive-timeout", "-1"], "--keep-alive-timeout")):
+        r = router("--model", str(model_path), "--port", "1", *flags)
+        assert r.returncode != 0, f"{flags} was accepted"
+        assert named in r.stderr, r.stderr

@@ -76,3 +76,41 @@ def test_poisoned_requests_do_not_touch_their_batch_mates(server, model_name):
             r = future.result()
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["text"] == expected
+
+
+def test_wrong_method_is_405_with_allow_and_head_answers(server):
+    r = requests.delete(server.base + "/v1/models", timeout=10)
+    assert_error(r, 405)
+    assert r.headers["allow"] == "GET, HEAD"
+    r = requests.get(server.base + "/v1/chat/completions", timeout=10)
+    assert_error(r, 405)
+    assert r.headers["allow"] == "POST"
+    for path in ("/health", "/v1/models"):
+        r = requests.head(server.base + path, timeout=10)
+        assert r.status_code == 200 and r.content == b""
+
+
+def test_oversize_body_is_413(server, model_name):
+    body = b'{"model": "%s", "prompt": "%s"}' % (model_name.encode(), b"x" * (40 << 20))
+    r = post(server, "/v1/completions", raw=body)
+    assert_error(r, 413)
+    assert r.json()["error"]["code"] == "request_too_large"
+    assert post(server, "/v1/completions", {"model": model_name, "prompt": "ok", "max_tokens": 1}).status_code == 200
+
+
+def test_idle_and_stalled_connections_are_closed(server):
+    # The default keep-alive timeout is 5 s: a connection that sends nothing, and one whose
+    # headers never finish, are both closed by the server soon after.
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    address = urlparse(server.base)
+    idle = socket.create_connection((address.hostname, address.port), timeout=15)
+    stalled = socket.create_connection((address.hostname, address.port), timeout=15)
+    stalled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    started = time.monotonic()
+    for sock in (idle, stalled):
+        assert sock.recv(1024) == b"", "the server should close the connection without answering"
+        sock.close()
+    assert time.monotonic() - started < 10

@@ -14,6 +14,7 @@ private let testTemplate = """
 /// A router over the scripted runner, with its step loop running for the duration of `body`.
 private func withServer<Value: Sendable>(
     runner: ScriptedStepRunner = ScriptedStepRunner(), template: String? = testTemplate, healthy: Bool = true,
+    settings: HTTPServerSettings = HTTPServerSettings(),
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value
 ) async throws -> Value {
     let scheduler = Scheduler(
@@ -27,7 +28,7 @@ private func withServer<Value: Sendable>(
     let loop = StepLoop(scheduler: scheduler, runner: runner)
     let loopTask = Task { try await loop.run() }
     defer { loopTask.cancel() }
-    let app = Application(router: OpenAIServer.makeRouter(endpoints: endpoints, health: { healthy }))
+    let app = Application(router: OpenAIServer.makeRouter(endpoints: endpoints, settings: settings, health: { healthy }))
     return try await app.test(.router) { client in try await body(client) }
 }
 
@@ -265,6 +266,50 @@ struct HTTPServerTests {
             #expect(string(json?["error"]?["message"])?.isEmpty == false)
             #expect(json?["error"]?["type"] != nil && json?["error"]?["param"] != nil)
             // The server still answers the next request.
+            let (after, _, _) = try await post(client, "/v1/completions", #"{"prompt":"ok","max_tokens":1}"#)
+            #expect(after == 200)
+        }
+    }
+
+    @Test("a known path asked with another method is a 405 listing the methods in Allow; HEAD answers where GET does")
+    func methodsAndHead() async throws {
+        try await withServer { client in
+            for (path, method) in [("/v1/models", HTTPRequest.Method.delete), ("/v1/completions", .get),
+                                   ("/health", .post), ("/v1/chat/completions", .put)] {
+                try await client.execute(uri: path, method: method) { response in
+                    #expect(response.status.code == 405, "\(method) \(path)")
+                    let allowed = OpenAIServer.allowedMethods[path]!.map(\.rawValue).joined(separator: ", ")
+                    #expect(response.headers[.allow] == allowed)
+                    let json = try JSONValue.parse(String(buffer: response.body))
+                    #expect(string(json["error"]?["code"]) == "method_not_allowed")
+                }
+            }
+            for path in ["/health", "/v1/models"] {
+                try await client.execute(uri: path, method: .head) { response in
+                    #expect(response.status.code == 200, "HEAD \(path)")
+                    #expect(response.body.readableBytes == 0)
+                    #expect(response.headers[.contentType] == "application/json")
+                }
+            }
+            // Every route in the table answers each of its methods (nothing listed is a 404/405).
+            for (path, methods) in OpenAIServer.allowedMethods {
+                for method in methods {
+                    try await client.execute(uri: path, method: method, headers: [.contentType: "application/json"],
+                                             body: ByteBuffer(string: #"{"prompt":"x","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#)) { response in
+                        #expect(![404, 405].contains(response.status.code), "\(method) \(path): \(response.status.code)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a body over the limit is a 413 in OpenAI's shape, and the server keeps serving")
+    func oversizeBody() async throws {
+        try await withServer(settings: HTTPServerSettings(maxRequestBytes: 1024)) { client in
+            let big = #"{"prompt":""# + String(repeating: "x", count: 4096) + #"","max_tokens":1}"#
+            let (status, json, _) = try await post(client, "/v1/completions", big)
+            #expect(status == 413)
+            #expect(string(json?["error"]?["code"]) == "request_too_large")
             let (after, _, _) = try await post(client, "/v1/completions", #"{"prompt":"ok","max_tokens":1}"#)
             #expect(after == 200)
         }

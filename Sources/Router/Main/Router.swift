@@ -116,6 +116,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .long, help: "Do not reuse the KV cache of identical prompt prefixes.")
     var noPrefixCaching = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Largest request body accepted, e.g. 32MiB; a larger one is a 413.", valueName: "size"))
+    var maxRequestBytes: String = "32MiB"
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds a connection may receive nothing while no response is owed: idle keep-alive connections and requests whose headers or body stall are closed after it (0: never).",
+        valueName: "seconds"))
+    var keepAliveTimeout: Double = 5
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -135,6 +144,15 @@ struct Serve: AsyncParsableCommand {
         if let dtype, !["auto", "f32", "f16", "bf16", "float32", "float16", "half", "bfloat16"].contains(dtype) {
             throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
         }
+        if Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
+        }
+        if (ByteSize(parsing: maxRequestBytes)?.bytes ?? 0) <= 0 {
+            throw ValidationError("--max-request-bytes must be a size such as 32MiB; got '\(maxRequestBytes)'")
+        }
+        if !keepAliveTimeout.isFinite || keepAliveTimeout < 0 {
+            throw ValidationError("--keep-alive-timeout must be 0 (never) or a number of seconds; got \(keepAliveTimeout)")
+        }
         if let kvCacheMemory, (ByteSize(parsing: kvCacheMemory)?.bytes ?? 0) <= 0 {
             throw ValidationError("--kv-cache-memory must be a size such as 2GiB or 512MiB; got '\(kvCacheMemory)'")
         }
@@ -152,7 +170,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "tessel.router")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = Logger.Level(rawValue: logLevel)!  // checked in validate()
         do {
             try await serve(logger: logger)
         } catch let error as RouterStartupError {
@@ -212,7 +230,9 @@ struct Serve: AsyncParsableCommand {
         let port = self.port
         let httpLogger = logger
         let application = OpenAIServer.makeApplication(
-            endpoints: endpointsAPI, settings: HTTPServerSettings(host: host, port: port),
+            endpoints: endpointsAPI,
+            settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
+                                         idleTimeout: keepAliveTimeout > 0 ? .milliseconds(Int64(keepAliveTimeout * 1000)) : nil),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")

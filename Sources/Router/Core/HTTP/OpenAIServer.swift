@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import NIOCore
 import Logging
 
@@ -7,13 +8,19 @@ import Logging
 public struct HTTPServerSettings: Sendable, Equatable {
     public var host: String
     public var port: Int
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes; a larger one is a 413.
     public var maxRequestBytes: Int
+    /// How long a connection may go without receiving anything while no response is owed: an
+    /// idle keep-alive connection, and a request whose headers or body stall, are closed after
+    /// it (uvicorn's keep-alive default is 5 s). nil: never.
+    public var idleTimeout: Duration?
 
-    public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024) {
+    public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
+                idleTimeout: Duration? = .seconds(5)) {
         self.host = host
         self.port = port
         self.maxRequestBytes = maxRequestBytes
+        self.idleTimeout = idleTimeout
     }
 }
 
@@ -30,15 +37,21 @@ public enum OpenAIServer {
         let limit = settings.maxRequestBytes
         let scheduler = endpoints.scheduler
 
-        router.get("health") { _, _ -> Response in
-            // The probe is the truth (a restarted worker is healthy again before any new step);
-            // the last step failure only explains a 503.
+        // The probe is the truth (a restarted worker is healthy again before any new step); the
+        // last step failure only explains a 503.
+        let healthResponse: @Sendable () async throws -> Response = {
             if await health() { return jsonResponse(.object([("status", "ok")]), status: .ok) }
             let failure = await scheduler.lastStepFailure
             throw APIError.workersUnavailable("the workers are not available" + (failure.map { ": \($0)" } ?? ""))
         }
-        router.get("v1/models") { _, _ -> Response in
-            jsonResponse(endpoints.models(), status: .ok)
+        let modelsResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.models(), status: .ok) }
+        // GET routes answer HEAD too: the same status and headers, no body.
+        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse)] {
+            router.get(RouterPath(path)) { _, _ in try await response() }
+            router.head(RouterPath(path)) { _, _ in
+                let full = try await response()
+                return Response(status: full.status, headers: full.headers)
+            }
         }
         router.post("v1/completions") { request, _ -> Response in
             let body = try await collect(request, limit: limit)
@@ -51,14 +64,24 @@ public enum OpenAIServer {
         return router
     }
 
+    /// The methods each route answers, as registered in `makeRouter`: what a 405 lists in Allow.
+    static let allowedMethods: [String: [HTTPRequest.Method]] = [
+        "/health": [.get, .head],
+        "/v1/models": [.get, .head],
+        "/v1/completions": [.post],
+        "/v1/chat/completions": [.post],
+    ]
+
     /// The server as a `Service` (put it last in the `ServiceGroup`: it stops first and drains).
     public static func makeApplication(endpoints: OpenAIEndpoints, settings: HTTPServerSettings,
                                        health: @escaping WorkerHealthProbe, logger: Logger,
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
-        Application(
+        let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+        return Application(
             router: makeRouter(endpoints: endpoints, settings: settings, health: health),
+            server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: idle)),
             configuration: ApplicationConfiguration(address: .hostname(settings.host, port: settings.port),
                                                     serverName: "tessel"),
             onServerRunning: onServerRunning,
@@ -69,9 +92,10 @@ public enum OpenAIServer {
         do {
             let buffer = try await request.body.collect(upTo: limit)
             return Data(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw APIError.requestTooLarge(limit: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw APIError(status: 413, message: "the request body is larger than \(limit) bytes",
-                           type: "invalid_request_error", code: "request_too_large")
+            throw APIError.requestTooLarge(limit: limit)
         }
     }
 
@@ -126,7 +150,15 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
         } catch let error as HTTPError {
             let apiError: APIError
-            if error.status == .notFound {
+            if error.status == .notFound, let allowed = OpenAIServer.allowedMethods[request.uri.path] {
+                // A known path asked with a method it does not answer.
+                let names = allowed.map(\.rawValue)
+                var response = jsonResponse(APIError.methodNotAllowed(method: request.method.rawValue, path: request.uri.path,
+                                                                      allowed: names).json,
+                                            status: .methodNotAllowed)
+                response.headers[.allow] = names.joined(separator: ", ")
+                return response
+            } else if error.status == .notFound {
                 apiError = .notFound(method: request.method.rawValue, path: request.uri.path)
             } else {
                 apiError = APIError(status: error.status.code, message: error.body ?? error.status.reasonPhrase,

@@ -54,6 +54,16 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
                  param: nil, code: "unknown_url")
     }
 
+    public static func methodNotAllowed(method: String, path: String, allowed: [String]) -> APIError {
+        APIError(status: 405, message: "\(path) does not answer \(method); it answers \(allowed.joined(separator: ", "))",
+                 type: "invalid_request_error", param: nil, code: "method_not_allowed")
+    }
+
+    public static func requestTooLarge(limit: Int) -> APIError {
+        APIError(status: 413, message: "the request body is larger than \(limit) bytes", type: "invalid_request_error",
+                 param: nil, code: "request_too_large")
+    }
+
     public static func workersUnavailable(_ reason: String) -> APIError {
         APIError(status: 503, message: reason, type: "service_unavailable", param: nil, code: "workers_unavailable")
     }
