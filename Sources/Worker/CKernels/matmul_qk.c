@@ -42,11 +42,11 @@ _Static_assert(offsetof(block_q4_K, d) == offsetof(block_q5_K, d) &&
 #define KQ_DM offsetof(block_q4_K, d)
 #define KQ_SC offsetof(block_q4_K, scales)
 
-/* With a full group of four activation rows the out-of-order window spans only a few weight
- * lines, and the hardware prefetcher alone fed a matrix from DRAM at ~70% of the rate the
- * arithmetic could use (Zen 4); such groups request every line this far ahead. Groups of one
- * to three rows, and groups re-walking a tile already in L2, measured as fast or faster without
- * (the extra requests then only compete with the hardware's). */
+/* The first group of activation rows to walk a matrix (cold: its weights come from DRAM)
+ * requests every weight line this far ahead. The hardware prefetcher alone fed it at ~70% of
+ * the arithmetic's rate for four rows (Zen 4) and ~55% of the read bandwidth for one row (Xeon,
+ * where the requests raise that to ~88%); later groups re-walk a tile already in L2 and go
+ * without (the extra requests would only compete with the hardware's). */
 #define TK_PREFETCH_AHEAD 2048
 
 /* With more than four activation rows the weights are walked once per group of four; a tile of
@@ -70,7 +70,7 @@ _Static_assert(offsetof(block_q4_K, d) == offsetof(block_q5_K, d) &&
             for (int g = 0; g < G; g++) acc[g] = VEC##_acc_zero();                              \
             for (size_t b = 0; b < nb; b++) {                                                   \
                 const uint8_t *wb = wr + b * sizeof(block_##enc);                               \
-                if (G == 4 && cold)                                                             \
+                if (cold)                                                                       \
                     for (size_t o = 0; o < sizeof(block_##enc); o += 64)                        \
                         __builtin_prefetch(wb + TK_PREFETCH_AHEAD + o);                         \
                 const HDR h = head(wb);                                                         \
