@@ -188,7 +188,7 @@ Q32_INLINE void q32_pack_rows(int enc, const void *w, size_t w_stride, size_t ro
             int8_t q[TK_QK];
             q32_quants(enc, blk, q);
             uint8_t *qs = gb + qs_at;
-            uint8_t *hi = gb + qs_at - 64;
+            uint8_t *hi = q32_has_high_bit(enc) ? gb + qs_at - 64 : NULL;
             for (int e = 0; e < TK_QK; e++) {
                 const int j = e / 4, lane = (int)(4 * r) + e % 4;
                 if (enc == Q32_Q8_0) {
