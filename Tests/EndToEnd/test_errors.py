@@ -90,6 +90,15 @@ def test_wrong_method_is_405_with_allow_and_head_answers(server):
         assert r.status_code == 200 and r.content == b""
 
 
+def test_responses_carry_a_request_id(server, model_name):
+    r = post(server, "/v1/completions", {"model": model_name, "prompt": "Hi", "max_tokens": 2})
+    assert r.status_code == 200 and r.headers["x-request-id"].startswith("req-")
+    r = requests.post(server.base + "/v1/completions", json={"model": model_name}, timeout=30,
+                      headers={"x-request-id": "trace-7"})
+    assert_error(r, 400, "prompt")
+    assert r.headers["x-request-id"] == "trace-7"
+
+
 def test_oversize_body_is_413(server, model_name):
     body = b'{"model": "%s", "prompt": "%s"}' % (model_name.encode(), b"x" * (40 << 20))
     r = post(server, "/v1/completions", raw=body)

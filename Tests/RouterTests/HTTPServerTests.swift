@@ -303,6 +303,31 @@ struct HTTPServerTests {
         }
     }
 
+    @Test("every response carries a request id: the client's when it sent a usable one, else a fresh one")
+    func requestIDs() async throws {
+        try await withServer { client in
+            let field = AccessLogMiddleware<BasicRequestContext>.requestIDField
+            var seen: Set<String> = []
+            for _ in 0..<3 {
+                try await client.execute(uri: "/v1/models", method: .get) { response in
+                    let id = try #require(response.headers[field])
+                    #expect(id.hasPrefix("req-"))
+                    seen.insert(id)
+                }
+            }
+            #expect(seen.count == 3)
+            try await client.execute(uri: "/v1/completions", method: .post,
+                                     headers: [.contentType: "application/json", field: "client-42"],
+                                     body: ByteBuffer(string: "{not json")) { response in
+                #expect(response.status.code == 400)
+                #expect(response.headers[field] == "client-42")
+            }
+            try await client.execute(uri: "/health", method: .get, headers: [field: String(repeating: "x", count: 200)]) { response in
+                #expect(response.headers[field]?.hasPrefix("req-") == true)
+            }
+        }
+    }
+
     @Test("a body over the limit is a 413 in OpenAI's shape, and the server keeps serving")
     func oversizeBody() async throws {
         try await withServer(settings: HTTPServerSettings(maxRequestBytes: 1024)) { client in

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import NIOCore
@@ -31,8 +32,11 @@ public typealias WorkerHealthProbe = @Sendable () async -> Bool
 public enum OpenAIServer {
     /// The routes, usable alone in tests (`Application(router:)` / HummingbirdTesting).
     public static func makeRouter(endpoints: OpenAIEndpoints, settings: HTTPServerSettings = HTTPServerSettings(),
+                                  logger: Logger = Logger(label: "tessel.http"),
                                   health: @escaping WorkerHealthProbe) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        // Outermost, so that it sees the response every error became.
+        router.add(middleware: AccessLogMiddleware(logger: logger))
         router.add(middleware: OpenAIErrorMiddleware())
         let limit = settings.maxRequestBytes
         let scheduler = endpoints.scheduler
@@ -80,7 +84,7 @@ public enum OpenAIServer {
     {
         let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
         return Application(
-            router: makeRouter(endpoints: endpoints, settings: settings, health: health),
+            router: makeRouter(endpoints: endpoints, settings: settings, logger: logger, health: health),
             server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: idle)),
             configuration: ApplicationConfiguration(address: .hostname(settings.host, port: settings.port),
                                                     serverName: "tessel"),
@@ -169,5 +173,48 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let apiError = APIError.internalError("\(error)")
             return jsonResponse(apiError.json, status: .internalServerError)
         }
+    }
+}
+
+/// One access-log line per request, written when its response body has been sent: the request
+/// id, method, path, status and seconds taken. The id is the client's `x-request-id` when it
+/// sent a usable one (up to 128 visible ASCII characters), else a new one; the response carries
+/// it back in `x-request-id`.
+struct AccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
+    static var requestIDField: HTTPField.Name { HTTPField.Name("x-request-id")! }
+
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        let id = Self.requestID(offered: request.headers[Self.requestIDField])
+        let started = ContinuousClock.now
+        var response = try await next(request, context)
+        response.headers[Self.requestIDField] = id
+        let body = response.body, logger = self.logger
+        let method = request.method.rawValue, path = request.uri.path, status = response.status.code
+        response.body = ResponseBody(contentLength: body.contentLength) { writer in
+            func log(_ outcome: String) {
+                let seconds = (ContinuousClock.now - started) / .seconds(1)
+                logger.info("\(method) \(path) \(status)\(outcome)",
+                            metadata: ["request_id": "\(id)", "seconds": "\(String(format: "%.3f", seconds))"])
+            }
+            do {
+                try await body.write(writer)
+            } catch {
+                log(" (response not completed: \(error))")
+                throw error
+            }
+            log("")
+        }
+        return response
+    }
+
+    static func requestID(offered: String?) -> String {
+        if let offered, !offered.isEmpty, offered.utf8.count <= 128,
+           offered.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            return offered
+        }
+        return "req-" + String(UInt64.random(in: .min ... .max), radix: 16)
     }
 }
