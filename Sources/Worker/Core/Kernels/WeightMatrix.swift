@@ -208,7 +208,7 @@ public struct WeightMatrix: @unchecked Sendable {
                                   columns: columns, stride: group * rowBytes, base: base, owner: owner, name: name)
         let buffer = WeightBuffer(count: packed.byteCount)
         kernel.body.pack(base, stride, rows, columns, buffer.pointer)
-        if let mapping = owner as? MappedFile {
+        if rows > 0, let mapping = owner as? MappedFile {
             mapping.releaseResidentPages(UnsafeRawBufferPointer(start: base, count: (rows - 1) * stride + rowBytes))
         }
         return WeightMatrix(encoding: encoding, layout: packed.layout, rows: rows, columns: columns, stride: packed.stride,
