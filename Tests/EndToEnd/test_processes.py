@@ -102,3 +102,25 @@ def test_unreachable_worker_endpoint_is_a_one_line_start_up_error(tmp_path, mode
     assert r.returncode != 0
     last = [l for l in r.stderr.strip().splitlines() if l.strip()][-1]
     assert last.startswith("router: workers did not start") and endpoint in last, r.stderr
+
+
+def test_connections_over_the_limit_get_a_503_and_the_rest_are_served(model_path):
+    import socket
+
+    router = RouterProcess("--model", str(model_path), "--max-connections", "2", "--keep-alive-timeout", "30")
+    held = []
+    try:
+        router.wait_healthy()
+        time.sleep(0.5)  # the health probes' connections have closed
+        held = [socket.create_connection(("127.0.0.1", router.port), timeout=10) for _ in range(2)]
+        time.sleep(0.3)
+        r = requests.get(router.base + "/v1/models", timeout=10)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "too_many_connections" and "2 connections" in r.json()["error"]["message"]
+        held.pop().close()
+        time.sleep(0.3)
+        assert requests.get(router.base + "/v1/models", timeout=10).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+        assert router.stop() == 0, router.output()[-3000:]

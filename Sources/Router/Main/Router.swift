@@ -125,6 +125,9 @@ struct Serve: AsyncParsableCommand {
         valueName: "seconds"))
     var keepAliveTimeout: Double = 5
 
+    @Option(name: .long, help: "Open HTTP connections served at once; requests on connections beyond it get a 503.")
+    var maxConnections: Int = 1000
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -144,6 +147,7 @@ struct Serve: AsyncParsableCommand {
         if let dtype, !["auto", "f32", "f16", "bf16", "float32", "float16", "half", "bfloat16"].contains(dtype) {
             throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
         }
+        if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
         }
@@ -232,7 +236,8 @@ struct Serve: AsyncParsableCommand {
         let application = OpenAIServer.makeApplication(
             endpoints: endpointsAPI,
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
-                                         idleTimeout: keepAliveTimeout > 0 ? .milliseconds(Int64(keepAliveTimeout * 1000)) : nil),
+                                         idleTimeout: keepAliveTimeout > 0 ? .milliseconds(Int64(keepAliveTimeout * 1000)) : nil,
+                                         maxConnections: maxConnections),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")

@@ -15,13 +15,17 @@ public struct HTTPServerSettings: Sendable, Equatable {
     /// idle keep-alive connection, and a request whose headers or body stall, are closed after
     /// it (uvicorn's keep-alive default is 5 s). nil: never.
     public var idleTimeout: Duration?
+    /// Open connections served at once; requests on connections beyond it are answered 503 and
+    /// the connection closed.
+    public var maxConnections: Int
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
-                idleTimeout: Duration? = .seconds(5)) {
+                idleTimeout: Duration? = .seconds(5), maxConnections: Int = 1000) {
         self.host = host
         self.port = port
         self.maxRequestBytes = maxRequestBytes
         self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
     }
 }
 
@@ -83,9 +87,11 @@ public enum OpenAIServer {
         -> some ApplicationProtocol
     {
         let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+        let counter = ConnectionCounter(limit: settings.maxConnections)
         return Application(
             router: makeRouter(endpoints: endpoints, settings: settings, logger: logger, health: health),
-            server: .http1(configuration: HTTP1Channel.Configuration(idleTimeout: idle)),
+            server: .http1(configuration: HTTP1Channel.Configuration(
+                additionalChannelHandlers: [ConnectionLimitHandler(counter: counter)], idleTimeout: idle)),
             configuration: ApplicationConfiguration(address: .hostname(settings.host, port: settings.port),
                                                     serverName: "tessel"),
             onServerRunning: onServerRunning,

@@ -64,6 +64,11 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
                  param: nil, code: "request_too_large")
     }
 
+    public static func tooManyConnections(limit: Int) -> APIError {
+        APIError(status: 503, message: "the server has \(limit) connections open, its limit; retry after closing one",
+                 type: "service_unavailable", param: nil, code: "too_many_connections")
+    }
+
     public static func workersUnavailable(_ reason: String) -> APIError {
         APIError(status: 503, message: reason, type: "service_unavailable", param: nil, code: "workers_unavailable")
     }
