@@ -2,7 +2,8 @@ import Foundation
 import Logging
 
 /// One spawned worker process. Its stderr is forwarded to the router's stderr line by line and
-/// its last line kept, so an early exit can be explained ("cannot load model …").
+/// its last line kept, so an exit can be explained ("cannot load model …") — by what the worker
+/// said as it went, never by an old line about some other request.
 final class WorkerProcess: @unchecked Sendable {
     let rank: Int
     let pid: Int32
@@ -11,9 +12,13 @@ final class WorkerProcess: @unchecked Sendable {
     private let exited: NSCondition
     private let exitBox: ExitBox
 
+    /// Lines older than this at the exit do not explain it (a killed worker's last line may be
+    /// minutes old and about another client's request).
+    static let explainingOutputAge: Duration = .seconds(2)
+
     /// Starts `executable`. `onExit` runs once, on a background thread, when the process has
     /// exited and its output has been drained; it gets a description of the exit status and the
-    /// last line the worker wrote.
+    /// last line the worker wrote within `explainingOutputAge` of exiting (else "").
     init(rank: Int, executable: URL, arguments: [String], environment: [String: String],
          onExit: @escaping @Sendable (_ pid: Int32, _ status: String, _ lastOutput: String) -> Void) throws
     {
@@ -45,7 +50,7 @@ final class WorkerProcess: @unchecked Sendable {
                 box.description = status
                 exited.broadcast()
             }
-            onExit(finished.processIdentifier, status, output.lastLine)
+            onExit(finished.processIdentifier, status, output.lastLine(within: WorkerProcess.explainingOutputAge))
         }
         self.exitBox = box
         do {
@@ -103,6 +108,7 @@ private final class OutputTail: @unchecked Sendable {
     private let rank: Int
     private let condition = NSCondition()
     private var last = ""
+    private var lastWritten = ContinuousClock.now
     private var finished = false
     /// The last line is kept up to this many trailing bytes.
     private static let maximumLineBytes = 4096
@@ -118,8 +124,9 @@ private final class OutputTail: @unchecked Sendable {
         thread.start()
     }
 
-    var lastLine: String {
-        condition.withLock { last }
+    /// The last non-empty line, if it was written within `age` of now.
+    func lastLine(within age: Duration) -> String {
+        condition.withLock { ContinuousClock.now - lastWritten <= age ? last : "" }
     }
 
     func waitForEndOfOutput(timeout: TimeInterval) {
@@ -155,7 +162,10 @@ private final class OutputTail: @unchecked Sendable {
                 if let line = complete.split(separator: "\n").last(where: {
                     !$0.trimmingCharacters(in: .whitespaces).isEmpty
                 }) {
-                    condition.withLock { last = String(line) }
+                    condition.withLock {
+                        last = String(line)
+                        lastWritten = .now
+                    }
                 }
                 partial.removeFirst(lastNewline + 1)
             }
@@ -163,7 +173,12 @@ private final class OutputTail: @unchecked Sendable {
             if partial.count > Self.maximumLineBytes { partial.removeFirst(partial.count - Self.maximumLineBytes) }
         }
         let rest = String(decoding: partial, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if !rest.isEmpty { condition.withLock { last = rest } }
+        if !rest.isEmpty {
+            condition.withLock {
+                last = rest
+                lastWritten = .now
+            }
+        }
         try? handle.close()
         condition.withLock {
             finished = true
