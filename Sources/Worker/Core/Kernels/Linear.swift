@@ -68,18 +68,18 @@ public struct Linear: Sendable {
         }
         // A part is interleaved when its groups line up with the threads' shares: it starts on
         // a group boundary of the stacked output.
-        let group = kernels.map(\.packRows).max() ?? 0
-        self.parts = zip(parts, zip(kernels, starts)).map { part, ks in
+        let parts = zip(parts, zip(kernels, starts)).map { part, ks in
             let (kernel, start) = ks
             guard choice.activations == .q8, kernel.packRows > 0, part.layout == .rows, start % kernel.packRows == 0
             else { return part }
             return part.interleaved(for: kernel)
         }
+        self.parts = parts
         self.kernels = kernels
         partStarts = starts
         inputSize = columns
         outputSize = row
-        granule = max(group, 4)
+        granule = max(parts.map(\.layout.rowsPerUnit).max() ?? 1, 4)
     }
 
     public init(_ weight: WeightMatrix, kernels: KernelChoice) { self.init([weight], kernels: kernels) }

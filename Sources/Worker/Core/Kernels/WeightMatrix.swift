@@ -203,16 +203,14 @@ public struct WeightMatrix: @unchecked Sendable {
     public func interleaved(for kernel: MatmulKernel) -> WeightMatrix {
         precondition(layout == .rows && kernel.packRows > 0 && kernel.encoding == encoding,
                      "\(name): \(encoding) in \(layout) cannot be interleaved by the \(kernel.encoding) kernel")
-        let group = kernel.packRows
-        let packed = WeightMatrix(encoding: encoding, layout: .interleaved(rowsPerGroup: group), rows: rows,
-                                  columns: columns, stride: group * rowBytes, base: base, owner: owner, name: name)
-        let buffer = WeightBuffer(count: packed.byteCount)
+        let group = kernel.packRows, groupBytes = group * rowBytes
+        let buffer = WeightBuffer(count: (rows + group - 1) / group * groupBytes)
         kernel.body.pack(base, stride, rows, columns, buffer.pointer)
         if rows > 0, let mapping = owner as? MappedFile {
             mapping.releaseResidentPages(UnsafeRawBufferPointer(start: base, count: (rows - 1) * stride + rowBytes))
         }
-        return WeightMatrix(encoding: encoding, layout: packed.layout, rows: rows, columns: columns, stride: packed.stride,
-                            base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
+        return WeightMatrix(encoding: encoding, layout: .interleaved(rowsPerGroup: group), rows: rows, columns: columns,
+                            stride: groupBytes, base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
     }
 }
 
