@@ -37,29 +37,55 @@ def test_more_workers_than_supported_fails_clearly(model_path):
     assert "tensor parallel" in r.stderr.lower(), r.stderr
 
 
+def _long_request_meets(router, action):
+    """Starts a long completion, does `action(worker_pid)` 1.5 s into it; returns the response,
+    the seconds from the action to the answer, the worker's pid and the model name."""
+    import threading
+    router.wait_healthy()
+    workers = proc_tools.children_named(router.proc.pid, "worker")
+    assert workers, "router should have spawned a worker process"
+    name = requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
+    body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0, "ignore_eos": True}
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", requests.post(router.base + "/v1/completions", json=body, timeout=60)))
+    t.start()
+    time.sleep(1.5)
+    action(workers[0])
+    acted = time.time()
+    t.join(timeout=45)
+    assert not t.is_alive(), "request hung on a failed worker"
+    return result["r"], time.time() - acted, workers[0], name
+
+
+def _serves_again(router, name):
+    router.wait_healthy(timeout=90)
+    again = requests.post(router.base + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2}, timeout=60)
+    assert again.status_code == 200, again.text
+
+
 def test_dead_worker_fails_requests_instead_of_hanging(model_path):
     router = RouterProcess("--model", str(model_path), "--workers", "1")
     try:
-        router.wait_healthy()
-        workers = proc_tools.children_named(router.proc.pid, "worker")
-        assert workers, "router should have spawned a worker process"
-        name = requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
-        body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0, "ignore_eos": True}
-        import threading
-        result = {}
-        t = threading.Thread(target=lambda: result.setdefault("r", requests.post(router.base + "/v1/completions", json=body, timeout=60)))
-        t.start()
-        time.sleep(1.5)
-        os.kill(workers[0], signal.SIGKILL)
-        t.join(timeout=45)
-        assert not t.is_alive(), "request hung after its worker died"
-        r = result["r"]
+        r, _, _, name = _long_request_meets(router, lambda pid: os.kill(pid, signal.SIGKILL))
         assert r.status_code >= 500, r.text
         assert "error" in r.json()
         # The router restarts its worker and serves again.
-        router.wait_healthy(timeout=90)
-        again = requests.post(router.base + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 2}, timeout=60)
-        assert again.status_code == 200, again.text
+        _serves_again(router, name)
+    finally:
+        assert router.stop() == 0, router.output()[-3000:]
+
+
+def test_stopped_worker_is_declared_down_within_seconds_and_restarted(model_path):
+    """A worker alive but frozen inside a step (SIGSTOP: its heartbeat thread stops too) fails its
+    requests within seconds, not at a fixed step timeout, and is replaced."""
+    router = RouterProcess("--model", str(model_path), "--workers", "1")
+    try:
+        r, seconds, pid, name = _long_request_meets(router, lambda pid: os.kill(pid, signal.SIGSTOP))
+        assert seconds < 6, f"took {seconds:.1f} s to notice"
+        assert r.status_code == 503, r.text
+        assert "heartbeat" in r.json()["error"]["message"], r.text
+        _serves_again(router, name)
+        assert pid not in proc_tools.children_named(router.proc.pid, "worker"), "the stopped worker should be replaced"
     finally:
         assert router.stop() == 0, router.output()[-3000:]
 

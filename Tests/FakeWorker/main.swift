@@ -3,6 +3,7 @@
 //
 //   TESSEL_FAKE_WORKER_MODE = serve (default) | fail-to-load | die-on-step | hang-after-handshake
 //                             | slow-step (each step takes 20 s, like a rank waiting in a collective)
+//                             | stuck-step (a step never ends; the heartbeat thread goes on)
 //   TESSEL_FAKE_WORKER_MODE_RANK_<r> = the mode of rank r only (overrides the above)
 //   TESSEL_FAKE_WORKER_MARKER = path: with die-on-step, die only if this file does not exist yet
 //                               (and create it), so the restarted worker serves normally.
@@ -14,15 +15,36 @@ import WorkerCore
 
 final class CountingExecutor: StepExecuting {
     let info: ModelInfo
+    let progress = ProgressCounter()
+    let mode: String
+    let marker: String?
 
-    init(fingerprint: String) {
+    init(fingerprint: String, mode: String, marker: String?) {
         info = ModelInfo(architecture: "fake", vocabSize: 1000, maxContextLength: 4096, fingerprint: fingerprint,
                          kvBlockCount: 64, kvBlockSize: 16)
+        self.mode = mode
+        self.marker = marker
+    }
+
+    func shouldDieOnStep() -> Bool {
+        guard mode == "die-on-step" else { return false }
+        guard let marker else { return true }
+        if FileManager.default.fileExists(atPath: marker) { return false }
+        _ = FileManager.default.createFile(atPath: marker, contents: Data())
+        return true
     }
 
     /// Samples "last token + 1", the way a model that learned to count would.
     func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome] {
-        work.map { sequence in
+        if shouldDieOnStep() {
+            exit(3)  // a crash in the middle of a step: no reply
+        }
+        switch mode {
+        case "slow-step": sleep(20)
+        case "stuck-step": while true { sleep(60) }  // alive, heartbeats going, no progress
+        default: progress.advance()
+        }
+        return work.map { sequence in
             let next = (sequence.tokens.last! + 1) % Int32(info.vocabSize)
             return SequenceOutcome(id: sequence.id, sampled: sequence.sample ? TokenChoice(token: next, logprob: -0.25) : nil,
                                    topLogprobs: [], promptLogprobs: [])
@@ -51,37 +73,29 @@ if mode == "fail-to-load" {
 }
 
 let fingerprint = environment["TESSEL_FAKE_WORKER_FINGERPRINT_RANK_\(rank)"] ?? "fake-model"
-let executor = CountingExecutor(fingerprint: fingerprint)
+let executor = CountingExecutor(fingerprint: fingerprint, mode: mode, marker: environment["TESSEL_FAKE_WORKER_MARKER"])
 let service = try WorkerService(executor: executor, rank: rank, worldSize: world, endpoint: listen,
                                 logger: Logger(label: "fake-worker"))
 
-func shouldDieOnStep() -> Bool {
-    guard mode == "die-on-step" else { return false }
-    guard let marker = environment["TESSEL_FAKE_WORKER_MARKER"] else { return true }
-    if FileManager.default.fileExists(atPath: marker) { return false }
-    _ = FileManager.default.createFile(atPath: marker, contents: Data())
-    return true
-}
-
 let stop = WorkerStopSignal()
 stop.stopOnTerminationSignals()
-let context = try ZeroMQContext()
-let socket = try context.socket(.router)
-try socket.bind(listen)
-while !stop.isStopRequested {
-    guard let incoming = try socket.receiveRouterMessage(timeout: .milliseconds(100)) else { continue }
-    if case .step = incoming.message.body, shouldDieOnStep() {
-        exit(3)  // a crash in the middle of a step: no reply
+if mode == "hang-after-handshake" {
+    // Its own loop: answer the handshake, then stay alive but deaf (no heartbeats either).
+    let context = try ZeroMQContext()
+    let socket = try context.socket(.router)
+    try socket.bind(listen)
+    while !stop.isStopRequested {
+        guard let incoming = try socket.receiveRouterMessage(timeout: .milliseconds(100)) else { continue }
+        let (reply, _) = service.handle(incoming.message)
+        try socket.send(reply, to: incoming.peer, timeout: .seconds(1))
+        if case .handshake = incoming.message.body {
+            while true { sleep(60) }
+        }
     }
-    if case .step = incoming.message.body, mode == "slow-step" {
-        sleep(20)
-    }
-    let (reply, done) = service.handle(incoming.message)
-    try socket.send(reply, to: incoming.peer, timeout: .seconds(1))
-    if done { break }
-    if case .handshake = incoming.message.body, mode == "hang-after-handshake" {
-        while true { sleep(60) }  // alive but deaf
-    }
+    socket.close()
+} else {
+    let service = try WorkerService(executor: executor, rank: rank, worldSize: world, endpoint: listen,
+                                    logger: Logger(label: "fake-worker"), stopSignal: stop)
+    try service.run()
 }
-socket.close()
 FileHandle.standardError.write(Data("fake worker rank \(rank): clean exit\n".utf8))

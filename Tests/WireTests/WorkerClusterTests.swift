@@ -199,6 +199,81 @@ struct WorkerClusterTests {
         #expect(!processIsAlive(pid))
     }
 
+    @Test("a worker alive but stuck inside a step (heartbeats going, no progress) is declared stuck within seconds and restarted")
+    func stuckWorker() async throws {
+        var options = fastOptions(mode: "stuck-step")
+        options.stallTimeout = .seconds(2)
+        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
+                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
+                                                     logger: logger)
+        let pid = try #require(cluster.workerProcessIDs.first ?? nil)
+        let started = ContinuousClock.now
+        await #expect {
+            _ = try await cluster.run(countingStep(id: 1, token: 1))
+        } throws: { error in
+            guard case ClusterError.workerStuck(let rank, _, let operation, _) = error else { return false }
+            return rank == 0 && operation == "step 1"
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .seconds(2) && elapsed < .seconds(5), "declared stuck after \(elapsed)")
+        // The stuck process is replaced by a new one.
+        #expect(await eventually(within: .seconds(10)) {
+            cluster.isHealthy && (cluster.workerProcessIDs.first ?? nil).map { $0 != pid } == true
+        })
+        #expect(!processIsAlive(pid))
+        await cluster.shutdown()
+    }
+
+    @Test("a worker stopped (SIGSTOP) during a step sends no heartbeat and is declared down within seconds, not at the step deadline")
+    func stoppedWorker() async throws {
+        var options = fastOptions(mode: "slow-step")
+        options.stallTimeout = .seconds(8)
+        options.stepTimeout = .seconds(60)
+        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
+                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
+                                                     logger: logger)
+        let pid = try #require(cluster.workerProcessIDs.first ?? nil)
+        let stopper = Task {
+            try await Task.sleep(for: .milliseconds(700))
+            kill(pid, SIGSTOP)
+        }
+        let started = ContinuousClock.now
+        await #expect {
+            _ = try await cluster.run(countingStep(id: 1, token: 1))
+        } throws: { error in
+            guard case ClusterError.heartbeatLost(let rank, _, _, _) = error else { return false }
+            return rank == 0
+        }
+        _ = try? await stopper.value
+        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(await eventually(within: .seconds(10)) { !processIsAlive(pid) })
+        await cluster.shutdown()
+    }
+
+    @Test("a step's deadline grows with its tokens and their context")
+    func stepDeadlineFromSize() async throws {
+        var options = fastOptions()
+        options.stepTimeout = .seconds(30)
+        options.stepTimePerToken = .milliseconds(10)
+        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
+                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
+                                                     logger: logger)
+        defer { Task { await cluster.shutdown() } }
+        var step = Tessel_Wire_Step()
+        #expect(cluster.stepDeadline(for: step) == .seconds(30))
+        var decode = Tessel_Wire_SequenceStep()
+        decode.tokens = [1]
+        decode.startPosition = 1023
+        step.sequences = [decode]
+        #expect(cluster.stepDeadline(for: step) == .seconds(30) + .milliseconds(20))
+        var prefill = Tessel_Wire_SequenceStep()
+        prefill.tokens = Array(repeating: 1, count: 512)
+        prefill.startPosition = 512
+        step.sequences = [prefill]
+        #expect(cluster.stepDeadline(for: step) == .seconds(30) + .milliseconds(10) * 512 * 2)
+        await cluster.shutdown()
+    }
+
     @Test("attach connects to a worker started elsewhere and runs steps on it")
     func attach() async throws {
         let path = "\(NSTemporaryDirectory())tessel-attach-\(getpid()).sock"

@@ -13,6 +13,7 @@ final class ArithmeticExecutor: StepExecuting, @unchecked Sendable {
 
     let info = ModelInfo(architecture: "arithmetic", vocabSize: 100, maxContextLength: 512,
                          fingerprint: "arith-1", kvBlockCount: 32, kvBlockSize: 16)
+    let progress = ProgressCounter()
     private(set) var received: [[SequenceWork]] = []
     private(set) var released: [UInt64] = []
 

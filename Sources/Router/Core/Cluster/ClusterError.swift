@@ -9,6 +9,11 @@ public enum ClusterError: Error, CustomStringConvertible, Sendable {
     case inconsistentWorkers(rank: Int, field: String, expected: String, found: String)
     case workerExited(rank: Int, pid: Int32, status: String, lastOutput: String)
     case workerSilent(rank: Int, endpoint: String, operation: String, after: Duration)
+    /// A worker that announced heartbeats sent none for `after` during a step (stopped, or dead
+    /// without its exit being seen yet).
+    case heartbeatLost(rank: Int, endpoint: String, operation: String, after: Duration)
+    /// A worker kept sending heartbeats, but its compute pool finished no operation for `after`.
+    case workerStuck(rank: Int, endpoint: String, operation: String, after: Duration)
     case workerUnavailable(rank: Int, reason: String)
     case stepFailed(rank: Int, stepID: UInt64, message: String)
     case unexpectedReply(rank: Int, expected: String, got: String)
@@ -34,6 +39,10 @@ public enum ClusterError: Error, CustomStringConvertible, Sendable {
             return "worker rank \(rank) (pid \(pid)) \(status)\(output)"
         case .workerSilent(let rank, let endpoint, let operation, let after):
             return "worker rank \(rank) at \(endpoint) did not answer \(operation) within \(after)"
+        case .heartbeatLost(let rank, let endpoint, let operation, let after):
+            return "worker rank \(rank) at \(endpoint) sent no heartbeat for \(after) during \(operation) (stopped or hung process)"
+        case .workerStuck(let rank, let endpoint, let operation, let after):
+            return "worker rank \(rank) at \(endpoint) is stuck: no progress for \(after) in \(operation) (it is alive but its compute made no headway)"
         case .workerUnavailable(let rank, let reason):
             return "worker rank \(rank) is unavailable (\(reason))"
         case .stepFailed(let rank, let stepID, let message):

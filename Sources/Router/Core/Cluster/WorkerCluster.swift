@@ -20,9 +20,15 @@ public struct WorkerClusterOptions: Sendable {
     public var healthInterval: Duration = .seconds(1)
     /// ... and declared failed if it does not answer within this.
     public var healthTimeout: Duration = .seconds(3)
-    /// Health checks are answered between steps, so a busy worker is only declared silent after
-    /// this long without a step result. A spawned worker that exits is noticed at once regardless.
-    public var stepTimeout: Duration = .seconds(300)
+    /// A step's deadline is this much plus `stepTimePerToken` for each token it computes, scaled
+    /// by the context the token attends to (1 + context / 1024). A spawned worker that exits is
+    /// noticed at once regardless, and a stuck one by its heartbeats (below).
+    public var stepTimeout: Duration = .seconds(30)
+    public var stepTimePerToken: Duration = .milliseconds(10)
+    /// A worker whose heartbeats show no progress of its compute for this long during a step is
+    /// declared stuck, failed and restarted. A worker that sends no heartbeat for 8 of its
+    /// announced intervals (at least 2 s) is declared down.
+    public var stallTimeout: Duration = .seconds(5)
     /// First wait before restarting (or re-handshaking) a failed worker; doubles on each
     /// consecutive failure up to `maxRestartBackoff`.
     public var restartBackoff: Duration = .milliseconds(500)
@@ -100,7 +106,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         self.spawnGenerations = Array(repeating: 0, count: endpoints.count)
         self.links = endpoints.enumerated().map { rank, endpoint in
             WorkerLink(rank: rank, endpoint: endpoint, context: context, healthInterval: options.healthInterval,
-                       healthTimeout: options.healthTimeout, logger: logger,
+                       healthTimeout: options.healthTimeout, stallTimeout: options.stallTimeout, logger: logger,
                        onFailure: { rank, error in
                            logger.error("worker failed", metadata: ["rank": "\(rank)", "error": "\(error)"])
                        })
@@ -239,7 +245,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             self.reference = reference
             self.modelInfo = info
         }
-        for link in links { link.markReady() }
+        for (link, reply) in zip(links, replies) { link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs) }
         logger.info("workers ready", metadata: [
             "world_size": "\(worldSize)", "architecture": "\(info.architecture)",
             "fingerprint": "\(info.fingerprint)", "kv_blocks": "\(info.kvBlockCount)",
@@ -349,7 +355,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
                 }
                 if shuttingDown { return }
                 lock.withLock { recoveryCount += 1 }
-                link.markReady()
+                link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs)
                 logger.notice("worker is back", metadata: ["rank": "\(rank)", "pid": "\(reply.pid)"])
             } catch {
                 logger.error("worker did not come back", metadata: ["rank": "\(rank)", "error": "\(error)",
@@ -384,7 +390,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         // Every rank must see the steps in the same order (they meet in collectives), so the
         // step is queued on all links under one lock before anything is awaited.
         let slots = submission.withLock {
-            links.map { $0.enqueue(message, operation: "step \(step.stepID)", timeout: options.stepTimeout,
+            links.map { $0.enqueue(message, operation: "step \(step.stepID)", timeout: stepDeadline(for: step),
                                    requireReady: true) }
         }
         if slots.count == 1 {
@@ -399,6 +405,15 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             for try await (rank, result) in group where rank == 0 { first = result }
             return first!
         }
+    }
+
+    /// How long `step` may take at most, from its size.
+    func stepDeadline(for step: Tessel_Wire_Step) -> Duration {
+        let weighted = step.sequences.reduce(0.0) { total, sequence in
+            let context = Double(sequence.startPosition) + Double(sequence.tokens.count)
+            return total + Double(sequence.tokens.count) * (1 + context / 1024)
+        }
+        return options.stepTimeout + options.stepTimePerToken * weighted
     }
 
     private func stepResult(_ reply: WorkerMessage, rank: Int, stepID: UInt64) throws -> Tessel_Wire_StepResult {

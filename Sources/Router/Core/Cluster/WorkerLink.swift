@@ -7,7 +7,9 @@ import Wire
 /// callers queue requests and are resumed with the reply. While idle and ready, the thread sends
 /// a health check every `healthInterval`; one unanswered for `healthTimeout` marks the link failed.
 /// A failure (also reported from outside, e.g. the process exited) fails the request in flight at
-/// once and every later step until the supervisor re-handshakes and calls `markReady()`.
+/// once and every later step until the supervisor re-handshakes and calls `markReady()`. During a
+/// step, a worker that announced heartbeats is failed when they stop (`heartbeatLost`) or when
+/// they show no progress for `stallTimeout` (`workerStuck`).
 final class WorkerLink: @unchecked Sendable {
     enum State: Sendable {
         case connecting
@@ -29,6 +31,7 @@ final class WorkerLink: @unchecked Sendable {
     private let context: ZeroMQContext
     private let healthInterval: Duration
     private let healthTimeout: Duration
+    private let stallTimeout: Duration
     private let logger: Logger
     private let onFailure: @Sendable (Int, ClusterError) -> Void
 
@@ -40,16 +43,19 @@ final class WorkerLink: @unchecked Sendable {
     private var socketResetRequested = false
     private var lastContact = ContinuousClock.now
     private var readySince = ContinuousClock.now
+    /// From the worker's handshake; zero: it sends no heartbeats.
+    private var heartbeatInterval: Duration = .zero
     private var threadFinished = false
 
     init(rank: Int, endpoint: String, context: ZeroMQContext, healthInterval: Duration, healthTimeout: Duration,
-         logger: Logger, onFailure: @escaping @Sendable (Int, ClusterError) -> Void)
+         stallTimeout: Duration, logger: Logger, onFailure: @escaping @Sendable (Int, ClusterError) -> Void)
     {
         self.rank = rank
         self.endpoint = endpoint
         self.context = context
         self.healthInterval = healthInterval
         self.healthTimeout = healthTimeout
+        self.stallTimeout = stallTimeout
         self.logger = logger
         self.onFailure = onFailure
         let thread = Thread { [self] in self.serve() }
@@ -74,9 +80,10 @@ final class WorkerLink: @unchecked Sendable {
         }
     }
 
-    func markReady() {
+    func markReady(heartbeatIntervalMilliseconds: UInt32 = 0) {
         condition.withLock {
             guard case .closed = state else {
+                heartbeatInterval = .milliseconds(Int(heartbeatIntervalMilliseconds))
                 state = .ready
                 lastContact = .now
                 readySince = .now
@@ -203,7 +210,7 @@ final class WorkerLink: @unchecked Sendable {
                     // A worker that swallowed a step (or a release) is hung or gone.
                     if pending.requireReady, let error = error as? ClusterError {
                         switch error {
-                        case .workerSilent, .transport: markFailed(error)
+                        case .workerSilent, .transport, .heartbeatLost, .workerStuck: markFailed(error)
                         default: break
                         }
                     }
@@ -276,11 +283,19 @@ final class WorkerLink: @unchecked Sendable {
     }
 
     /// One request/reply exchange. Replies to earlier (abandoned) requests are dropped. Waits in
-    /// short slices so a failure reported from outside ends the wait at once.
+    /// short slices so a failure reported from outside ends the wait at once. Heartbeats for the
+    /// request are taken in while waiting.
     private func exchange(_ message: RouterMessage, on socket: ZeroMQSocket, operation: String,
                           timeout: Duration, generation: UInt64) throws -> WorkerMessage
     {
         let deadline = ContinuousClock.now + timeout
+        var watch: StepWatch?
+        if case .step = message.body {
+            let interval = condition.withLock { heartbeatInterval }
+            if interval > .zero {
+                watch = StepWatch(silenceLimit: max(.seconds(2), interval * 8), stallLimit: stallTimeout)
+            }
+        }
         do {
             try socket.send(message, timeout: min(timeout, .seconds(5)))
         } catch ZeroMQError.sendTimedOut {
@@ -294,6 +309,14 @@ final class WorkerLink: @unchecked Sendable {
             if now >= deadline {
                 throw ClusterError.workerSilent(rank: rank, endpoint: endpoint, operation: operation, after: timeout)
             }
+            switch watch?.verdict(at: now) {
+            case .silent(let after):
+                throw ClusterError.heartbeatLost(rank: rank, endpoint: endpoint, operation: operation, after: after)
+            case .stuck(let after):
+                throw ClusterError.workerStuck(rank: rank, endpoint: endpoint, operation: operation, after: after)
+            case .healthy, nil:
+                break
+            }
             let reply: WorkerMessage?
             do {
                 reply = try socket.receiveWorkerMessage(timeout: min(.milliseconds(50), deadline - now))
@@ -303,6 +326,10 @@ final class WorkerLink: @unchecked Sendable {
             guard let reply else { continue }
             if reply.requestID != message.requestID {
                 logger.debug("dropping a late reply", metadata: ["rank": "\(rank)", "request_id": "\(reply.requestID)"])
+                continue
+            }
+            if case .heartbeat(let beat) = reply.body {
+                watch?.record(progress: beat.progress, at: ContinuousClock.now)
                 continue
             }
             condition.withLock { lastContact = .now }
@@ -319,6 +346,43 @@ final class WorkerLink: @unchecked Sendable {
             default: return nil
             }
         }
+    }
+}
+
+/// What a step's heartbeats say about the worker: alive (a heartbeat within `silenceLimit`) and
+/// moving (its progress changed within `stallLimit`).
+struct StepWatch: Sendable {
+    enum Verdict: Equatable, Sendable {
+        case healthy
+        case silent(after: Duration)
+        case stuck(after: Duration)
+    }
+
+    let silenceLimit: Duration
+    let stallLimit: Duration
+    private var lastHeartbeat: ContinuousClock.Instant
+    private var lastProgress: UInt64?
+    private var progressSince: ContinuousClock.Instant
+
+    init(silenceLimit: Duration, stallLimit: Duration, start: ContinuousClock.Instant = .now) {
+        self.silenceLimit = silenceLimit
+        self.stallLimit = stallLimit
+        lastHeartbeat = start
+        progressSince = start
+    }
+
+    mutating func record(progress: UInt64, at now: ContinuousClock.Instant) {
+        lastHeartbeat = now
+        if progress != lastProgress {
+            lastProgress = progress
+            progressSince = now
+        }
+    }
+
+    func verdict(at now: ContinuousClock.Instant) -> Verdict {
+        if now - lastHeartbeat > silenceLimit { return .silent(after: silenceLimit) }
+        if now - progressSince > stallLimit { return .stuck(after: stallLimit) }
+        return .healthy
     }
 }
 
@@ -372,6 +436,7 @@ func describe(_ reply: WorkerMessage) -> String {
     case .healthReply: return "a health reply"
     case .error(let error): return "an error (\(error.message))"
     case .shutdownReply: return "a shutdown reply"
+    case .heartbeat: return "a heartbeat"
     case nil: return "an empty message"
     }
 }

@@ -139,6 +139,16 @@ public nonisolated struct Tessel_Wire_WorkerMessage: Sendable {
     set {body = .shutdownReply(newValue)}
   }
 
+  /// Sent while a step runs, every HandshakeReply.heartbeat_interval_ms, carrying the request_id
+  /// of the step; any number of them may precede the step's answer.
+  public var heartbeat: Tessel_Wire_Heartbeat {
+    get {
+      if case .heartbeat(let v)? = body {return v}
+      return Tessel_Wire_Heartbeat()
+    }
+    set {body = .heartbeat(newValue)}
+  }
+
   /// The request_id of the RouterMessage this answers.
   public var requestID: UInt64 = 0
 
@@ -150,6 +160,9 @@ public nonisolated struct Tessel_Wire_WorkerMessage: Sendable {
     case healthReply(Tessel_Wire_HealthReply)
     case error(Tessel_Wire_WorkerError)
     case shutdownReply(Tessel_Wire_ShutdownReply)
+    /// Sent while a step runs, every HandshakeReply.heartbeat_interval_ms, carrying the request_id
+    /// of the step; any number of them may precede the step's answer.
+    case heartbeat(Tessel_Wire_Heartbeat)
 
   }
 
@@ -199,6 +212,9 @@ public nonisolated struct Tessel_Wire_HandshakeReply: Sendable {
   public var kvBlockSize: UInt32 = 0
 
   public var pid: UInt32 = 0
+
+  /// How often the worker sends a Heartbeat during a step (0: it sends none).
+  public var heartbeatIntervalMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -439,6 +455,24 @@ public nonisolated struct Tessel_Wire_HealthReply: Sendable {
   public init() {}
 }
 
+/// From a thread the compute pool cannot block: the worker is alive, and `progress` (operations of
+/// the compute pool completed since the worker started) says whether the step is moving.
+public nonisolated struct Tessel_Wire_Heartbeat: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stepID: UInt64 = 0
+
+  public var rank: UInt32 = 0
+
+  public var progress: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Tessel_Wire_Shutdown: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -606,7 +640,7 @@ nonisolated extension Tessel_Wire_RouterMessage: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Tessel_Wire_WorkerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}handshake_reply\0\u{3}step_result\0\u{3}health_reply\0\u{1}error\0\u{3}shutdown_reply\0\u{4}\u{a}request_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}handshake_reply\0\u{3}step_result\0\u{3}health_reply\0\u{1}error\0\u{3}shutdown_reply\0\u{1}heartbeat\0\u{4}\u{9}request_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -679,6 +713,19 @@ nonisolated extension Tessel_Wire_WorkerMessage: SwiftProtobuf.Message, SwiftPro
           self.body = .shutdownReply(v)
         }
       }()
+      case 6: try {
+        var v: Tessel_Wire_Heartbeat?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .heartbeat(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .heartbeat(v)
+        }
+      }()
       case 15: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
       default: break
       }
@@ -710,6 +757,10 @@ nonisolated extension Tessel_Wire_WorkerMessage: SwiftProtobuf.Message, SwiftPro
     case .shutdownReply?: try {
       guard case .shutdownReply(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .heartbeat?: try {
+      guard case .heartbeat(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
     case nil: break
     }
@@ -769,7 +820,7 @@ nonisolated extension Tessel_Wire_Handshake: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HandshakeReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -787,6 +838,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.kvBlockCount) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.kvBlockSize) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.pid) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       default: break
       }
     }
@@ -823,6 +875,9 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if self.pid != 0 {
       try visitor.visitSingularUInt32Field(value: self.pid, fieldNumber: 10)
     }
+    if self.heartbeatIntervalMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -837,6 +892,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if lhs.kvBlockCount != rhs.kvBlockCount {return false}
     if lhs.kvBlockSize != rhs.kvBlockSize {return false}
     if lhs.pid != rhs.pid {return false}
+    if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1353,6 +1409,46 @@ nonisolated extension Tessel_Wire_HealthReply: SwiftProtobuf.Message, SwiftProto
     if lhs.nonce != rhs.nonce {return false}
     if lhs.rank != rhs.rank {return false}
     if lhs.stepsExecuted != rhs.stepsExecuted {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessel_Wire_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}step_id\0\u{1}rank\0\u{1}progress\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.stepID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rank) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.progress) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.stepID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stepID, fieldNumber: 1)
+    }
+    if self.rank != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rank, fieldNumber: 2)
+    }
+    if self.progress != 0 {
+      try visitor.visitSingularUInt64Field(value: self.progress, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessel_Wire_Heartbeat, rhs: Tessel_Wire_Heartbeat) -> Bool {
+    if lhs.stepID != rhs.stepID {return false}
+    if lhs.rank != rhs.rank {return false}
+    if lhs.progress != rhs.progress {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -11,6 +11,8 @@ public final class ComputePool: @unchecked Sendable {
     /// What each thread was bound to, or why it could not be, for the log.
     public let placement: String
     private let pinning: ThreadPinning?
+    /// Operations run so far: read by the worker's heartbeat to tell a moving step from a stuck one.
+    public let progress = ProgressCounter()
 
     /// How long an idle thread spins for the next operation before it sleeps.
     public static let defaultSpinMicroseconds = 100
@@ -49,6 +51,7 @@ public final class ComputePool: @unchecked Sendable {
     /// Runs `body(thread, threads)` on every thread at once and returns when all are done.
     /// The closure stays on the caller's stack: nothing is allocated per call.
     public func run(_ body: (_ thread: Int, _ threads: Int) -> Void) {
+        defer { progress.advance() }
         withoutActuallyEscaping(body) { escapable in
             var job = escapable
             withUnsafeMutablePointer(to: &job) { pointer in
@@ -67,6 +70,7 @@ public final class ComputePool: @unchecked Sendable {
         let threads = min(threadCount, max(1, count / max(minimumPerThread, 1)))
         guard threads > 1 else {
             body(0..<count)
+            progress.advance()
             return
         }
         run { thread, _ in
@@ -121,4 +125,15 @@ public enum ComputePoolError: Error, CustomStringConvertible, Equatable {
         case .invalidProcessorList(let detail): "--cpus: \(detail)"
         }
     }
+}
+
+/// A count that only goes up, safe to read from any thread while the compute threads bump it.
+public final class ProgressCounter: Sendable {
+    private let count = Atomic<UInt64>(0)
+
+    public init() {}
+
+    public var value: UInt64 { count.load(ordering: .relaxed) }
+
+    public func advance() { count.add(1, ordering: .relaxed) }
 }

@@ -6,6 +6,9 @@ public protocol StepExecuting: AnyObject {
     /// outcome's `error` set and does not disturb the others; a thrown error fails this whole
     /// step (and only it).
     func execute(_ work: [SequenceWork]) throws -> [SequenceOutcome]
+    /// Moves while a step makes headway (the compute pool's operations); the heartbeat thread
+    /// reads it while `execute` runs.
+    var progress: ProgressCounter { get }
     /// The router says these sequences are finished; drop any per-sequence state.
     func releaseSequences(_ ids: [UInt64])
 }

@@ -43,8 +43,9 @@ public enum WorkerExitReason: Sendable, Equatable {
 }
 
 /// The worker's request loop: binds its endpoint and answers the router's messages one at a time
-/// on the calling thread. Health checks are answered between steps, so the router must allow a
-/// step's full duration before it calls a busy worker silent.
+/// on the calling thread. Health checks are answered between steps; while a step runs, a
+/// heartbeat thread of its own (the compute pool cannot block it) tells the router every
+/// `heartbeatInterval` that the worker is alive and how far the step's operations have got.
 public final class WorkerService {
     public let rank: Int
     public let worldSize: Int
@@ -56,6 +57,9 @@ public final class WorkerService {
     /// When set, the loop ends once this is no longer the worker's parent process: a router that
     /// dies without a chance to shut its workers down does not leave them running.
     public var parentProcessID: Int32?
+    /// How often a Heartbeat goes to the router while a step runs (announced in the handshake);
+    /// nil: none (for loops that drive `handle` themselves).
+    public var heartbeatInterval: Duration? = .milliseconds(250)
 
     private let executor: any StepExecuting
     private let context: ZeroMQContext
@@ -80,9 +84,15 @@ public final class WorkerService {
     /// to the router as a WorkerError and the loop goes on.
     @discardableResult
     public func run() throws -> WorkerExitReason {
-        let socket = try context.socket(.router)
-        defer { socket.close() }
-        try socket.bind(endpoint)
+        let socket = SharedSocket(try context.socket(.router))
+        try socket.withSocket { try $0.bind(endpoint) }
+        let heartbeat = heartbeatInterval.map { interval in
+            Heartbeat(socket: socket, interval: interval, rank: rank, progress: executor.progress, logger: logger)
+        }
+        defer {
+            heartbeat?.stop()
+            socket.withSocket { $0.close() }
+        }
         logger.info("worker listening", metadata: ["endpoint": "\(endpoint)", "world_size": "\(worldSize)"])
         while !stopSignal.isStopRequested {
             if let parentProcessID, getppid() != parentProcessID {
@@ -91,16 +101,21 @@ public final class WorkerService {
             }
             let incoming: IncomingRouterMessage
             do {
-                guard let received = try socket.receiveRouterMessage(timeout: pollInterval) else { continue }
+                guard let received = try socket.withSocket({ try $0.receiveRouterMessage(timeout: pollInterval) })
+                else { continue }
                 incoming = received
             } catch let error as WireError {
                 // A garbled message loses only itself; there is no request id to answer it with.
                 logger.error("dropping unreadable message", metadata: ["error": "\(error)"])
                 continue
             }
+            if case .step(let step) = incoming.message.body {
+                heartbeat?.begin(StepInFlight(peer: incoming.peer, requestID: incoming.message.requestID, stepID: step.stepID))
+            }
             let (reply, exit) = handle(incoming.message)
+            heartbeat?.end()
             do {
-                try socket.send(reply, to: incoming.peer, timeout: replyTimeout)
+                try socket.withSocket { try $0.send(reply, to: incoming.peer, timeout: replyTimeout) }
             } catch {
                 logger.warning("could not deliver reply", metadata: ["error": "\(error)"])
             }
@@ -172,6 +187,7 @@ public final class WorkerService {
         reply.kvBlockCount = UInt32(clamping: info.kvBlockCount)
         reply.kvBlockSize = UInt32(clamping: info.kvBlockSize)
         reply.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
+        reply.heartbeatIntervalMs = heartbeatInterval.map { UInt32(clamping: $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? 0
         return .success(reply)
     }
 
@@ -199,6 +215,103 @@ public final class WorkerService {
         error.rank = UInt32(rank)
         error.message = message
         return error
+    }
+}
+
+/// The worker's ROUTER socket, used by the service loop and by the heartbeat thread: ZeroMQ sockets
+/// may change threads only across a full memory barrier, which the lock gives.
+final class SharedSocket: @unchecked Sendable {
+    private let lock = NSLock()
+    private let socket: ZeroMQSocket
+
+    init(_ socket: ZeroMQSocket) { self.socket = socket }
+
+    func withSocket<Value>(_ body: (ZeroMQSocket) throws -> Value) rethrows -> Value {
+        try lock.withLock { try body(socket) }
+    }
+}
+
+/// The step being answered, as the heartbeat names it.
+struct StepInFlight: Sendable {
+    var peer: [UInt8]
+    var requestID: UInt64
+    var stepID: UInt64
+}
+
+/// A thread that, while a step is in flight, sends the router a Heartbeat every `interval` with
+/// the compute pool's progress. It only sleeps and sends, so a busy or stuck pool cannot stop it;
+/// a stopped (or dead) process stops it, which is how the router tells the two apart.
+final class Heartbeat: @unchecked Sendable {
+    private let socket: SharedSocket
+    private let interval: Duration
+    private let rank: Int
+    private let progress: ProgressCounter
+    private let logger: Logger
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var current: StepInFlight?
+    private var stopping = false
+    private var finished = false
+
+    init(socket: SharedSocket, interval: Duration, rank: Int, progress: ProgressCounter, logger: Logger) {
+        self.socket = socket
+        self.interval = interval
+        self.rank = rank
+        self.progress = progress
+        self.logger = logger
+        let thread = Thread { [self] in self.beat() }
+        thread.name = "tessel-heartbeat"
+        thread.start()
+    }
+
+    func begin(_ step: StepInFlight) {
+        condition.withLock {
+            current = step
+            condition.broadcast()
+        }
+    }
+
+    func end() {
+        condition.withLock { current = nil }
+    }
+
+    /// Ends the thread and waits for it, so the socket can be closed after.
+    func stop() {
+        condition.withLock {
+            stopping = true
+            condition.broadcast()
+            while !finished { condition.wait() }
+        }
+    }
+
+    private func beat() {
+        while true {
+            let step: StepInFlight? = condition.withLock {
+                while current == nil && !stopping { condition.wait() }
+                if stopping { return nil }
+                // One interval into the step, then every interval while it lasts.
+                _ = condition.wait(until: Date().addingTimeInterval(Double(interval / .microseconds(1)) / 1e6))
+                return stopping ? nil : current
+            }
+            if condition.withLock({ stopping }) { break }
+            guard let step else { continue }
+            var message = WorkerMessage()
+            var heartbeat = Tessel_Wire_Heartbeat()
+            heartbeat.stepID = step.stepID
+            heartbeat.rank = UInt32(rank)
+            heartbeat.progress = progress.value
+            message.heartbeat = heartbeat
+            message.requestID = step.requestID
+            do {
+                try socket.withSocket { try $0.send(message, to: step.peer, timeout: .seconds(1)) }
+            } catch {
+                logger.warning("could not send a heartbeat", metadata: ["error": "\(error)"])
+            }
+        }
+        condition.withLock {
+            finished = true
+            condition.broadcast()
+        }
     }
 }
 
