@@ -43,23 +43,31 @@ private struct RawHTTPConnection {
     func close() { _ = Glibc.close(descriptor) }
 }
 
+/// A live server over a scripted runner (5 ms a step) with Tessel's connection handlers.
+private func withLiveServer(maxBatchedTokens: Int = 512, contextLength: Int = 1024, blockCount: Int = 300,
+                            _ body: @escaping @Sendable (Scheduler, ScriptedStepRunner, Int) async throws -> Void) async throws {
+    let runner = ScriptedStepRunner(contextLength: contextLength, blockCount: blockCount, blockSize: 4, delay: .milliseconds(5))
+    let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: maxBatchedTokens),
+                              limits: SchedulerModelLimits(maxContextLength: contextLength, kvBlockCount: blockCount, kvBlockSize: 4))
+    let model = ServedModel(name: "m", tokenizer: ByteTokenizer(), chatTemplate: nil, maxContextLength: contextLength,
+                            vocabularySize: 258)
+    let loop = StepLoop(scheduler: scheduler, runner: runner)
+    let loopTask = Task { try await loop.run() }
+    defer { loopTask.cancel() }
+    let app = Application(router: OpenAIServer.makeRouter(endpoints: OpenAIEndpoints(model: model, scheduler: scheduler),
+                                                          health: { true }),
+                          server: OpenAIServer.server(settings: HTTPServerSettings()),
+                          configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)))
+    try await app.test(.live) { client in
+        try await body(scheduler, runner, try #require(client.port))
+    }
+}
+
 @Suite("Client disconnects")
 struct DisconnectTests {
     @Test("a client hanging up mid-stream cancels its sequence and frees its KV blocks")
     func hangUpMidStream() async throws {
-        let runner = ScriptedStepRunner(contextLength: 1024, blockCount: 300, blockSize: 4, delay: .milliseconds(5))
-        let scheduler = Scheduler(configuration: SchedulerConfiguration(),
-                                  limits: SchedulerModelLimits(maxContextLength: 1024, kvBlockCount: 300, kvBlockSize: 4))
-        let model = ServedModel(name: "m", tokenizer: ByteTokenizer(), chatTemplate: nil, maxContextLength: 1024,
-                                vocabularySize: 258)
-        let loop = StepLoop(scheduler: scheduler, runner: runner)
-        let loopTask = Task { try await loop.run() }
-        defer { loopTask.cancel() }
-        let app = Application(router: OpenAIServer.makeRouter(endpoints: OpenAIEndpoints(model: model, scheduler: scheduler),
-                                                              health: { true }),
-                              configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)))
-        try await app.test(.live) { client in
-            let port = try #require(client.port)
+        try await withLiveServer { scheduler, runner, port in
             let connection = try RawHTTPConnection(port: port)
             let body = #"{"prompt":"hi","max_tokens":900,"stream":true}"#
             connection.send("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
@@ -76,6 +84,47 @@ struct DisconnectTests {
             #expect(statistics.running == 0)
             #expect(statistics.usedBlocks == 0)
             #expect(runner.steps.count < 400, "generation stopped long before max_tokens")
+        }
+    }
+
+    /// Sends `body`, hangs up `after` it was sent, and checks the scheduler lets go of the
+    /// request's sequences and blocks within a second, long before generation would have ended.
+    private func hangUp(body: String, after delay: Duration, maxBatchedTokens: Int = 512) async throws {
+        try await withLiveServer(maxBatchedTokens: maxBatchedTokens, contextLength: 4096, blockCount: 1100) { scheduler, runner, port in
+            let connection = try RawHTTPConnection(port: port)
+            connection.send("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            // Hang up once the request has run for `delay` (the whole suite may be loading the machine).
+            let sent = ContinuousClock.now
+            while await scheduler.statistics.running == 0, ContinuousClock.now - sent < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            try await Task.sleep(for: delay)
+            #expect(await scheduler.statistics.running >= 1, "the request should be running when its client hangs up")
+            connection.close()
+            let closed = ContinuousClock.now
+            var statistics = await scheduler.statistics
+            while statistics.running + statistics.waiting > 0 || statistics.usedBlocks > 0,
+                  ContinuousClock.now - closed < .seconds(3) {
+                try await Task.sleep(for: .milliseconds(10))
+                statistics = await scheduler.statistics
+            }
+            #expect(statistics.running == 0 && statistics.waiting == 0 && statistics.usedBlocks == 0)
+            #expect(ContinuousClock.now - closed < .seconds(1), "let go after \(ContinuousClock.now - closed)")
+            #expect(runner.steps.count < 300, "generation stopped long before its end")
+        }
+    }
+
+    @Test("a non-streaming client hanging up during decode cancels its sequence within a second")
+    func hangUpWaitingForJSON() async throws {
+        try await hangUp(body: #"{"prompt":"hi","max_tokens":2000}"#, after: .milliseconds(300))
+    }
+
+    @Test("a client hanging up during a chunked prefill (non-streaming, streaming, n=4) is let go at the next step")
+    func hangUpDuringPrefill() async throws {
+        let prompt = String(repeating: "a", count: 3000)
+        for options in [#""stream":false"#, #""stream":true"#, #""stream":false,"n":4"#] {
+            try await hangUp(body: #"{"prompt":"\#(prompt)","max_tokens":100,\#(options)}"#, after: .milliseconds(200),
+                             maxBatchedTokens: 8)
         }
     }
 }

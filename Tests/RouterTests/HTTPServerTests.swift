@@ -254,6 +254,10 @@ struct HTTPServerTests {
         ("/v1/completions", #"{"prompt":"x","temperature":-1}"#, 400, "invalid_value"),
         ("/v1/completions", #"{"prompt":[300]}"#, 400, "invalid_value"),
         ("/v1/completions", #"{"prompt":"x","max_tokens":1000}"#, 400, "context_length_exceeded"),
+        // n choices are n sequences: no more than --max-num-seqs (16 here), as separate requests.
+        ("/v1/completions", #"{"prompt":"x","n":17}"#, 400, "invalid_value"),
+        // priority without --scheduling-policy priority is refused, not ignored.
+        ("/v1/chat/completions", #"{"messages":[{"role":"user","content":"x"}],"priority":-5}"#, 400, "invalid_value"),
         ("/v1/chat/completions", #"{"messages":[{"role":"raise","content":"x"}]}"#, 400, "chat_template_error"),
         ("/v1/nothing", "{}", 404, "unknown_url"),
     ])
@@ -306,7 +310,7 @@ struct HTTPServerTests {
     @Test("every response carries a request id: the client's when it sent a usable one, else a fresh one")
     func requestIDs() async throws {
         try await withServer { client in
-            let field = AccessLogMiddleware<BasicRequestContext>.requestIDField
+            let field = AccessLogMiddleware<ServerRequestContext>.requestIDField
             var seen: Set<String> = []
             for _ in 0..<3 {
                 try await client.execute(uri: "/v1/models", method: .get) { response in

@@ -348,6 +348,116 @@ struct SchedulerTests {
 import Logging
 import ServiceLifecycle
 
+/// Step costs as a worker might report them: 2 ms + 0.3 ms per token + 0.1 ms per thousand
+/// attended positions.
+private func syntheticSeconds(_ step: PlannedStep) -> Double {
+    0.002 + 0.0003 * Double(step.totalTokens) + 0.0001 * step.attendedThousands
+}
+
+@Suite("Step time and priority")
+struct StepTimeAndPriorityTests {
+    @Test("the step cost model recovers the coefficients of the steps it observed")
+    func costModelFit() {
+        var model = StepCostModel()
+        #expect(model.cost(start: 0, tokens: 10) == nil)
+        for (tokens, start) in [(1, 100), (512, 0), (64, 2000), (3, 50), (256, 1024), (1, 4000), (128, 300), (17, 9)] {
+            let attended = StepCostModel.attended(start: start, tokens: tokens)
+            model.observe(tokens: tokens, attended: attended, seconds: 0.002 + 0.0003 * Double(tokens) + 0.0001 * attended)
+        }
+        let (c0, c1, c2) = try! #require(model.coefficients)
+        #expect(abs(c0 - 0.002) < 1e-6 && abs(c1 - 0.0003) < 1e-7 && abs(c2 - 0.0001) < 1e-7)
+        // The largest chunk within 0.1 s at position 3000 costs at most that, one more token more.
+        let fitting = try! #require(model.tokens(fitting: 0.1, start: 3000))
+        #expect(model.cost(start: 3000, tokens: fitting)! <= 0.1)
+        #expect(model.cost(start: 3000, tokens: fitting + 1)! > 0.1)
+    }
+
+    @Test("with a learned step cost, a long prompt advances in steps near the target and a short prompt arriving meanwhile gets its first token in the next step")
+    func longPromptDoesNotHoldBackAShortOne() async throws {
+        let runner = ScriptedStepRunner(contextLength: 8192, blockCount: 2100, blockSize: 4)
+        let scheduler = Scheduler(
+            configuration: SchedulerConfiguration(maxBatchedTokens: 512, targetStepSeconds: 0.05),
+            limits: SchedulerModelLimits(maxContextLength: 8192, kvBlockCount: 2100, kvBlockSize: 4))
+        func run(_ step: PlannedStep) async throws {
+            var result = try await runner.run(step.message)
+            result.computeSeconds = syntheticSeconds(step)
+            await scheduler.complete(step, result: result)
+        }
+        // Teach the model with a few short requests first.
+        for offset in 0..<4 {
+            _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(40 + 30 * offset, offset: offset), maxNewTokens: 3))
+            while let step = await scheduler.planStep() { try await run(step) }
+        }
+        let (_, long) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(6000, offset: 7), maxNewTokens: 1))
+        var longSteps: [PlannedStep] = []
+        for _ in 0..<6 {
+            let step = try #require(await scheduler.planStep())
+            longSteps.append(step)
+            try await run(step)
+        }
+        // Chunks keep each step within ~the target (the model is exact here), shrinking as the context grows.
+        for step in longSteps { #expect(syntheticSeconds(step) <= 0.05 * 1.01, "\(step.totalTokens) tokens") }
+        let chunks = longSteps.map(\.totalTokens)
+        #expect(chunks.first! > chunks.last!)
+        // A short prompt arrives: the very next step finishes its prefill and samples.
+        let (shortID, short) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(20, offset: 3), maxNewTokens: 1))
+        let next = try #require(await scheduler.planStep())
+        let entry = try #require(next.message.sequences.first { $0.sequenceID == shortID })
+        #expect(Int(entry.startPosition) + entry.tokens.count == 20 && entry.sample)
+        // The long prompt still advances in that step, by the minimum chunk.
+        #expect(next.message.sequences.contains { $0.sequenceID != shortID && $0.tokens.count == 16 })
+        try await run(next)
+        #expect(sampledTokens(try await collectEvents(short)).count == 1)
+        while let step = await scheduler.planStep() { try await run(step) }
+        #expect(sampledTokens(try await collectEvents(long)) == [ScriptedStepRunner.token(atPosition: 6000)])
+    }
+
+    @Test("priority policy: waiting sequences run by priority then arrival; fcfs keeps arrival order")
+    func priorityOrder() async throws {
+        for policy in SchedulingPolicy.allCases {
+            let runner = ScriptedStepRunner()
+            let scheduler = Scheduler(configuration: SchedulerConfiguration(maxSequences: 1, policy: policy),
+                                      limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 64, kvBlockSize: 4))
+            var ids: [Int: UInt64] = [:]
+            for priority in [5, 0, 9, -2, 0] {
+                let (id, _) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 1, priority: priority))
+                ids[ids.count] = id
+            }
+            var order: [UInt64] = []
+            while let step = await scheduler.planStep() {
+                for entry in step.message.sequences where !order.contains(entry.sequenceID) { order.append(entry.sequenceID) }
+                await scheduler.complete(step, result: try await runner.run(step.message))
+            }
+            let expected = policy == .priority ? [3, 1, 4, 0, 2] : [0, 1, 2, 3, 4]
+            #expect(order == expected.map { ids[$0]! }, "\(policy)")
+        }
+    }
+
+    @Test("out of KV blocks, fcfs preempts the newest sequence, priority the one with the highest priority value")
+    func priorityPreemption() async throws {
+        for policy in SchedulingPolicy.allCases {
+            // 6 blocks of 4 slots; each sequence grows to 8 + 10 = 18 tokens (5 blocks): one must give way.
+            let runner = ScriptedStepRunner(blockCount: 6, blockSize: 4)
+            let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: 64, policy: policy),
+                                      limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 6, kvBlockSize: 4))
+            let (olderID, older) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(8), maxNewTokens: 10, priority: 3))
+            let (newerID, newer) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(8, offset: 3), maxNewTokens: 10,
+                                                                               priority: policy == .priority ? 0 : 3))
+            var alone: UInt64?
+            while let step = await scheduler.planStep() {
+                await scheduler.complete(step, result: try await runner.run(step.message))
+                let ids = step.message.sequences.map(\.sequenceID)
+                if alone == nil, ids.count == 1, await scheduler.statistics.preemptions > 0 { alone = ids[0] }
+            }
+            _ = try await collectEvents(older)
+            _ = try await collectEvents(newer)
+            #expect(await scheduler.statistics.preemptions >= 1)
+            // The one not preempted ran on alone.
+            #expect(alone == (policy == .priority ? newerID : olderID), "\(policy)")
+        }
+    }
+}
+
 @Suite("Step loop lifecycle")
 struct StepLoopLifecycleTests {
     @Test("graceful shutdown finishes the running sequence, refuses new ones, then returns")

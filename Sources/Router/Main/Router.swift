@@ -85,6 +85,16 @@ struct Serve: AsyncParsableCommand {
     var maxNumBatchedTokens: Int = 512
 
     @Option(name: .long, help: ArgumentHelp(
+        "Seconds a step carrying prompt chunks should take, by the step cost learned from the workers: long prompts advance in chunks that fit, so requests arriving meanwhile are not held back; 0 turns it off.",
+        valueName: "seconds"))
+    var stepTimeTarget: Double = 0.2
+
+    @Option(name: .long, help: ArgumentHelp(
+        "fcfs (arrival order) or priority (by each request's `priority`, lower first, then arrival; preemption takes the highest value first).",
+        valueName: "policy"))
+    var schedulingPolicy: String = "fcfs"
+
+    @Option(name: .long, help: ArgumentHelp(
         "KV cache size per worker, in tokens (rounded to whole blocks). Default: the worker's own default.",
         valueName: "tokens"))
     var kvCacheTokens: Int?
@@ -136,6 +146,12 @@ struct Serve: AsyncParsableCommand {
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
+        guard SchedulingPolicy(rawValue: schedulingPolicy) != nil else {
+            throw ValidationError("--scheduling-policy must be fcfs or priority (got \(schedulingPolicy))")
+        }
+        if !stepTimeTarget.isFinite || stepTimeTarget < 0 {
+            throw ValidationError("--step-time-target must be a number of seconds, 0 or more (got \(stepTimeTarget))")
+        }
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
         if workerStartupTimeout < 1 { throw ValidationError("--worker-startup-timeout must be at least 1 second") }
         if let activations, !["q8", "f32"].contains(activations) {
@@ -222,7 +238,9 @@ struct Serve: AsyncParsableCommand {
 
         let scheduler = Scheduler(
             configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
-                                                  prefixCaching: !noPrefixCaching),
+                                                  prefixCaching: !noPrefixCaching,
+                                                  targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
+                                                  policy: SchedulingPolicy(rawValue: schedulingPolicy) ?? .fcfs),
             limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
                                          kvBlockSize: info.kvBlockSize))
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,

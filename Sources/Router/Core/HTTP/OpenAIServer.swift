@@ -37,8 +37,8 @@ public enum OpenAIServer {
     /// The routes, usable alone in tests (`Application(router:)` / HummingbirdTesting).
     public static func makeRouter(endpoints: OpenAIEndpoints, settings: HTTPServerSettings = HTTPServerSettings(),
                                   logger: Logger = Logger(label: "tessel.http"),
-                                  health: @escaping WorkerHealthProbe) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+                                  health: @escaping WorkerHealthProbe) -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
         // Outermost, so that it sees the response every error became.
         router.add(middleware: AccessLogMiddleware(logger: logger))
         router.add(middleware: OpenAIErrorMiddleware())
@@ -47,8 +47,18 @@ public enum OpenAIServer {
 
         // The probe is the truth (a restarted worker is healthy again before any new step); the
         // last step failure only explains a 503.
+        // Besides the status, what the scheduler holds: a client (or a test) can see work drain.
         let healthResponse: @Sendable () async throws -> Response = {
-            if await health() { return jsonResponse(.object([("status", "ok")]), status: .ok) }
+            if await health() {
+                let statistics = await scheduler.statistics
+                return jsonResponse(.object([
+                    ("status", "ok"),
+                    ("sequences_running", .int(statistics.running)),
+                    ("sequences_waiting", .int(statistics.waiting)),
+                    ("kv_blocks_used", .int(statistics.usedBlocks)),
+                    ("kv_blocks_total", .int(statistics.usedBlocks + statistics.freeBlocks)),
+                ]), status: .ok)
+            }
             let failure = await scheduler.lastStepFailure
             throw APIError.workersUnavailable("the workers are not available" + (failure.map { ": \($0)" } ?? ""))
         }
@@ -61,13 +71,13 @@ public enum OpenAIServer {
                 return Response(status: full.status, headers: full.headers)
             }
         }
-        router.post("v1/completions") { request, _ -> Response in
+        router.post("v1/completions") { request, context -> Response in
             let body = try await collect(request, limit: limit)
-            return respond(try await endpoints.completions(body: body))
+            return try await generate(context) { try await endpoints.completions(body: body) }
         }
-        router.post("v1/chat/completions") { request, _ -> Response in
+        router.post("v1/chat/completions") { request, context -> Response in
             let body = try await collect(request, limit: limit)
-            return respond(try await endpoints.chatCompletions(body: body))
+            return try await generate(context) { try await endpoints.chatCompletions(body: body) }
         }
         return router
     }
@@ -80,18 +90,37 @@ public enum OpenAIServer {
         "/v1/chat/completions": [.post],
     ]
 
+    /// Runs a generating endpoint for as long as its client is there: a non-streaming answer is
+    /// cancelled when the client hangs up, a stream ends (during prefill too, before it has
+    /// written anything that could fail).
+    static func generate(_ context: ServerRequestContext,
+                         _ endpoint: @escaping @Sendable () async throws -> EndpointResponse) async throws -> Response {
+        guard let presence = await context.clientPresence() else { return respond(try await endpoint()) }
+        switch try await presence.cancellingWhenGone(endpoint) {
+        case .stream(let chunks): return respond(.stream(presence.ending(chunks)))
+        case let other: return respond(other)
+        }
+    }
+
+    /// The HTTP/1.1 server with Tessel's connection handlers: the connection cap, client presence,
+    /// and the idle timer.
+    public static func server(settings: HTTPServerSettings) -> HTTPServerBuilder {
+        let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+        let counter = ConnectionCounter(limit: settings.maxConnections)
+        return .http1(configuration: HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionLimitHandler(counter: counter), ClientPresenceHandler()],
+            idleTimeout: idle))
+    }
+
     /// The server as a `Service` (put it last in the `ServiceGroup`: it stops first and drains).
     public static func makeApplication(endpoints: OpenAIEndpoints, settings: HTTPServerSettings,
                                        health: @escaping WorkerHealthProbe, logger: Logger,
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
-        let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
-        let counter = ConnectionCounter(limit: settings.maxConnections)
-        return Application(
+        Application(
             router: makeRouter(endpoints: endpoints, settings: settings, logger: logger, health: health),
-            server: .http1(configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionLimitHandler(counter: counter)], idleTimeout: idle)),
+            server: server(settings: settings),
             configuration: ApplicationConfiguration(address: .hostname(settings.host, port: settings.port),
                                                     serverName: "tessel"),
             onServerRunning: onServerRunning,

@@ -46,6 +46,7 @@ public struct OpenAIEndpoints: Sendable {
     public func completions(body: Data) async throws(APIError) -> EndpointResponse {
         let request = try CompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
+        try checkLimits(request.options)
         var prompts: [[TokenID]] = []
         for prompt in request.prompts {
             switch prompt {
@@ -90,6 +91,7 @@ public struct OpenAIEndpoints: Sendable {
     public func chatCompletions(body: Data, now: Date = Date()) async throws(APIError) -> EndpointResponse {
         let request = try ChatCompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
+        try checkLimits(request.options)
         let prompt = try renderChat(request, now: now)
         let tokens = model.tokenizer.encode(prompt, addSpecialTokens: false, parseSpecial: true)
         let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: nil)
@@ -143,6 +145,18 @@ public struct OpenAIEndpoints: Sendable {
         if let requested, requested != model.name { throw .modelNotFound(requested) }
     }
 
+    /// What the scheduler's configuration allows: `n` choices are `n` sequences, which must fit in
+    /// one batch (`--max-num-seqs`) as separate requests would; `priority` needs the priority policy.
+    func checkLimits(_ options: GenerationOptions) throws(APIError) {
+        let configuration = scheduler.configuration
+        if options.n > configuration.maxSequences {
+            throw .invalidValue("n", "must be at most \(configuration.maxSequences) (the server's --max-num-seqs), got \(options.n)")
+        }
+        if options.priority != 0, configuration.policy != .priority {
+            throw .invalidValue("priority", "needs the server started with --scheduling-policy priority, got \(options.priority)")
+        }
+    }
+
     /// The token limit of each choice, checked against the context as vLLM does.
     func maxNewTokens(promptCount: Int, requested: Int?, default defaultCount: Int?) throws(APIError) -> Int {
         let room = model.maxContextLength - promptCount
@@ -172,7 +186,8 @@ public struct OpenAIEndpoints: Sendable {
                                        seed: 0, repetitionPenalty: options.repetitionPenalty,
                                        presencePenalty: options.presencePenalty, frequencyPenalty: options.frequencyPenalty,
                                        logprobs: logprobs),
-            maxNewTokens: maxTokens, stopTokenIDs: stops, promptLogprobs: promptLogprobs, sampleIndex: sampleIndex)
+            maxNewTokens: maxTokens, stopTokenIDs: stops, promptLogprobs: promptLogprobs, sampleIndex: sampleIndex,
+            priority: options.priority)
     }
 
     /// Submits every choice, or none: a choice refused by the scheduler cancels the others.

@@ -19,6 +19,8 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Extra token ids that end generation (vLLM's `stop_token_ids`).
     public var stopTokenIDs: [TokenID] = []
     public var n: Int = 1
+    /// vLLM's `priority` (lower first); only allowed under `--scheduling-policy priority`.
+    public var priority: Int = 0
     public var presencePenalty: Float = 0
     public var frequencyPenalty: Float = 0
     public var repetitionPenalty: Float = 1
@@ -175,6 +177,9 @@ extension GenerationOptions {
             guard value >= 1 else { throw .invalidValue("n", "must be at least 1, got \(value)") }
             guard value <= 128 else { throw .invalidValue("n", "must be at most 128, got \(value)") }
             n = value
+        }
+        if let value = try fields.int("priority") {
+            priority = value
         }
         for (key, keyPath) in [("presence_penalty", \GenerationOptions.presencePenalty), ("frequency_penalty", \.frequencyPenalty)] {
             if let value = try fields.number(key) {

@@ -1,6 +1,15 @@
 import Tokenizers
 import Wire
 
+/// Which waiting sequence goes first, as vLLM's `--scheduling-policy`.
+public enum SchedulingPolicy: String, Sendable, Equatable, CaseIterable {
+    /// Arrival order; the newest running sequence is preempted first.
+    case fcfs
+    /// By the request's `priority` (lower first), then arrival; the running sequence with the
+    /// highest priority value (newest among equals) is preempted first.
+    case priority
+}
+
 /// Step limits, as vLLM users know them.
 public struct SchedulerConfiguration: Sendable, Equatable {
     /// Most sequences in one step (`--max-num-seqs`).
@@ -9,11 +18,23 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     public var maxBatchedTokens: Int
     /// Reuse KV blocks of identical prompt prefixes.
     public var prefixCaching: Bool
+    /// Steps that carry prefill chunks are kept near this many seconds (by the learned step cost),
+    /// so a request arriving while a long prompt is prefilled waits at most about one such step;
+    /// nil: token budget only.
+    public var targetStepSeconds: Double?
+    /// A prefill chunk is never cut below this many tokens by the time target, so every prompt
+    /// advances each step.
+    public var minimumPrefillChunk: Int
+    public var policy: SchedulingPolicy
 
-    public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true) {
+    public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true,
+                targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs) {
+        self.policy = policy
         self.maxSequences = maxSequences
         self.maxBatchedTokens = maxBatchedTokens
         self.prefixCaching = prefixCaching
+        self.targetStepSeconds = targetStepSeconds
+        self.minimumPrefillChunk = minimumPrefillChunk
     }
 }
 
@@ -32,6 +53,14 @@ public struct SchedulerModelLimits: Sendable, Equatable {
 
     /// Token slots of the whole KV cache.
     public var kvCapacityTokens: Int { kvBlockCount * kvBlockSize }
+}
+
+/// Queue order: lower priority values first, then earlier arrivals.
+struct QueueKey: Comparable {
+    var priority: Int
+    var arrival: UInt64
+
+    static func < (a: QueueKey, b: QueueKey) -> Bool { (a.priority, a.arrival) < (b.priority, b.arrival) }
 }
 
 /// One running or waiting sequence, owned by the scheduler actor.
@@ -75,6 +104,8 @@ public struct PlannedStep: Sendable {
     /// Decode entries (one token of an already-prefilled sequence) and prefill tokens, for tests and metrics.
     public var decodeCount: Int
     public var prefillTokenCount: Int
+    /// Σ over computed tokens of the positions each attends to, in thousands (the step cost model's feature).
+    public var attendedThousands: Double
     public var totalTokens: Int { entries.reduce(0) { $0 + $1.tokenCount } }
 }
 
@@ -90,10 +121,13 @@ public struct SchedulerStatistics: Sendable, Equatable {
 }
 
 /// Continuous batching with one rule: every sequence has a count of computed tokens, every step
-/// a token budget. Running sequences go first (oldest first: decode tokens, then the rest of
-/// their prefill), then waiting sequences are admitted in arrival order with a prefill chunk.
-/// When the KV cache runs out, the newest running sequence gives its blocks back and is
-/// recomputed later. Requests enter through this actor; the `StepLoop` drives it.
+/// a token budget. Each step takes, in order: the decode token of every running sequence (oldest
+/// first), first chunks of waiting sequences (arrival order), then the rest of running prefills.
+/// Prefill chunks also share a time budget (`targetStepSeconds`, by the learned `StepCostModel`):
+/// a long prompt advances in chunks that keep steps short, and a short request arriving meanwhile
+/// is admitted in the next step instead of waiting for the whole long prefill. When the KV cache
+/// runs out, the newest running sequence gives its blocks back and is recomputed later. Requests
+/// enter through this actor; the `StepLoop` drives it.
 public actor Scheduler {
     public let configuration: SchedulerConfiguration
     public let limits: SchedulerModelLimits
@@ -113,6 +147,7 @@ public actor Scheduler {
     private var preemptionCount = 0
     private var prefixCacheHitTokens = 0
     private var stepsPlanned = 0
+    private var costModel = StepCostModel()
     private let wakeUp: AsyncStream<Void>.Continuation
     /// Yields whenever there may be new work (a request, a cancellation, a release).
     public nonisolated let workSignals: AsyncStream<Void>
@@ -146,7 +181,7 @@ public actor Scheduler {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: SequenceEvent.self, throwing: (any Error).self)
         let sequence = ScheduledSequence(id: id, request: request, arrival: arrivals, continuation: continuation)
         sequences[id] = sequence
-        waiting.append(sequence)
+        enqueue(sequence)
         continuation.onTermination = { [weak self] termination in
             if case .finished = termination { return }
             guard let self else { return }
@@ -211,33 +246,52 @@ public actor Scheduler {
         var budget = configuration.maxBatchedTokens
         var scheduled: [(ScheduledSequence, Int)] = []
         var preempted = false
+        // Seconds left for prefill chunks in this step (nil: no time limit, or no estimate yet).
+        var timeLeft: Double? = configuration.targetStepSeconds.flatMap { target in
+            costModel.stepOverhead.map { target - $0 }
+        }
+        /// How many of `wanted` tokens from `start` the step can still take.
+        func chunk(_ wanted: Int, from start: Int) -> Int {
+            var take = min(wanted, budget)
+            if let seconds = timeLeft, let fitting = costModel.tokens(fitting: seconds, start: start) {
+                take = min(take, max(fitting, min(configuration.minimumPrefillChunk, wanted)))
+            }
+            return take
+        }
+        func charge(_ take: Int, from start: Int) {
+            budget -= take
+            if let seconds = timeLeft, let cost = costModel.cost(start: start, tokens: take) { timeLeft = seconds - cost }
+        }
+        /// Gives `sequence` blocks for `take` more tokens, preempting the newest running sequences
+        /// if the cache is full; false if `sequence` itself had to go.
+        func place(_ sequence: ScheduledSequence, _ take: Int) -> Bool {
+            while true {
+                let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
+                if missing <= 0 { return true }
+                if let blocks = blockManager.allocate(missing) {
+                    sequence.blocks += blocks
+                    return true
+                }
+                let victim = preemptionVictim()
+                preempt(victim)
+                preempted = true
+                scheduled.removeAll { $0.0 === victim }
+                if victim === sequence { return false }
+            }
+        }
 
-        // Running sequences, oldest first.
+        // 1. The decode token of every running sequence, oldest first.
         var index = 0
         while index < running.count, budget > 0 {
             let sequence = running[index]
-            let take = min(sequence.tokens.count - sequence.computedTokens, budget)
-            if take <= 0 { index += 1; continue }
-            var placed = true
-            while true {
-                let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
-                if missing <= 0 { break }
-                if let blocks = blockManager.allocate(missing) {
-                    sequence.blocks += blocks
-                    break
-                }
-                let victim = running[running.count - 1]
-                preempt(victim)
-                preempted = true
-                if victim === sequence { placed = false; break }
-            }
-            if !placed { break }
-            scheduled.append((sequence, take))
-            budget -= take
             index += 1
+            guard sequence.tokens.count - sequence.computedTokens == 1 else { continue }
+            guard place(sequence, 1) else { break }
+            scheduled.append((sequence, 1))
+            budget -= 1
         }
 
-        // Waiting sequences, in arrival order, while there is room (not after a preemption:
+        // 2. Waiting sequences, in arrival order, while there is room (not after a preemption:
         // the cache is full).
         while !preempted, budget > 0, running.count < configuration.maxSequences, let sequence = waiting.first {
             if sequence.computedTokens == 0, sequence.blocks.isEmpty, !sequence.wantsPromptLogprobs {
@@ -246,8 +300,9 @@ public actor Scheduler {
                 sequence.blocks = cached
                 sequence.computedTokens = cached.count * limits.kvBlockSize
             }
-            let take = min(sequence.tokens.count - sequence.computedTokens, budget)
-            let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
+            let start = sequence.computedTokens
+            let take = chunk(sequence.tokens.count - start, from: start)
+            let missing = blockManager.blocksNeeded(forTokens: start + take) - sequence.blocks.count
             if missing > 0 {
                 guard let blocks = blockManager.allocate(missing) else {
                     blockManager.free(sequence.blocks)
@@ -261,7 +316,27 @@ public actor Scheduler {
             waiting.removeFirst()
             running.append(sequence)
             scheduled.append((sequence, take))
-            budget -= take
+            charge(take, from: start)
+        }
+
+        // 3. The rest of running prefills, oldest first, in what is left. A step that gives a newly
+        // admitted prompt its first token gives them only their minimum chunk: its time to first
+        // token is this step's length.
+        if scheduled.contains(where: { $0.0.computedTokens + $0.1 == $0.0.tokens.count && $0.0.generatedCount == 0 }) {
+            timeLeft = timeLeft.map { _ in 0 }
+        }
+        index = 0
+        while index < running.count, budget > 0 {
+            let sequence = running[index]
+            index += 1
+            let remaining = sequence.tokens.count - sequence.computedTokens
+            guard remaining > 0, !scheduled.contains(where: { $0.0 === sequence }) else { continue }
+            let start = sequence.computedTokens
+            let take = chunk(remaining, from: start)
+            guard take > 0 else { continue }
+            guard place(sequence, take) else { break }
+            scheduled.append((sequence, take))
+            charge(take, from: start)
         }
 
         guard !scheduled.isEmpty else { return nil }
@@ -271,12 +346,15 @@ public actor Scheduler {
         var entries: [(sequenceID: UInt64, tokenCount: Int)] = []
         var decodes = 0
         var prefillTokens = 0
+        var attended = 0.0
         for (sequence, take) in scheduled {
+            attended += StepCostModel.attended(start: sequence.computedTokens, tokens: take)
             message.sequences.append(wireStep(for: sequence, take: take))
             entries.append((sequence.id, take))
             if take == 1, sequence.computedTokens >= sequence.promptCount { decodes += 1 } else { prefillTokens += take }
         }
-        let step = PlannedStep(message: message, entries: entries, decodeCount: decodes, prefillTokenCount: prefillTokens)
+        let step = PlannedStep(message: message, entries: entries, decodeCount: decodes, prefillTokenCount: prefillTokens,
+                               attendedThousands: attended)
         inFlight = step
         stepsPlanned += 1
         return step
@@ -322,7 +400,25 @@ public actor Scheduler {
         sequence.registeredChain = 0
         sequence.preemptions += 1
         preemptionCount += 1
-        waiting.insert(sequence, at: 0)
+        enqueue(sequence)
+    }
+
+    /// Puts `sequence` in the waiting queue where the policy says: FCFS by arrival (a preempted
+    /// sequence arrived before everything still waiting), priority by (priority, arrival).
+    private func enqueue(_ sequence: ScheduledSequence) {
+        let key = queueKey(sequence)
+        let position = waiting.firstIndex { queueKey($0) > key } ?? waiting.endIndex
+        waiting.insert(sequence, at: position)
+    }
+
+    private func queueKey(_ sequence: ScheduledSequence) -> QueueKey {
+        QueueKey(priority: configuration.policy == .priority ? sequence.request.priority : 0, arrival: sequence.arrival)
+    }
+
+    /// The running sequence that gives its blocks back when the cache is full: the last in the
+    /// queue order.
+    private func preemptionVictim() -> ScheduledSequence {
+        running.max { queueKey($0) < queueKey($1) }!
     }
 
     // MARK: Results
@@ -332,6 +428,7 @@ public actor Scheduler {
     public func complete(_ step: PlannedStep, result: Tessel_Wire_StepResult) {
         inFlight = nil
         lastStepFailure = nil
+        costModel.observe(tokens: step.totalTokens, attended: step.attendedThousands, seconds: result.computeSeconds)
         var results: [UInt64: Tessel_Wire_SequenceResult] = [:]
         for entry in result.sequences { results[entry.sequenceID] = entry }
         for (position, entry) in step.entries.enumerated() {

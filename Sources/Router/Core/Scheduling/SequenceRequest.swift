@@ -45,9 +45,12 @@ public struct SequenceRequest: Sendable, Equatable {
     public var promptLogprobs: Int?
     /// Which of the request's `n` choices this is: distinct random streams for the same seed.
     public var sampleIndex: Int
+    /// Lower runs first under the `priority` scheduling policy (vLLM's request field).
+    public var priority: Int
 
     public init(promptTokens: [TokenID], sampling: SamplingSettings = SamplingSettings(), maxNewTokens: Int,
-                stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0) {
+                stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0, priority: Int = 0) {
+        self.priority = priority
         self.promptTokens = promptTokens
         self.sampling = sampling
         self.maxNewTokens = maxNewTokens
