@@ -77,7 +77,10 @@ def test_tokenize_finds_an_org_name_in_the_hugging_face_cache(tmp_path):
 
 def test_bad_serving_flags_are_refused_at_start(model_path):
     for flags, named in ((["--log-level", "bogus"], "--log-level"), (["--max-request-bytes", "lots"], "--max-request-bytes"),
-                         (["--keep-alive-timeout", "-1"], "--keep-alive-timeout")):
+                         (["--keep-alive-timeout", "-1"], "--keep-alive-timeout"),
+                         (["--request-read-timeout", "-1"], "--request-read-timeout"),
+                         (["--step-time-target", "nan"], "--step-time-target"),
+                         (["--scheduling-policy", "lifo"], "--scheduling-policy")):
         r = router("--model", str(model_path), "--port", "1", *flags)
         assert r.returncode != 0, f"{flags} was accepted"
         assert named in r.stderr, r.stderr

@@ -28,8 +28,17 @@ private struct RawHTTPConnection {
         _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
     }
 
-    /// Reads until `marker` has arrived (or the peer closes).
-    func read(until marker: String) -> String {
+    /// Reads until `marker` has arrived (or the peer closes), on a thread of its own.
+    func read(until marker: String) async -> String {
+        await offThePool { blockingRead(until: marker) }
+    }
+
+    /// See `blockingSecondsUntilClosed`; on a thread of its own.
+    func secondsUntilClosed(timeout: Double) async -> Double? {
+        await offThePool { blockingSecondsUntilClosed(timeout: timeout) }
+    }
+
+    private func blockingRead(until marker: String) -> String {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !String(decoding: received, as: UTF8.self).contains(marker) {
@@ -41,10 +50,38 @@ private struct RawHTTPConnection {
     }
 
     func close() { _ = Glibc.close(descriptor) }
+
+    /// Reads (and drops) what arrives until the server closes the connection; the time that took,
+    /// or nil if it was still open after `timeout`.
+    private func blockingSecondsUntilClosed(timeout: Double) -> Double? {
+        let started = ContinuousClock.now
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let left = timeout - (ContinuousClock.now - started).seconds
+            if left <= 0 { return nil }
+            var descriptorSet = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            if poll(&descriptorSet, 1, Int32(left * 1000)) > 0 {
+                if recv(descriptor, &buffer, buffer.count, 0) <= 0 { return (ContinuousClock.now - started).seconds }
+            }
+        }
+    }
+}
+
+/// Runs a blocking call on a new thread: a test's recv or poll must not hold one of the few
+/// cooperative threads that the server under test runs on.
+private func offThePool<Value: Sendable>(_ body: @escaping @Sendable () -> Value) async -> Value {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 /// A live server over a scripted runner (5 ms a step) with Tessel's connection handlers.
 private func withLiveServer(maxBatchedTokens: Int = 512, contextLength: Int = 1024, blockCount: Int = 300,
+                            settings: HTTPServerSettings = HTTPServerSettings(),
                             _ body: @escaping @Sendable (Scheduler, ScriptedStepRunner, Int) async throws -> Void) async throws {
     let runner = ScriptedStepRunner(contextLength: contextLength, blockCount: blockCount, blockSize: 4, delay: .milliseconds(5))
     let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: maxBatchedTokens),
@@ -56,7 +93,7 @@ private func withLiveServer(maxBatchedTokens: Int = 512, contextLength: Int = 10
     defer { loopTask.cancel() }
     let app = Application(router: OpenAIServer.makeRouter(endpoints: OpenAIEndpoints(model: model, scheduler: scheduler),
                                                           health: { true }),
-                          server: OpenAIServer.server(settings: HTTPServerSettings()),
+                          server: OpenAIServer.server(settings: settings),
                           configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)))
     try await app.test(.live) { client in
         try await body(scheduler, runner, try #require(client.port))
@@ -71,7 +108,7 @@ struct DisconnectTests {
             let connection = try RawHTTPConnection(port: port)
             let body = #"{"prompt":"hi","max_tokens":900,"stream":true}"#
             connection.send("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-            let start = connection.read(until: "data: {")
+            let start = await connection.read(until: "data: {")
             #expect(start.contains("text/event-stream"))
             #expect(await scheduler.statistics.running == 1)
             connection.close()
@@ -125,6 +162,47 @@ struct DisconnectTests {
         for options in [#""stream":false"#, #""stream":true"#, #""stream":false,"n":4"#] {
             try await hangUp(body: #"{"prompt":"\#(prompt)","max_tokens":100,\#(options)}"#, after: .milliseconds(200),
                              maxBatchedTokens: 8)
+        }
+    }
+
+    @Test("connection clocks: idle keep-alive, headers from their first byte, body from the head; a long response is never cut")
+    func connectionClocks() async throws {
+        let settings = HTTPServerSettings(idleTimeout: .milliseconds(300), requestReadTimeout: .milliseconds(800))
+        try await withLiveServer(settings: settings) { _, _, port in
+            // Idle: nothing sent.
+            let idle = try RawHTTPConnection(port: port)
+            let idleSeconds = try #require(await idle.secondsUntilClosed(timeout: 3))
+            #expect(idleSeconds >= 0.25 && idleSeconds < 0.7, "idle closed after \(idleSeconds)")
+            idle.close()
+
+            // Headers trickling a byte every 100 ms: activity does not extend the header clock.
+            let slow = try RawHTTPConnection(port: port)
+            let started = ContinuousClock.now
+            for byte in "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa".map(String.init) {
+                slow.send(byte)
+                if await slow.secondsUntilClosed(timeout: 0.1) != nil { break }
+            }
+            let slowSeconds = (ContinuousClock.now - started).seconds
+            #expect(slowSeconds >= 0.7 && slowSeconds < 1.3, "trickled headers closed after \(slowSeconds)")
+            slow.close()
+
+            // A head whose body never completes.
+            let stalled = try RawHTTPConnection(port: port)
+            stalled.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
+            let stalledSeconds = try #require(await stalled.secondsUntilClosed(timeout: 3))
+            #expect(stalledSeconds >= 0.7 && stalledSeconds < 1.3, "stalled body closed after \(stalledSeconds)")
+            stalled.close()
+
+            // A response that takes longer than both clocks (200 steps of 5 ms) arrives whole; then
+            // the connection is idle again and closed by the keep-alive clock.
+            let patient = try RawHTTPConnection(port: port)
+            let body = #"{"prompt":"hi","max_tokens":200}"#
+            patient.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            let answer = await patient.read(until: "\"usage\"")
+            #expect(answer.hasPrefix("HTTP/1.1 200"))
+            let afterSeconds = try #require(await patient.secondsUntilClosed(timeout: 3))
+            #expect(afterSeconds < 0.7, "kept idle for \(afterSeconds)")
+            patient.close()
         }
     }
 }

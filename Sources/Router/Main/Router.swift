@@ -131,9 +131,14 @@ struct Serve: AsyncParsableCommand {
     var maxRequestBytes: String = "32MiB"
 
     @Option(name: .long, help: ArgumentHelp(
-        "Seconds a connection may receive nothing while no response is owed: idle keep-alive connections and requests whose headers or body stall are closed after it (0: never).",
+        "Seconds an idle keep-alive connection may wait for the first byte of its next request before it is closed (0: never).",
         valueName: "seconds"))
     var keepAliveTimeout: Double = 5
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds a request's headers may take from its first byte, and its body from its headers; a connection that overruns is closed (0: no limit).",
+        valueName: "seconds"))
+    var requestReadTimeout: Double = 10
 
     @Option(name: .long, help: "Open HTTP connections served at once; requests on connections beyond it get a 503.")
     var maxConnections: Int = 1000
@@ -172,6 +177,9 @@ struct Serve: AsyncParsableCommand {
         }
         if !keepAliveTimeout.isFinite || keepAliveTimeout < 0 {
             throw ValidationError("--keep-alive-timeout must be 0 (never) or a number of seconds; got \(keepAliveTimeout)")
+        }
+        if !requestReadTimeout.isFinite || requestReadTimeout < 0 {
+            throw ValidationError("--request-read-timeout must be 0 (no limit) or a number of seconds; got \(requestReadTimeout)")
         }
         if let kvCacheMemory, (ByteSize(parsing: kvCacheMemory)?.bytes ?? 0) <= 0 {
             throw ValidationError("--kv-cache-memory must be a size such as 2GiB or 512MiB; got '\(kvCacheMemory)'")
@@ -255,6 +263,7 @@ struct Serve: AsyncParsableCommand {
             endpoints: endpointsAPI,
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
                                          idleTimeout: keepAliveTimeout > 0 ? .milliseconds(Int64(keepAliveTimeout * 1000)) : nil,
+                                         requestReadTimeout: requestReadTimeout > 0 ? .milliseconds(Int64(requestReadTimeout * 1000)) : nil,
                                          maxConnections: maxConnections),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in

@@ -11,16 +11,20 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public var port: Int
     /// Largest request body accepted, in bytes; a larger one is a 413.
     public var maxRequestBytes: Int
-    /// How long a connection may go without receiving anything while no response is owed: an
-    /// idle keep-alive connection, and a request whose headers or body stall, are closed after
-    /// it (uvicorn's keep-alive default is 5 s). nil: never.
+    /// How long a keep-alive connection may wait for the first byte of its next request before
+    /// it is closed (uvicorn's default is 5 s). nil: never.
     public var idleTimeout: Duration?
+    /// From a request's first byte, how long its headers may take; from its head, its body. A
+    /// connection that overruns is closed. nil: no limit.
+    public var requestReadTimeout: Duration?
     /// Open connections served at once; requests on connections beyond it are answered 503 and
     /// the connection closed.
     public var maxConnections: Int
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
-                idleTimeout: Duration? = .seconds(5), maxConnections: Int = 1000) {
+                idleTimeout: Duration? = .seconds(5), requestReadTimeout: Duration? = .seconds(10),
+                maxConnections: Int = 1000) {
+        self.requestReadTimeout = requestReadTimeout
         self.host = host
         self.port = port
         self.maxRequestBytes = maxRequestBytes
@@ -103,13 +107,14 @@ public enum OpenAIServer {
     }
 
     /// The HTTP/1.1 server with Tessel's connection handlers: the connection cap, client presence,
-    /// and the idle timer.
+    /// and the keep-alive and request-read clocks.
     public static func server(settings: HTTPServerSettings) -> HTTPServerBuilder {
-        let idle = settings.idleTimeout.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
         let counter = ConnectionCounter(limit: settings.maxConnections)
         return .http1(configuration: HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionLimitHandler(counter: counter), ClientPresenceHandler()],
-            idleTimeout: idle))
+            additionalChannelHandlers: [
+                ConnectionTimeoutHandler(idle: settings.idleTimeout, request: settings.requestReadTimeout),
+                ConnectionLimitHandler(counter: counter), ClientPresenceHandler(),
+            ]))
     }
 
     /// The server as a `Service` (put it last in the `ServiceGroup`: it stops first and drains).

@@ -1,0 +1,118 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// The clocks of one HTTP/1.1 connection, as uvicorn keeps them: an idle keep-alive connection
+/// (no byte of a next request) is closed after `idle`; once a request's first byte is in, its
+/// headers must be complete within `request`, and from its head its body within `request` again.
+/// While the response is being produced and sent nothing runs: generation may take minutes.
+final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum Phase {
+        /// Between requests: waiting for the next one's first byte.
+        case idle
+        /// A request has started; its head is not complete.
+        case head
+        /// The head is in; the body is not complete.
+        case body
+        /// The request is in; its response is owed.
+        case responding
+    }
+
+    private let idle: TimeAmount?
+    private let request: TimeAmount?
+    private var phase = Phase.idle
+    private var timer: Scheduled<Void>?
+
+    init(idle: Duration?, request: Duration?) {
+        self.idle = idle.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+        self.request = request.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // Only the raw bytes tell when a request's headers started arriving.
+        try? context.pipeline.syncOperations.addHandler(FirstByteWatcher(owner: self), position: .first)
+        if context.channel.isActive { enter(.idle, context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        enter(.idle, context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    /// From `FirstByteWatcher`: bytes arrived on the connection.
+    fileprivate func bytesArrived(context: ChannelHandlerContext) {
+        if phase == .idle { enter(.head, context: context) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: enter(.body, context: context)
+        case .body: break
+        case .end: enter(.responding, context: context)
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            enter(.idle, context: context)
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func enter(_ next: Phase, context: ChannelHandlerContext) {
+        phase = next
+        timer?.cancel()
+        timer = nil
+        let limit: TimeAmount?
+        switch next {
+        case .idle: limit = idle
+        case .head, .body: limit = request
+        case .responding: limit = nil
+        }
+        guard let limit else { return }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) { [self] in
+            timer = nil
+            guard phase == next else { return }
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// First in the pipeline: tells its `ConnectionTimeoutHandler` when bytes arrive, and passes them on.
+private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private unowned let owner: ConnectionTimeoutHandler
+    private var ownerContext: ChannelHandlerContext?
+
+    init(owner: ConnectionTimeoutHandler) { self.owner = owner }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        ownerContext = try? context.pipeline.syncOperations.context(handler: owner)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { ownerContext = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let ownerContext { owner.bytesArrived(context: ownerContext) }
+        context.fireChannelRead(data)
+    }
+}
