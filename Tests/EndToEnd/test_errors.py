@@ -97,6 +97,24 @@ def test_responses_carry_a_request_id(server, model_name):
                       headers={"x-request-id": "trace-7"})
     assert_error(r, 400, "prompt")
     assert r.headers["x-request-id"] == "trace-7"
+    # The access line names the request, its tokens and its time to first token; an error its message.
+    r = requests.post(server.base + "/v1/completions", timeout=30, headers={"x-request-id": "trace-8"},
+                      json={"model": model_name, "prompt": "Hi there", "max_tokens": 3, "ignore_eos": True})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-8"
+    import re
+    import time
+    for _ in range(20):
+        lines = [line for line in server.output().splitlines() if "request_id=trace-" in line]
+        if len(lines) >= 2:
+            break
+        time.sleep(0.1)
+    served = next(line for line in lines if "request_id=trace-8" in line)
+    assert "POST /v1/completions 200" in served, served
+    usage = r.json()["usage"]
+    assert f"prompt_tokens={usage['prompt_tokens']}" in served and "completion_tokens=3" in served, served
+    assert re.search(r"ttft=\d+\.\d{3}", served) and re.search(r"seconds=\d+\.\d{3}", served), served
+    refused = next(line for line in lines if "request_id=trace-7" in line)
+    assert "POST /v1/completions 400" in refused and "error=" in refused and "prompt" in refused, refused
 
 
 def test_oversize_body_is_413(server, model_name):

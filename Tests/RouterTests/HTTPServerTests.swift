@@ -310,7 +310,7 @@ struct HTTPServerTests {
     @Test("every response carries a request id: the client's when it sent a usable one, else a fresh one")
     func requestIDs() async throws {
         try await withServer { client in
-            let field = AccessLogMiddleware<ServerRequestContext>.requestIDField
+            let field = AccessLogMiddleware.requestIDField
             var seen: Set<String> = []
             for _ in 0..<3 {
                 try await client.execute(uri: "/v1/models", method: .get) { response in

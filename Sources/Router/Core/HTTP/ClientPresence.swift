@@ -105,10 +105,12 @@ final class ClientPresenceHandler: ChannelInboundHandler, RemovableChannelHandle
 }
 
 /// The request context of Tessel's routes: Hummingbird's core storage plus the connection, so a
-/// route can tell when its client has gone.
+/// route can tell when its client has gone, and the request's record.
 public struct ServerRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let channel: (any Channel)?
+    /// What the request did, for its access-log line (set by `AccessLogMiddleware`).
+    var record: RequestRecord?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)

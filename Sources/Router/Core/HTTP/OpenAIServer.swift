@@ -77,11 +77,13 @@ public enum OpenAIServer {
         }
         router.post("v1/completions") { request, context -> Response in
             let body = try await collect(request, limit: limit)
-            return try await generate(context) { try await endpoints.completions(body: body) }
+            let record = context.record
+            return try await generate(context) { try await endpoints.completions(body: body, record: record) }
         }
         router.post("v1/chat/completions") { request, context -> Response in
             let body = try await collect(request, limit: limit)
-            return try await generate(context) { try await endpoints.chatCompletions(body: body) }
+            let record = context.record
+            return try await generate(context) { try await endpoints.chatCompletions(body: body, record: record) }
         }
         return router
     }
@@ -185,12 +187,15 @@ func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status) -> Response {
 }
 
 /// Turns every error, including Hummingbird's own 404 for an unknown route, into OpenAI's shape.
-struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+struct OpenAIErrorMiddleware: RouterMiddleware {
+    typealias Context = ServerRequestContext
+
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as APIError {
+            context.record?.failed(error.message)
             return jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
         } catch let error as HTTPError {
             let apiError: APIError
@@ -211,33 +216,38 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return jsonResponse(apiError.json, status: HTTPResponse.Status(code: apiError.status))
         } catch {
             let apiError = APIError.internalError("\(error)")
+            context.record?.failed(apiError.message)
             return jsonResponse(apiError.json, status: .internalServerError)
         }
     }
 }
 
 /// One access-log line per request, written when its response body has been sent: the request
-/// id, method, path, status and seconds taken. The id is the client's `x-request-id` when it
-/// sent a usable one (up to 128 visible ASCII characters), else a new one; the response carries
-/// it back in `x-request-id`.
-struct AccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
+/// id, method, path, status, seconds taken and, for generation, prompt and completion tokens and
+/// the time to the first token (an error's message too). The id is the client's `x-request-id`
+/// when it sent a usable one (up to 128 visible ASCII characters), else a new one; the response
+/// carries it back in `x-request-id`, and the request's sequences carry it into the step loop's
+/// log lines.
+struct AccessLogMiddleware: RouterMiddleware {
+    typealias Context = ServerRequestContext
     static var requestIDField: HTTPField.Name { HTTPField.Name("x-request-id")! }
 
     let logger: Logger
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
-        let id = Self.requestID(offered: request.headers[Self.requestIDField])
-        let started = ContinuousClock.now
+        let record = RequestRecord(id: Self.requestID(offered: request.headers[Self.requestIDField]))
+        var context = context
+        context.record = record
         var response = try await next(request, context)
-        response.headers[Self.requestIDField] = id
+        response.headers[Self.requestIDField] = record.id
         let body = response.body, logger = self.logger
         let method = request.method.rawValue, path = request.uri.path, status = response.status.code
         response.body = ResponseBody(contentLength: body.contentLength) { writer in
             func log(_ outcome: String) {
-                let seconds = (ContinuousClock.now - started) / .seconds(1)
-                logger.info("\(method) \(path) \(status)\(outcome)",
-                            metadata: ["request_id": "\(id)", "seconds": "\(String(format: "%.3f", seconds))"])
+                var metadata: Logger.Metadata = ["request_id": "\(record.id)"]
+                for (key, value) in record.summary() { metadata[key] = "\(value)" }
+                logger.info("\(method) \(path) \(status)\(outcome)", metadata: metadata)
             }
             do {
                 try await body.write(writer)

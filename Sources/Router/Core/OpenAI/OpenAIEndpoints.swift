@@ -43,7 +43,7 @@ public struct OpenAIEndpoints: Sendable {
 
     // MARK: /v1/completions
 
-    public func completions(body: Data) async throws(APIError) -> EndpointResponse {
+    public func completions(body: Data, record: RequestRecord? = nil) async throws(APIError) -> EndpointResponse {
         let request = try CompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
@@ -71,7 +71,7 @@ public struct OpenAIEndpoints: Sendable {
                                              sampleIndex: choice)))
             }
         }
-        let run = try await submit(plans, seed: request.options.seed)
+        let run = try await submit(plans, seed: request.options.seed, record: record)
         let context = CompletionContext(
             id: makeResponseID(prefix: "cmpl-"), created: Int(Date().timeIntervalSince1970), model: model.name,
             request: request, prompts: prompts, promptTexts: request.prompts.map { prompt in
@@ -88,7 +88,7 @@ public struct OpenAIEndpoints: Sendable {
 
     // MARK: /v1/chat/completions
 
-    public func chatCompletions(body: Data, now: Date = Date()) async throws(APIError) -> EndpointResponse {
+    public func chatCompletions(body: Data, now: Date = Date(), record: RequestRecord? = nil) async throws(APIError) -> EndpointResponse {
         let request = try ChatCompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
@@ -102,7 +102,7 @@ public struct OpenAIEndpoints: Sendable {
                                     request: sequenceRequest(tokens, options: request.options, maxTokens: maxTokens,
                                                              logprobs: logprobs, promptLogprobs: nil, sampleIndex: choice)))
         }
-        let run = try await submit(plans, seed: request.options.seed)
+        let run = try await submit(plans, seed: request.options.seed, record: record)
         let context = ChatContext(id: makeResponseID(prefix: "chatcmpl-"), created: Int(now.timeIntervalSince1970),
                                   model: model.name, request: request, promptTokenCount: tokens.count)
         if request.options.stream {
@@ -191,12 +191,17 @@ public struct OpenAIEndpoints: Sendable {
     }
 
     /// Submits every choice, or none: a choice refused by the scheduler cancels the others.
-    func submit(_ plans: [ChoicePlan], seed: UInt64?) async throws(APIError) -> ChoiceRun {
+    func submit(_ plans: [ChoicePlan], seed: UInt64?, record: RequestRecord?) async throws(APIError) -> ChoiceRun {
         let seed = seed ?? UInt64.random(in: 0...UInt64.max)
         var submitted: [(id: UInt64, events: AsyncThrowingStream<SequenceEvent, any Error>)] = []
+        // Usage counts a prompt once per prompt, not per choice.
+        var promptTokens: [Int: Int] = [:]
+        for plan in plans { promptTokens[plan.promptIndex] = plan.request.promptTokens.count }
+        record?.prompted(tokens: promptTokens.values.reduce(0, +))
         for plan in plans {
             var request = plan.request
             request.sampling.seed = seed
+            request.requestID = record?.id
             do {
                 submitted.append(try await scheduler.submit(request))
             } catch {
@@ -207,20 +212,24 @@ public struct OpenAIEndpoints: Sendable {
                 }
             }
         }
-        return ChoiceRun(plans: plans, sequenceIDs: submitted.map(\.id), events: merge(submitted.map(\.events)),
+        return ChoiceRun(plans: plans, sequenceIDs: submitted.map(\.id), events: merge(submitted.map(\.events), record: record),
                          scheduler: scheduler)
     }
 
     /// One stream of (choice index, event) over all the choices' streams. Dropping it cancels
     /// every sequence still running.
-    private func merge(_ streams: [AsyncThrowingStream<SequenceEvent, any Error>]) -> AsyncStream<ChoiceEvent> {
+    private func merge(_ streams: [AsyncThrowingStream<SequenceEvent, any Error>],
+                       record: RequestRecord?) -> AsyncStream<ChoiceEvent> {
         let (merged, continuation) = AsyncStream.makeStream(of: ChoiceEvent.self)
         let task = Task {
             await withTaskGroup(of: Void.self) { group in
                 for (index, stream) in streams.enumerated() {
                     group.addTask {
                         do {
-                            for try await event in stream { continuation.yield(ChoiceEvent(choice: index, event: .success(event))) }
+                            for try await event in stream {
+                                if case .token = event { record?.generatedToken() }
+                                continuation.yield(ChoiceEvent(choice: index, event: .success(event)))
+                            }
                         } catch {
                             continuation.yield(ChoiceEvent(choice: index, event: .failure(error)))
                         }

@@ -423,9 +423,16 @@ public actor Scheduler {
 
     // MARK: Results
 
+    /// The request ids of a step's sequences (those still known), for log lines.
+    public func requestIDs(of step: PlannedStep) -> [String] {
+        step.entries.compactMap { sequences[$0.sequenceID]?.request.requestID }
+    }
+
     /// Applies the workers' answer to the step in flight: advances computed counts, delivers
-    /// tokens, finishes sequences.
-    public func complete(_ step: PlannedStep, result: Tessel_Wire_StepResult) {
+    /// tokens, finishes sequences. Returns the sequences the workers refused (request id, reason).
+    @discardableResult
+    public func complete(_ step: PlannedStep, result: Tessel_Wire_StepResult) -> [(requestID: String?, reason: String)] {
+        var refusals: [(requestID: String?, reason: String)] = []
         inFlight = nil
         lastStepFailure = nil
         costModel.observe(tokens: step.totalTokens, attended: step.attendedThousands, seconds: result.computeSeconds)
@@ -441,6 +448,7 @@ public actor Scheduler {
             let outcome = results[entry.sequenceID]
             if let outcome, !outcome.error.isEmpty {
                 // Refused alone: nothing of this step counts for it, and its batch-mates go on.
+                refusals.append((sequence.request.requestID, outcome.error))
                 retire(sequence)
                 sequence.continuation.finish(throwing: GenerationError.sequenceRefused(outcome.error))
                 continue
@@ -477,6 +485,7 @@ public actor Scheduler {
                 sequence.continuation.finish()
             }
         }
+        return refusals
     }
 
     /// Fails every sequence of the step in flight (the workers could not run it).

@@ -47,6 +47,8 @@ public struct SequenceRequest: Sendable, Equatable {
     public var sampleIndex: Int
     /// Lower runs first under the `priority` scheduling policy (vLLM's request field).
     public var priority: Int
+    /// The HTTP request it belongs to, for log lines.
+    public var requestID: String?
 
     public init(promptTokens: [TokenID], sampling: SamplingSettings = SamplingSettings(), maxNewTokens: Int,
                 stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0, priority: Int = 0) {

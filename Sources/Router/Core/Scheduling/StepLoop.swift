@@ -63,9 +63,14 @@ public struct StepLoop: Service {
     func execute(_ step: PlannedStep) async {
         do {
             let result = try await runner.run(step.message)
-            await scheduler.complete(step, result: result)
+            for refusal in await scheduler.complete(step, result: result) {
+                logger.error("the workers refused a sequence: \(refusal.reason)",
+                             metadata: ["request_id": "\(refusal.requestID ?? "-")", "step_id": "\(step.message.stepID)"])
+            }
         } catch {
-            logger.error("step \(step.message.stepID) failed: \(error)")
+            let requests = await scheduler.requestIDs(of: step)
+            logger.error("step \(step.message.stepID) failed: \(error)",
+                         metadata: ["request_ids": "\(Array(Set(requests)).sorted().joined(separator: ","))"])
             await scheduler.fail(step, error: .stepFailed("\(error)"))
         }
     }

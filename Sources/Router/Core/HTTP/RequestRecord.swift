@@ -1,0 +1,46 @@
+import NIOConcurrencyHelpers
+
+/// What one HTTP request did, filled in while it runs (from the endpoint and the tasks relaying
+/// its tokens) and read once for its access-log line.
+public final class RequestRecord: Sendable {
+    public let id: String
+    private let started = ContinuousClock.now
+    private struct State {
+        var promptTokens: Int?
+        var completionTokens = 0
+        var firstToken: ContinuousClock.Instant?
+        var error: String?
+    }
+    private let state = NIOLockedValueBox(State())
+
+    public init(id: String) { self.id = id }
+
+    func prompted(tokens: Int) { state.withLockedValue { $0.promptTokens = tokens } }
+
+    func generatedToken() {
+        let now = ContinuousClock.now
+        state.withLockedValue { state in
+            state.completionTokens += 1
+            if state.firstToken == nil { state.firstToken = now }
+        }
+    }
+
+    func failed(_ message: String) { state.withLockedValue { $0.error = message } }
+
+    /// The fields of the access-log line, in a fixed order.
+    func summary(now: ContinuousClock.Instant = .now) -> [(String, String)] {
+        let state = state.withLockedValue { $0 }
+        func seconds(_ duration: Duration) -> String {
+            let value = Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+            return String(format: "%.3f", value)
+        }
+        var fields: [(String, String)] = [("seconds", seconds(now - started))]
+        if let prompt = state.promptTokens {
+            fields.append(("prompt_tokens", "\(prompt)"))
+            fields.append(("completion_tokens", "\(state.completionTokens)"))
+        }
+        if let first = state.firstToken { fields.append(("ttft", seconds(first - started))) }
+        if let error = state.error { fields.append(("error", error)) }
+        return fields
+    }
+}
