@@ -62,6 +62,35 @@ struct ChatTemplateAPITests {
         #expect(try render(source, tools: [["type": "function"]], extra: ["documents": [], "custom": 3]) == "True False False True <s></s> 3")
     }
 
+    @Test("a template that loops or grows without bound stops with an error naming its line", arguments: [
+        ("x\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", 2, "loop iterations"),
+        ("{{ 'x' * 1000000000000 }}", 1, "bytes"),
+        ("{{ [1, 2] * 100000000 }}", 1, "items"),
+        ("{% set ns = namespace(s='ab') %}\n{% for i in range(64) %}\n{% set ns.s = ns.s + ns.s %}{% endfor %}", 3, "bytes"),
+        ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", 1, "bytes"),
+        ("\n\n{% for i in range(100) %}{{ 'y' * 1000000 }}{% endfor %}", 3, "the output"),
+        ("{{ 'a'|center(1000000000000) }}", 1, "center"),
+        ("{{ 'a'.zfill(1000000000000) }}", 1, "zfill"),
+        ("{{ 'a'.ljust(1000000000000) }}", 1, "ljust"),
+        ("{{ '%999999999999d'|format(1) }}", 1, "format width"),
+        ("{{ '{:999999999999}'.format(1) }}", 1, "format width"),
+        ("{{ 'abc'|indent(1000000000000) }}", 1, "indent"),
+        ("{{ ('x' * 1000000)|replace('x', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}", 1, "replace"),
+        ("{% set ns = namespace(l=[1, 2, 3]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", 1, "items"),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}", 1, "recursed"),
+    ])
+    func boundedRender(source: String, line: Int, mentions: String) throws {
+        let started = ContinuousClock.now
+        do {
+            _ = try render(source)
+            Issue.record("rendered without bound: \(source)")
+        } catch let error as JinjaError {
+            #expect(error.description.contains(mentions), "\(error)")
+            #expect(error.description.contains("line \(line)"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(20))
+    }
+
     @Test("input lists and dicts cannot be mutated (immutable sandbox)")
     func immutableInputs() {
         #expect(throws: JinjaError.security("access to attribute 'append' of 'list' object is unsafe.", line: 1)) {

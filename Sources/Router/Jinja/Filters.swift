@@ -102,7 +102,9 @@ extension Interpreter {
             if let attribute = argument(1, "attribute"), !attribute.pythonEquals(.none) {
                 items = try items.map { try attributePath(attribute, of: $0) }
             }
-            return .string(items.map(\.pythonString).joined(separator: separator))
+            let pieces = items.map(\.pythonString)
+            try checkStringSize(pieces.reduce(0) { $0 + $1.utf8.count } + separator.utf8.count * max(0, pieces.count - 1), "join")
+            return .string(pieces.joined(separator: separator))
         case "map":
             let items = try iterate(value)
             if let attribute = arguments.keyword.first(where: { $0.0 == "attribute" })?.1 {
@@ -210,12 +212,21 @@ extension Interpreter {
                 throw runtimeError("replace requires old and new strings")
             }
             let count = try integer(argument(2, "count"), "replace count") ?? -1
-            return .string(StringMethods.replace(value.pythonString, old, new, count: count))
+            let text = value.pythonString
+            if new.utf8.count > old.utf8.count {
+                // Worst case: every position matches (an empty `old` inserts between all characters).
+                let matches = old.isEmpty ? text.unicodeScalars.count + 1 : text.utf8.count / old.utf8.count
+                let growth = (new.utf8.count - old.utf8.count).multipliedReportingOverflow(by: count < 0 ? matches : min(count, matches))
+                try checkStringSize(growth.overflow ? Int.max : text.utf8.count + growth.partialValue, "replace")
+            }
+            return .string(StringMethods.replace(text, old, new, count: count))
         case "indent":
             let widthValue = argument(0, "width") ?? .int(4)
             let indentation: String
             if case .string(let text) = widthValue { indentation = text } else {
-                indentation = String(repeating: " ", count: max(0, try integer(widthValue, "indent width") ?? 4))
+                let width = try integer(widthValue, "indent width") ?? 4
+                try checkStringSize(width, "indent")
+                indentation = String(repeating: " ", count: max(0, width))
             }
             let first = argument(1, "first")?.isTruthy ?? false
             let blank = argument(2, "blank")?.isTruthy ?? false
@@ -328,6 +339,7 @@ extension Interpreter {
             return .int(StringMethods.wordCount(value.pythonString))
         case "center":
             let width = try integer(argument(0, "width"), "center width") ?? 80
+            try checkStringSize(width, "center")
             return .string(StringMethods.center(value.pythonString, width: width, fill: " "))
         case "format":
             guard case .string(let format) = value else { throw runtimeError("format filter needs a string") }

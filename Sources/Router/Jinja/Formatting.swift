@@ -25,6 +25,7 @@ struct JSONWriter {
             guard let width = value.integerValue else {
                 throw interpreter.runtimeError("tojson indent must be an integer or string, not \(value.typeName)")
             }
+            try interpreter.checkStringSize(width, "tojson indent")
             self.indent = String(repeating: " ", count: max(0, width))
         }
         if self.indent != nil { itemSeparator = "," }
@@ -223,6 +224,7 @@ enum PrintfFormatter {
             if conversion == "s" || conversion == "r", let precision {
                 text = String(String.UnicodeScalarView(text.unicodeScalars.prefix(precision)))
             }
+            if !width.isEmpty { try interpreter.checkStringSize(Int(width) ?? Int.max, "format width") }
             if let minimum = Int(width), text.unicodeScalars.count < minimum {
                 let padding = minimum - text.unicodeScalars.count
                 if flags.contains("-") {
@@ -351,6 +353,7 @@ enum BraceFormatter {
         if let sign, sign != "-", let number = value.numericValue, number >= 0, !body.hasPrefix("+") {
             body = String(sign) + body
         }
+        if !width.isEmpty { try interpreter.checkStringSize(Int(width) ?? Int.max, "format width") }
         guard let minimum = Int(width), body.unicodeScalars.count < minimum else { return body }
         let padding = minimum - body.unicodeScalars.count
         let isNumber = value.numericValue != nil && type != "s"

@@ -29,6 +29,13 @@ final class Interpreter {
     let timeZone: TimeZone
     private var callDepth = 0
     private static let maximumCallDepth = 200
+    /// A render stops with an error naming the line when it would build a string (its output
+    /// included) longer than this, a list longer than `maximumListItems`, or run more loop
+    /// iterations than `maximumIterations` in all: a template cannot loop or grow without bound.
+    static let maximumStringBytes = 64 << 20
+    static let maximumListItems = 10_000_000
+    static let maximumIterations = 1_000_000
+    private var iterations = 0
 
     init(now: Date, timeZone: TimeZone) {
         self.now = now
@@ -55,16 +62,40 @@ final class Interpreter {
     }
     func securityError(_ message: String) -> JinjaError { .security(message, line: line) }
 
+    /// Refuses a string of `bytes` bytes (or a width that would make one) past the render's limit.
+    func checkStringSize(_ bytes: Int, _ what: String) throws {
+        guard bytes <= Interpreter.maximumStringBytes else {
+            throw runtimeError("\(what) would build a string of \(bytes) bytes; a template may build at most \(Interpreter.maximumStringBytes)")
+        }
+    }
+
+    func checkListSize(_ items: Int, _ what: String) throws {
+        guard items <= Interpreter.maximumListItems else {
+            throw runtimeError("\(what) would build a list of \(items) items; a template may build at most \(Interpreter.maximumListItems)")
+        }
+    }
+
+    /// `count` copies of something `size` long, refused past the limit before anything is built.
+    private func checkRepetition(_ size: Int, _ count: Int, check: (Int, String) throws -> Void) throws {
+        let (total, overflow) = size.multipliedReportingOverflow(by: max(0, count))
+        try check(overflow ? Int.max : total, "repeating \(size) by \(count)")
+    }
+
+    private func emit(_ text: String) throws {
+        try checkStringSize(output.utf8.count + text.utf8.count, "the output")
+        output += text
+    }
+
     // MARK: statements
 
     func execute(_ nodes: [Node], in scope: Scope) throws -> Flow {
         for node in nodes {
             switch node {
             case .text(let text):
-                output += text
+                try emit(text)
             case .output(let expression, let line):
                 self.line = line
-                output += try evaluate(expression, in: scope).pythonString
+                try emit(try evaluate(expression, in: scope).pythonString)
             case .conditional(let branches, let otherwise):
                 var chosen = otherwise
                 for branch in branches {
@@ -99,12 +130,12 @@ final class Interpreter {
                     definition: MacroDefinition(name: "caller", parameters: callerParameters, body: body),
                     closure: scope, caller: nil))
                 guard case .macro(let macro) = callee else { throw runtimeError("'call' block needs a macro to call") }
-                output += try invoke(macro, arguments, caller: caller).pythonString
+                try emit(try invoke(macro, arguments, caller: caller).pythonString)
             case .filterBlock(let filters, let body, let line):
                 self.line = line
                 let text = try capture(body, in: Scope(parent: scope))
                 self.line = line
-                output += try applyFilterChain(filters, to: .string(text), in: scope).pythonString
+                try emit(try applyFilterChain(filters, to: .string(text), in: scope).pythonString)
             case .scope(let assignments, let body, let line):
                 self.line = line
                 let inner = Scope(parent: scope)
@@ -167,6 +198,10 @@ final class Interpreter {
         }
         for (index, item) in items.enumerated() {
             self.line = line
+            iterations += 1
+            guard iterations <= Interpreter.maximumIterations else {
+                throw runtimeError("the template ran more than \(Interpreter.maximumIterations) loop iterations")
+            }
             state.index0 = index
             let iteration = Scope(parent: scope)
             iteration.variables["loop"] = .loop(state)
@@ -269,7 +304,11 @@ final class Interpreter {
             return .bool(true)
         case .concat(let parts):
             var text = ""
-            for part in parts { text += try evaluate(part, in: scope).pythonString }
+            for part in parts {
+                let piece = try evaluate(part, in: scope).pythonString
+                try checkStringSize(text.utf8.count + piece.utf8.count, "'~'")
+                text += piece
+            }
             return .string(text)
         case .conditional(let condition, let then, let otherwise):
             if try evaluate(condition, in: scope).isTruthy { return try evaluate(then, in: scope) }
@@ -452,9 +491,15 @@ final class Interpreter {
         switch op {
         case .add:
             switch (left, right) {
-            case (.string(let a), .string(let b)): return .string(a + b)
-            case (.list(let a), .list(let b)): return .list(a + b)
-            case (.tuple(let a), .tuple(let b)): return .tuple(a + b)
+            case (.string(let a), .string(let b)):
+                try checkStringSize(a.utf8.count + b.utf8.count, "'+'")
+                return .string(a + b)
+            case (.list(let a), .list(let b)):
+                try checkListSize(a.count + b.count, "'+'")
+                return .list(a + b)
+            case (.tuple(let a), .tuple(let b)):
+                try checkListSize(a.count + b.count, "'+'")
+                return .tuple(a + b)
             default: break
             }
             if bothIntegers {
@@ -477,12 +522,16 @@ final class Interpreter {
         case .multiply:
             switch (left, right) {
             case (.string(let text), _) where right.integerValue != nil:
+                try checkRepetition(text.utf8.count, right.integerValue!, check: checkStringSize)
                 return .string(String(repeating: text, count: max(0, right.integerValue!)))
             case (_, .string(let text)) where left.integerValue != nil:
+                try checkRepetition(text.utf8.count, left.integerValue!, check: checkStringSize)
                 return .string(String(repeating: text, count: max(0, left.integerValue!)))
             case (.list(let items), _) where right.integerValue != nil:
+                try checkRepetition(items.count, right.integerValue!, check: checkListSize)
                 return .list(Array([[Value]](repeating: items, count: max(0, right.integerValue!)).joined()))
             case (_, .list(let items)) where left.integerValue != nil:
+                try checkRepetition(items.count, left.integerValue!, check: checkListSize)
                 return .list(Array([[Value]](repeating: items, count: max(0, left.integerValue!)).joined()))
             default: break
             }

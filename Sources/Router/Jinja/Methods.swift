@@ -348,6 +348,7 @@ extension Interpreter {
             return .bool(text.lowercased() == text && text.uppercased() != text)
         case "zfill":
             let width = argument(0, "width")?.integerValue ?? 0
+            try checkStringSize(width, name)
             let length = text.unicodeScalars.count
             guard width > length else { return .string(text) }
             var body = text
@@ -359,6 +360,7 @@ extension Interpreter {
             return .string(sign + String(repeating: "0", count: width - length) + body)
         case "center", "ljust", "rjust":
             let width = argument(0, "width")?.integerValue ?? 0
+            try checkStringSize(width, name)
             let fill = try stringArgument(argument(1, "fillchar"), method: name) ?? " "
             let length = text.unicodeScalars.count
             guard width > length else { return .string(text) }
