@@ -82,6 +82,10 @@ let package = Package(
                           dependencies: ["WorkerCore", "Wire", .product(name: "Logging", package: "swift-log")],
                           path: "Tests/FakeWorker"),
 
+        // A mutational fuzzer over request bodies and Jinja templates (Tests/Fuzz/main.swift).
+        .executableTarget(name: "tessel-fuzz", dependencies: ["RouterCore", "Jinja", "Tokenizers"],
+                          path: "Tests/Fuzz", exclude: ["corpus", "make-corpus.py"]),
+
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"],
                     path: "Tests/ModelFormatsTests", resources: [.copy("Fixtures")]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"],

@@ -91,6 +91,35 @@ struct ChatTemplateAPITests {
         #expect(ContinuousClock.now - started < .seconds(20))
     }
 
+    @Test("inputs the fuzzer found (each crashed the router) render or fail with an error")
+    func fuzzFindings() throws {
+        #expect(try render("{{ '12'|int(base=99) }} {{ 'x'|int(base=-5) }}") == "12 0")
+        #expect(try render("{{ 2.5|round(99999999999) }}") == "2.5")
+        #expect(try render("{{ (-9223372036854775807 - 1)|abs > 0 }}") == "True")
+        #expect(try render("{{ '%.1000f' % 1.5 }}").count == 1002)
+        #expect(try render("{{ [] * 1000000000000 }} {{ 1e300 is even }} {{ 2.5 is odd }}") == "[] True False")
+        for source in ["{{ 1e300|int }}", "{{ '%d' % 1e300 }}", "{{ '%c' % -1 }}", "{{ '%.99999999999f' % 1 }}",
+                       "{{ '{:.99999999999f}'.format(1.5) }}", "{{ [1]|batch(1000000000000, 0) }}",
+                       "{{ '{-1}'.format(1) }}", "{{ '{99999999999999999999}'.format(1) }}"] {
+            #expect(throws: JinjaError.self, "\(source)") { try render(source) }
+        }
+        // A namespace holding itself prints as Python does instead of recursing forever.
+        #expect(try render("{% set ns = namespace() %}{% set ns.x = ns %}{{ ns }}") == "<Namespace {'x': <Namespace {...}>}>")
+        // Nesting and tag sizes are bounded at parse time, so no template exhausts the stack.
+        for (source, mentions) in [
+            ("{{ " + String(repeating: "(", count: 400) + "1" + String(repeating: ")", count: 400) + " }}", "nesting"),
+            (String(repeating: "{% if 1 %}", count: 20000) + String(repeating: "{% endif %}", count: 20000), "nesting"),
+            ("{{ " + String(repeating: "not ", count: 500) + "1 }}", "nesting"),
+            ("{{ " + String(repeating: "1 + ", count: 30000) + "1 }}", "tokens"),
+        ] {
+            #expect {
+                _ = try ChatTemplate(source: source)
+            } throws: { error in
+                "\(error)".contains(mentions) && "\(error)".contains("line 1")
+            }
+        }
+    }
+
     @Test("input lists and dicts cannot be mutated (immutable sandbox)")
     func immutableInputs() {
         #expect(throws: JinjaError.security("access to attribute 'append' of 'list' object is unsafe.", line: 1)) {

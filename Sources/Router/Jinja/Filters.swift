@@ -11,6 +11,16 @@ extension Interpreter {
         }
     }
 
+    /// `Int(number)` toward zero, refused (not a crash) past 64 bits, which Python's integers
+    /// would hold.
+    func truncatedInteger(_ number: Double) throws -> Int {
+        let truncated = number.rounded(.towardZero)
+        guard truncated >= -9.223372036854775808e18, truncated < 9.223372036854775808e18 else {
+            throw runtimeError("int(\(number)) does not fit in 64 bits")
+        }
+        return Int(truncated)
+    }
+
     private func integer(_ value: Value?, _ what: String) throws -> Int? {
         guard let value else { return nil }
         guard let number = value.integerValue else {
@@ -174,12 +184,24 @@ extension Interpreter {
             case .int: return value
             case .bool(let flag): return .int(flag ? 1 : 0)
             case .double(let number):
-                return number.isFinite ? .int(Int(number.rounded(.towardZero))) : fallback
+                return number.isFinite ? .int(try truncatedInteger(number)) : fallback
             case .string(let text):
-                let base = try integer(argument(1, "base"), "int base") ?? 10
-                let trimmed = StringMethods.strip(text, characters: nil, leading: true, trailing: true).replacingOccurrences(of: "_", with: "")
-                if let number = Int(trimmed, radix: base) { return .int(number) }
-                if let number = Double(trimmed), number.isFinite { return .int(Int(number.rounded(.towardZero))) }
+                var base = try integer(argument(1, "base"), "int base") ?? 10
+                var trimmed = StringMethods.strip(text, characters: nil, leading: true, trailing: true).replacingOccurrences(of: "_", with: "")
+                if base == 0 || base == 16 || base == 8 || base == 2 {
+                    // Python's prefixes: base 0 takes its base from them, the others allow their own.
+                    let sign = trimmed.hasPrefix("-") ? "-" : ""
+                    let digits = trimmed.hasPrefix("-") || trimmed.hasPrefix("+") ? String(trimmed.dropFirst()) : trimmed
+                    for (prefix, prefixBase) in [("0x", 16), ("0o", 8), ("0b", 2)]
+                    where digits.lowercased().hasPrefix(prefix) && (base == 0 || base == prefixBase) {
+                        base = prefixBase
+                        trimmed = sign + digits.dropFirst(2)
+                    }
+                    if base == 0 { base = 10 }
+                }
+                // jinja2: int(value, base), and where that fails (a bad base too) int(float(value)).
+                if (2...36).contains(base), let number = Int(trimmed, radix: base) { return .int(number) }
+                if let number = Double(trimmed), number.isFinite { return .int(try truncatedInteger(number)) }
                 return fallback
             default: return fallback
             }
@@ -248,7 +270,8 @@ extension Interpreter {
             return .string(StringMethods.htmlEscape(value.pythonString))
         case "abs":
             switch value {
-            case .int(let number): return .int(abs(number))
+            // |Int.min| does not fit; Python's integer would grow, the nearest here is a float.
+            case .int(let number): return number == .min ? .double(-Double(number)) : .int(abs(number))
             case .bool(let flag): return .int(flag ? 1 : 0)
             case .double(let number): return .double(abs(number))
             default: throw runtimeError("bad operand type for abs(): '\(value.typeName)'")
@@ -266,6 +289,8 @@ extension Interpreter {
             default: throw runtimeError("method must be 'common', 'ceil' or 'floor'")
             }
             if method == "common", value.integerValue != nil { return .int(value.integerValue!) }
+            // Past 340 digits no double changes (the smallest is about 5e-324).
+            if precision > 340 { return value.integerValue.map(Value.int) ?? .double(number) }
             if method == "common", precision >= 0, number.isFinite {
                 // Python rounds the exact binary value correctly (2.675 -> 2.67); so does C's printf.
                 return .double(Double(String(format: "%.\(precision)f", number)) ?? number)
@@ -330,6 +355,7 @@ extension Interpreter {
             }
             if !current.isEmpty {
                 if let fill, !fill.pythonEquals(.none) {
+                    try checkListSize(size, "batch")
                     current += Array(repeating: fill, count: size - current.count)
                 }
                 batches.append(.list(current))
@@ -401,11 +427,19 @@ extension Interpreter {
 
     func applyTest(_ name: String, to value: Value, _ arguments: CallArguments, in scope: Scope) throws -> Bool {
         let other = arguments.value(0, "other") ?? arguments.value(0, "value") ?? arguments.value(0, "num")
-        func requireNumber() throws -> Int {
-            guard let number = value.integerValue ?? value.numericValue.map({ Int($0) }) else {
+        /// Python's `value % divisor` (the sign of the divisor), for integers and floats alike.
+        func remainder(_ divisor: Int) throws -> Double {
+            if let number = value.integerValue {
+                var result = number.remainderReportingOverflow(dividingBy: divisor).partialValue
+                if result != 0, (result < 0) != (divisor < 0) { result += divisor }
+                return Double(result)
+            }
+            guard let number = value.numericValue else {
                 throw runtimeError("test '\(name)' needs a number, not \(value.typeName)")
             }
-            return number
+            var result = fmod(number, Double(divisor))
+            if result != 0, (result < 0) != (divisor < 0) { result += Double(divisor) }
+            return result
         }
         switch name {
         case "defined": return !value.isUndefined
@@ -442,11 +476,11 @@ extension Interpreter {
         case "upper":
             let text = value.pythonString
             return text.uppercased() == text && text.lowercased() != text
-        case "even": return try requireNumber() % 2 == 0
-        case "odd": return try requireNumber() % 2 != 0
+        case "even": return try remainder(2) == 0
+        case "odd": return try remainder(2) == 1
         case "divisibleby":
             guard let divisor = other?.integerValue, divisor != 0 else { throw runtimeError("divisibleby needs a non-zero integer") }
-            return try requireNumber() % divisor == 0
+            return try remainder(divisor) == 0
         case "eq", "equalto", "==": return value.pythonEquals(other ?? .undefined(""))
         case "ne", "!=": return !value.pythonEquals(other ?? .undefined(""))
         case "lt", "lessthan", "<", "le", "<=", "gt", "greaterthan", ">", "ge", ">=":

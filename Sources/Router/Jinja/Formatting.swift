@@ -145,6 +145,12 @@ public enum JSONStringLiteral {
 
 /// Python's `%` string formatting (`"%s: %d" % (a, b)` and the `format` filter).
 enum PrintfFormatter {
+    /// Python prints any precision; here a precision past 1000 digits is refused (C's formatter,
+    /// which does the digits, is not made for more).
+    static func checkPrecision(_ precision: Int, interpreter: Interpreter) throws {
+        guard precision <= 1000 else { throw interpreter.runtimeError("format precision \(precision) is too large (at most 1000)") }
+    }
+
     static func format(_ format: String, _ arguments: [Value], mapping: Value, interpreter: Interpreter) throws -> String {
         var result = ""
         var scalars = Array(format.unicodeScalars)[...]
@@ -182,7 +188,8 @@ enum PrintfFormatter {
                     digits.unicodeScalars.append(next)
                     scalars.removeFirst()
                 }
-                precision = Int(digits) ?? 0
+                precision = Int(digits) ?? Int.max
+                try PrintfFormatter.checkPrecision(precision!, interpreter: interpreter)
             }
             guard let conversion = scalars.popFirst() else { throw interpreter.runtimeError("incomplete format") }
             if conversion == "%" {
@@ -201,7 +208,7 @@ enum PrintfFormatter {
             case "s": text = value!.pythonString
             case "r", "a": text = value!.pythonRepr
             case "d", "i", "u":
-                guard let number = value!.integerValue ?? value!.numericValue.map({ Int($0.rounded(.towardZero)) }) else {
+                guard let number = try value!.integerValue ?? value!.numericValue.map({ try interpreter.truncatedInteger($0) }) else {
                     throw interpreter.runtimeError("%\(conversion) format: a real number is required, not \(value!.typeName)")
                 }
                 text = String(number)
@@ -216,7 +223,10 @@ enum PrintfFormatter {
                 text = String(number, radix: conversion == "o" ? 8 : 16, uppercase: conversion == "X")
             case "c":
                 if case .string(let character) = value! { text = character } else {
-                    text = value!.integerValue.flatMap { Unicode.Scalar(UInt32($0)) }.map { String($0) } ?? ""
+                    guard let code = value!.integerValue, let scalar = UInt32(exactly: code).flatMap(Unicode.Scalar.init) else {
+                        throw interpreter.runtimeError("%c arg not in range(0x110000)")
+                    }
+                    text = String(scalar)
                 }
             default:
                 throw interpreter.runtimeError("unsupported format character '\(conversion)'")
@@ -290,8 +300,9 @@ enum BraceFormatter {
                 }
                 value = arguments.positional[automaticIndex]
                 automaticIndex += 1
-            } else if let index = Int(head) {
-                guard index < arguments.positional.count else {
+            } else if head.unicodeScalars.allSatisfy({ ("0"..."9").contains($0) }) {
+                // Only digits make an index (`{-1}` names a keyword argument, as in Python).
+                guard let index = Int(head), index < arguments.positional.count else {
                     throw interpreter.runtimeError("Replacement index \(index) out of range for positional args tuple")
                 }
                 value = arguments.positional[index]
@@ -334,7 +345,8 @@ enum BraceFormatter {
             characters.removeFirst()
             var digits = ""
             while let next = characters.first, next.isNumber { digits.append(characters.removeFirst()) }
-            precision = Int(digits)
+            precision = Int(digits) ?? (digits.isEmpty ? nil : Int.max)
+            if let precision { try PrintfFormatter.checkPrecision(precision, interpreter: interpreter) }
         }
         let type = characters.first
         var body = text

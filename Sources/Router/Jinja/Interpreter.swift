@@ -529,10 +529,10 @@ final class Interpreter {
                 return .string(String(repeating: text, count: max(0, left.integerValue!)))
             case (.list(let items), _) where right.integerValue != nil:
                 try checkRepetition(items.count, right.integerValue!, check: checkListSize)
-                return .list(Array([[Value]](repeating: items, count: max(0, right.integerValue!)).joined()))
+                return .list(items.isEmpty ? [] : Array([[Value]](repeating: items, count: max(0, right.integerValue!)).joined()))
             case (_, .list(let items)) where left.integerValue != nil:
                 try checkRepetition(items.count, left.integerValue!, check: checkListSize)
-                return .list(Array([[Value]](repeating: items, count: max(0, left.integerValue!)).joined()))
+                return .list(items.isEmpty ? [] : Array([[Value]](repeating: items, count: max(0, left.integerValue!)).joined()))
             default: break
             }
             if bothIntegers {

@@ -42,6 +42,8 @@ struct Lexer {
         bytes = normalized
     }
 
+    static let maximumTagTokens = 1000
+
     static func tokenize(_ source: String) throws -> [Token] {
         var lexer = Lexer(source: source)
         try lexer.run()
@@ -244,8 +246,14 @@ struct Lexer {
     private mutating func lexTag(isBlock: Bool) throws {
         let openLine = line
         tokens.append(Token(kind: isBlock ? .blockBegin : .variableBegin, line: line))
+        let firstToken = tokens.count
         var balance: [UInt8] = []
         while true {
+            // Real tags are a few dozen tokens; a bound keeps every expression tree shallow enough
+            // to parse and evaluate without exhausting the stack.
+            guard tokens.count - firstToken <= Lexer.maximumTagTokens else {
+                throw JinjaError.syntax("a tag of more than \(Lexer.maximumTagTokens) tokens", line: openLine)
+            }
             while let current = byte(position), Lexer.isSpace(current) {
                 if current == 0x0A { line += 1 }
                 position += 1

@@ -4,6 +4,14 @@ struct Parser {
     private let tokens: [Token]
     private var index = 0
     private var loopDepth = 0
+    /// Blocks inside blocks, and parenthesised or unary expressions inside each other.
+    private var nesting = 0
+    static let maximumNesting = 100
+
+    private mutating func nest() throws {
+        nesting += 1
+        guard nesting <= Parser.maximumNesting else { throw fail("nesting deeper than \(Parser.maximumNesting) levels") }
+    }
 
     init(tokens: [Token]) { self.tokens = tokens }
 
@@ -83,6 +91,8 @@ struct Parser {
     /// Parses nodes until a block tag whose keyword is in `terminators`; returns that keyword
     /// (consumed, the block's remaining tokens are left for the caller) or nil at end of input.
     private mutating func parseNodes(until terminators: Set<String>) throws -> ([Node], String?) {
+        try nest()
+        defer { nesting -= 1 }
         var nodes: [Node] = []
         while true {
             let token = current
@@ -314,6 +324,8 @@ struct Parser {
     }
 
     private mutating func parseExpression() throws -> Expression {
+        try nest()
+        defer { nesting -= 1 }
         var expression = try parseOr()
         while skipName("if") {
             let condition = try parseOr()
@@ -336,7 +348,11 @@ struct Parser {
     }
 
     private mutating func parseNot() throws -> Expression {
-        if skipName("not") { return .not(try parseNot()) }
+        if skipName("not") {
+            try nest()
+            defer { nesting -= 1 }
+            return .not(try parseNot())
+        }
         return try parseCompare()
     }
 
@@ -399,6 +415,8 @@ struct Parser {
     }
 
     private mutating func parseUnary(withFilter: Bool) throws -> Expression {
+        try nest()
+        defer { nesting -= 1 }
         var expression: Expression
         if skipOp("-") {
             expression = .negate(try parseUnary(withFilter: false))

@@ -241,6 +241,33 @@ enum Value {
 
     /// Python's `repr(value)`, used when a template prints a list or dict.
     var pythonRepr: String {
+        var printing: Set<ObjectIdentifier> = []
+        return repr(printing: &printing)
+    }
+
+    /// A namespace that (through its attributes) holds itself prints its attributes as `{...}`
+    /// inside itself, as Python's dict repr does, instead of recursing forever.
+    private func repr(printing: inout Set<ObjectIdentifier>) -> String {
+        switch self {
+        case .list(let items):
+            return "[" + items.map { $0.repr(printing: &printing) }.joined(separator: ", ") + "]"
+        case .tuple(let items):
+            let inner = items.map { $0.repr(printing: &printing) }
+            return inner.count == 1 ? "(" + inner[0] + ",)" : "(" + inner.joined(separator: ", ") + ")"
+        case .dict(let dict):
+            return "{" + zip(dict.keys, dict.values).map { $0.repr(printing: &printing) + ": " + $1.repr(printing: &printing) }
+                .joined(separator: ", ") + "}"
+        case .namespace(let storage):
+            let identity = ObjectIdentifier(storage)
+            guard printing.insert(identity).inserted else { return "<Namespace {...}>" }
+            defer { printing.remove(identity) }
+            return "<Namespace " + Value.dict(storage.attributes).repr(printing: &printing) + ">"
+        default:
+            return leafRepr
+        }
+    }
+
+    private var leafRepr: String {
         switch self {
         case .undefined: "Undefined"
         case .none: "None"
@@ -248,12 +275,7 @@ enum Value {
         case .int(let number): String(number)
         case .double(let number): PythonFloat.repr(number)
         case .string(let text): PythonStringRepr.repr(text)
-        case .list(let items): "[" + items.map(\.pythonRepr).joined(separator: ", ") + "]"
-        case .tuple(let items):
-            items.count == 1 ? "(" + items[0].pythonRepr + ",)" : "(" + items.map(\.pythonRepr).joined(separator: ", ") + ")"
-        case .dict(let dict):
-            "{" + zip(dict.keys, dict.values).map { $0.pythonRepr + ": " + $1.pythonRepr }.joined(separator: ", ") + "}"
-        case .namespace(let storage): "<Namespace " + Value.dict(storage.attributes).pythonRepr + ">"
+        case .list, .tuple, .dict, .namespace: pythonRepr
         case .loop: "<LoopContext>"
         case .macro(let macro): "<Macro '\(macro.definition.name)'>"
         case .function(let function): "<built-in function \(function.name)>"
