@@ -50,8 +50,8 @@ public enum OpenAIServer {
         let scheduler = endpoints.scheduler
 
         // The probe is the truth (a restarted worker is healthy again before any new step); the
-        // last step failure only explains a 503.
-        // Besides the status, what the scheduler holds: a client (or a test) can see work drain.
+        // last step failure only explains a 503. A healthy answer also shows what the scheduler
+        // holds, so a client (or a test) can watch work drain.
         let healthResponse: @Sendable () async throws -> Response = {
             if await health() {
                 let statistics = await scheduler.statistics

@@ -125,9 +125,10 @@ public struct SchedulerStatistics: Sendable, Equatable {
 /// first), first chunks of waiting sequences (arrival order), then the rest of running prefills.
 /// Prefill chunks also share a time budget (`targetStepSeconds`, by the learned `StepCostModel`):
 /// a long prompt advances in chunks that keep steps short, and a short request arriving meanwhile
-/// is admitted in the next step instead of waiting for the whole long prefill. When the KV cache
-/// runs out, the newest running sequence gives its blocks back and is recomputed later. Requests
-/// enter through this actor; the `StepLoop` drives it.
+/// is admitted in the next step instead of waiting for the whole long prefill. Waiting order and
+/// preemption follow the `SchedulingPolicy`: when the KV cache runs out, the running sequence last
+/// in queue order gives its blocks back and is recomputed later. Requests enter through this
+/// actor; the `StepLoop` drives it.
 public actor Scheduler {
     public let configuration: SchedulerConfiguration
     public let limits: SchedulerModelLimits
@@ -262,8 +263,8 @@ public actor Scheduler {
             budget -= take
             if let seconds = timeLeft, let cost = costModel.cost(start: start, tokens: take) { timeLeft = seconds - cost }
         }
-        /// Gives `sequence` blocks for `take` more tokens, preempting the newest running sequences
-        /// if the cache is full; false if `sequence` itself had to go.
+        /// Gives `sequence` blocks for `take` more tokens, preempting running sequences (last in
+        /// queue order first) if the cache is full; false if `sequence` itself had to go.
         func place(_ sequence: ScheduledSequence, _ take: Int) -> Bool {
             while true {
                 let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
