@@ -100,19 +100,20 @@ private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHan
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private unowned let owner: ConnectionTimeoutHandler
+    // Weak: the owner may leave the pipeline first.
+    private weak var owner: ConnectionTimeoutHandler?
     private var ownerContext: ChannelHandlerContext?
 
     init(owner: ConnectionTimeoutHandler) { self.owner = owner }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        ownerContext = try? context.pipeline.syncOperations.context(handler: owner)
+        if let owner { ownerContext = try? context.pipeline.syncOperations.context(handler: owner) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) { ownerContext = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if let ownerContext { owner.bytesArrived(context: ownerContext) }
+        if let owner, let ownerContext { owner.bytesArrived(context: ownerContext) }
         context.fireChannelRead(data)
     }
 }
