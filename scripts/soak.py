@@ -11,6 +11,9 @@ import time
 
 import requests
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "EndToEnd"))
+from psutil_free import children_named  # noqa: E402 - the e2e tests' /proc lookup
+
 bin_dir, model, total, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
@@ -22,19 +25,6 @@ log = open(f"/tmp/tessel-soak-{port}.log", "w")
 router = subprocess.Popen([f"{bin_dir}/router", "--model", model, "--port", str(port), "--log-level", "warning",
                            "--kv-cache-memory", "256MiB"],
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def rss_mib(pid):
@@ -118,7 +108,7 @@ def main():
             pass
         time.sleep(0.25)
     name = requests.get(base + "/v1/models", timeout=10).json()["data"][0]["id"]
-    processes = [router.pid] + children(router.pid)
+    processes = [router.pid] + children_named(router.pid, "worker")
     # Warm up (allocator pools, prefix cache, every page of the KV cache) before the baseline:
     # long prompts from 16 clients at once fill the cache, then a round of the usual mix.
     def long_request(i):

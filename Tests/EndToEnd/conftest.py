@@ -1,6 +1,7 @@
 """End-to-end fixtures: start the real `router` (which spawns its real `worker`) on a free
 loopback port and talk HTTP to it. Binaries come from TESSEL_BIN_DIR (scripts/test sets it to
 the debug build); the model from TESSEL_MODEL_CACHE (scripts/fetch-model puts it there)."""
+import contextlib
 import os
 import pathlib
 import signal
@@ -65,6 +66,18 @@ class RouterProcess:
         return self.proc.returncode
 
 
+@contextlib.contextmanager
+def serving(*args: str):
+    """A healthy router for the duration of the block; it must exit cleanly on SIGTERM after."""
+    router = RouterProcess(*args)
+    try:
+        router.wait_healthy()
+        yield router
+    finally:
+        code = router.stop()
+        assert code == 0, f"router did not exit cleanly on SIGTERM ({code}):\n{router.output()[-4000:]}"
+
+
 @pytest.fixture(scope="session")
 def model_path() -> pathlib.Path:
     assert DEFAULT_MODEL.exists(), f"{DEFAULT_MODEL} is missing: run scripts/fetch-model"
@@ -76,13 +89,8 @@ def server(model_path):
     # Exact activations: these tests pin greedy text ("Paris"), which 8-bit activations change on
     # this 135M model exactly as they do in llama.cpp (both answer "L'Étoile, la Marseillaise…").
     # The default (q8) engine is exercised by test_worker_engine.py and the process tests.
-    router = RouterProcess("--model", str(model_path), "--workers", "1", "--activations", "f32")
-    try:
-        router.wait_healthy()
+    with serving("--model", str(model_path), "--workers", "1", "--activations", "f32") as router:
         yield router
-    finally:
-        code = router.stop()
-        assert code == 0, f"router did not exit cleanly on SIGTERM ({code}):\n{router.output()[-4000:]}"
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,14 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import RouterProcess
+from conftest import serving
 import psutil_free as proc_tools
 
 
 @pytest.fixture(scope="module")
 def engine(model_path):
-    router = RouterProcess("--model", str(model_path), "--workers", "1", "--max-connections", "900")
-    try:
-        router.wait_healthy()
+    with serving("--model", str(model_path), "--workers", "1", "--max-connections", "900") as router:
         yield router
-    finally:
-        assert router.stop() == 0, router.output()[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ final class Watchdog: @unchecked Sendable {
             guard let overdue else { continue }
             try? FileManager.default.createDirectory(atPath: findings, withIntermediateDirectories: true)
             let path = "\(findings)/\(target)-hang-\(String(UInt64(truncatingIfNeeded: overdue.hashValue), radix: 16))"
-            FileManager.default.createFile(atPath: path, contents: Data(overdue))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(overdue))
             fail("an input ran longer than \(timeout) s (a hang); saved to \(path)")
         }
     }

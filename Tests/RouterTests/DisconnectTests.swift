@@ -57,11 +57,11 @@ private struct RawHTTPConnection {
         let started = ContinuousClock.now
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            let left = timeout - (ContinuousClock.now - started).seconds
+            let left = timeout - (ContinuousClock.now - started).timeInterval
             if left <= 0 { return nil }
             var descriptorSet = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
             if poll(&descriptorSet, 1, Int32(left * 1000)) > 0 {
-                if recv(descriptor, &buffer, buffer.count, 0) <= 0 { return (ContinuousClock.now - started).seconds }
+                if recv(descriptor, &buffer, buffer.count, 0) <= 0 { return (ContinuousClock.now - started).timeInterval }
             }
         }
     }
@@ -73,10 +73,6 @@ private func offThePool<Value: Sendable>(_ body: @escaping @Sendable () -> Value
     await withCheckedContinuation { continuation in
         Thread { continuation.resume(returning: body()) }.start()
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 /// A live server over a scripted runner (5 ms a step) with Tessel's connection handlers.
@@ -184,7 +180,7 @@ struct DisconnectTests {
                 slow.send(byte)
                 if await slow.secondsUntilClosed(timeout: 0.1) != nil { closed = true; break }
             }
-            let slowSeconds = (ContinuousClock.now - started).seconds
+            let slowSeconds = (ContinuousClock.now - started).timeInterval
             #expect(closed && slowSeconds >= 0.7 && slowSeconds < 8, "trickled headers closed after \(slowSeconds)")
             slow.close()
 

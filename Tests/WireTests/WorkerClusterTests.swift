@@ -38,6 +38,12 @@ func countingStep(id: UInt64, token: Int32) -> Tessel_Wire_Step {
     return step
 }
 
+/// Spawns `workers` fake workers (Tests/FakeWorker) as the router would and handshakes with them.
+func launchFakeCluster(workers: Int, options: WorkerClusterOptions, logger: Logger) async throws -> WorkerCluster {
+    try await WorkerCluster.launch(model: "/models/fake.gguf", workers: workers, workerExecutable: try fakeWorkerExecutable(),
+                                   options: options, logger: logger)
+}
+
 func processIsAlive(_ pid: Int32) -> Bool {
     kill(pid, 0) == 0
 }
@@ -58,9 +64,7 @@ struct WorkerClusterTests {
 
     @Test("launch handshakes every rank, runs steps on all of them and shutdown reaps the children")
     func launchRunShutdown() async throws {
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 2,
-                                                     workerExecutable: try fakeWorkerExecutable(),
-                                                     options: fastOptions(), logger: logger)
+        let cluster = try await launchFakeCluster(workers: 2, options: fastOptions(), logger: logger)
         #expect(cluster.model == ClusterModelInfo(architecture: "fake", vocabSize: 1000, maxContextLength: 4096,
                                                   fingerprint: "fake-model", kvBlockCount: 64, kvBlockSize: 16,
                                                   worldSize: 2))
@@ -94,9 +98,7 @@ struct WorkerClusterTests {
     func fingerprintMismatch() async throws {
         let options = fastOptions(extra: ["TESSEL_FAKE_WORKER_FINGERPRINT_RANK_1": "another-model"])
         await #expect {
-            _ = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 2,
-                                               workerExecutable: try fakeWorkerExecutable(), options: options,
-                                               logger: logger)
+            _ = try await launchFakeCluster(workers: 2, options: options, logger: logger)
         } throws: { error in
             guard case ClusterError.inconsistentWorkers(let rank, let field, let expected, let found) = error else {
                 return false
@@ -139,9 +141,7 @@ struct WorkerClusterTests {
                                           "TESSEL_FAKE_WORKER_MODE_RANK_1": "die-on-step"])
         options.restartBackoff = .seconds(30)
         options.maxRestartBackoff = .seconds(30)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 2,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 2, options: options, logger: logger)
         let pids = cluster.workerProcessIDs.compactMap { $0 }
         let started = ContinuousClock.now
         await #expect {
@@ -162,9 +162,7 @@ struct WorkerClusterTests {
         var options = fastOptions()
         options.restartBackoff = .seconds(30)  // keep it down long enough to observe
         options.maxRestartBackoff = .seconds(30)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 1, options: options, logger: logger)
         let pid = try #require(cluster.workerProcessIDs.first ?? nil)
         kill(pid, SIGKILL)
         #expect(await eventually(within: .seconds(3)) { !cluster.isHealthy })
@@ -184,9 +182,7 @@ struct WorkerClusterTests {
         var options = fastOptions(mode: "hang-after-handshake")
         options.restartBackoff = .seconds(30)
         options.maxRestartBackoff = .seconds(30)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 1, options: options, logger: logger)
         let pid = try #require(cluster.workerProcessIDs.first ?? nil)
         #expect(await eventually(within: .seconds(4)) { !cluster.isHealthy })
         #expect(processIsAlive(pid))
@@ -203,9 +199,7 @@ struct WorkerClusterTests {
     func stuckWorker() async throws {
         var options = fastOptions(mode: "stuck-step")
         options.stallTimeout = .seconds(2)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 1, options: options, logger: logger)
         let pid = try #require(cluster.workerProcessIDs.first ?? nil)
         let started = ContinuousClock.now
         await #expect {
@@ -229,9 +223,7 @@ struct WorkerClusterTests {
         var options = fastOptions(mode: "slow-step")
         options.stallTimeout = .seconds(8)
         options.stepTimeout = .seconds(60)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 1, options: options, logger: logger)
         let pid = try #require(cluster.workerProcessIDs.first ?? nil)
         let stopper = Task {
             try await Task.sleep(for: .milliseconds(700))
@@ -255,9 +247,7 @@ struct WorkerClusterTests {
         var options = fastOptions()
         options.stepTimeout = .seconds(30)
         options.stepTimePerToken = .milliseconds(10)
-        let cluster = try await WorkerCluster.launch(model: "/models/fake.gguf", workers: 1,
-                                                     workerExecutable: try fakeWorkerExecutable(), options: options,
-                                                     logger: logger)
+        let cluster = try await launchFakeCluster(workers: 1, options: options, logger: logger)
         defer { Task { await cluster.shutdown() } }
         var step = Tessel_Wire_Step()
         #expect(cluster.stepDeadline(for: step) == .seconds(30))

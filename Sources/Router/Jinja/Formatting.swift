@@ -303,7 +303,7 @@ enum BraceFormatter {
             } else if head.unicodeScalars.allSatisfy({ ("0"..."9").contains($0) }) {
                 // Only digits make an index (`{-1}` names a keyword argument, as in Python).
                 guard let index = Int(head), index < arguments.positional.count else {
-                    throw interpreter.runtimeError("Replacement index \(index) out of range for positional args tuple")
+                    throw interpreter.runtimeError("Replacement index \(head) out of range for positional args tuple")
                 }
                 value = arguments.positional[index]
             } else {

@@ -262,24 +262,16 @@ enum Value {
             guard printing.insert(identity).inserted else { return "<Namespace {...}>" }
             defer { printing.remove(identity) }
             return "<Namespace " + Value.dict(storage.attributes).repr(printing: &printing) + ">"
-        default:
-            return leafRepr
-        }
-    }
-
-    private var leafRepr: String {
-        switch self {
-        case .undefined: "Undefined"
-        case .none: "None"
-        case .bool(let flag): flag ? "True" : "False"
-        case .int(let number): String(number)
-        case .double(let number): PythonFloat.repr(number)
-        case .string(let text): PythonStringRepr.repr(text)
-        case .list, .tuple, .dict, .namespace: pythonRepr
-        case .loop: "<LoopContext>"
-        case .macro(let macro): "<Macro '\(macro.definition.name)'>"
-        case .function(let function): "<built-in function \(function.name)>"
-        case .boundMethod(let owner, let name): "<built-in method \(name) of \(owner.typeName) object>"
+        case .undefined: return "Undefined"
+        case .none: return "None"
+        case .bool(let flag): return flag ? "True" : "False"
+        case .int(let number): return String(number)
+        case .double(let number): return PythonFloat.repr(number)
+        case .string(let text): return PythonStringRepr.repr(text)
+        case .loop: return "<LoopContext>"
+        case .macro(let macro): return "<Macro '\(macro.definition.name)'>"
+        case .function(let function): return "<built-in function \(function.name)>"
+        case .boundMethod(let owner, let name): return "<built-in method \(name) of \(owner.typeName) object>"
         }
     }
 }

@@ -92,7 +92,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "fcfs (arrival order) or priority (by each request's `priority`, lower first, then arrival; preemption takes the highest value first).",
         valueName: "policy"))
-    var schedulingPolicy: String = "fcfs"
+    var schedulingPolicy: SchedulingPolicy = .fcfs
 
     @Option(name: .long, help: ArgumentHelp(
         "KV cache size per worker, in tokens (rounded to whole blocks). Default: the worker's own default.",
@@ -151,12 +151,7 @@ struct Serve: AsyncParsableCommand {
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
-        guard SchedulingPolicy(rawValue: schedulingPolicy) != nil else {
-            throw ValidationError("--scheduling-policy must be fcfs or priority (got \(schedulingPolicy))")
-        }
-        if !stepTimeTarget.isFinite || stepTimeTarget < 0 {
-            throw ValidationError("--step-time-target must be a number of seconds, 0 or more (got \(stepTimeTarget))")
-        }
+        try Self.checkSeconds(stepTimeTarget, "--step-time-target", zero: "off")
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
         if workerStartupTimeout < 1 { throw ValidationError("--worker-startup-timeout must be at least 1 second") }
         if let activations, !["q8", "f32"].contains(activations) {
@@ -175,15 +170,23 @@ struct Serve: AsyncParsableCommand {
         if (ByteSize(parsing: maxRequestBytes)?.bytes ?? 0) <= 0 {
             throw ValidationError("--max-request-bytes must be a size such as 32MiB; got '\(maxRequestBytes)'")
         }
-        if !keepAliveTimeout.isFinite || keepAliveTimeout < 0 {
-            throw ValidationError("--keep-alive-timeout must be 0 (never) or a number of seconds; got \(keepAliveTimeout)")
-        }
-        if !requestReadTimeout.isFinite || requestReadTimeout < 0 {
-            throw ValidationError("--request-read-timeout must be 0 (no limit) or a number of seconds; got \(requestReadTimeout)")
-        }
+        try Self.checkSeconds(keepAliveTimeout, "--keep-alive-timeout", zero: "never")
+        try Self.checkSeconds(requestReadTimeout, "--request-read-timeout", zero: "no limit")
         if let kvCacheMemory, (ByteSize(parsing: kvCacheMemory)?.bytes ?? 0) <= 0 {
             throw ValidationError("--kv-cache-memory must be a size such as 2GiB or 512MiB; got '\(kvCacheMemory)'")
         }
+    }
+
+    /// A seconds option: finite and 0 or more, where 0 means `zero`.
+    private static func checkSeconds(_ value: Double, _ flag: String, zero: String) throws {
+        guard value.isFinite, value >= 0 else {
+            throw ValidationError("\(flag) must be 0 (\(zero)) or a number of seconds; got \(value)")
+        }
+    }
+
+    /// A seconds option as a duration; 0 is nil (never, no limit, off).
+    private static func duration(seconds: Double) -> Duration? {
+        seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
     }
 
     /// The engine options spawned workers get, as worker flags.
@@ -248,7 +251,7 @@ struct Serve: AsyncParsableCommand {
             configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
                                                   prefixCaching: !noPrefixCaching,
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
-                                                  policy: SchedulingPolicy(rawValue: schedulingPolicy) ?? .fcfs),
+                                                  policy: schedulingPolicy),
             limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
                                          kvBlockSize: info.kvBlockSize))
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
@@ -262,8 +265,8 @@ struct Serve: AsyncParsableCommand {
         let application = OpenAIServer.makeApplication(
             endpoints: endpointsAPI,
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
-                                         idleTimeout: keepAliveTimeout > 0 ? .milliseconds(Int64(keepAliveTimeout * 1000)) : nil,
-                                         requestReadTimeout: requestReadTimeout > 0 ? .milliseconds(Int64(requestReadTimeout * 1000)) : nil,
+                                         idleTimeout: Self.duration(seconds: keepAliveTimeout),
+                                         requestReadTimeout: Self.duration(seconds: requestReadTimeout),
                                          maxConnections: maxConnections),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
@@ -337,3 +340,6 @@ struct WorkerShutdownService: Service {
         await cluster.shutdown()
     }
 }
+
+/// `--scheduling-policy fcfs|priority`.
+extension SchedulingPolicy: ExpressibleByArgument {}

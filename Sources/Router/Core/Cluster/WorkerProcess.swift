@@ -129,6 +129,13 @@ private final class OutputTail: @unchecked Sendable {
         condition.withLock { ContinuousClock.now - lastWritten <= age ? last : "" }
     }
 
+    private func remember(_ line: String) {
+        condition.withLock {
+            last = line
+            lastWritten = .now
+        }
+    }
+
     func waitForEndOfOutput(timeout: TimeInterval) {
         let deadline = Date().addingTimeInterval(timeout)
         condition.withLock {
@@ -162,10 +169,7 @@ private final class OutputTail: @unchecked Sendable {
                 if let line = complete.split(separator: "\n").last(where: {
                     !$0.trimmingCharacters(in: .whitespaces).isEmpty
                 }) {
-                    condition.withLock {
-                        last = String(line)
-                        lastWritten = .now
-                    }
+                    remember(String(line))
                 }
                 partial.removeFirst(lastNewline + 1)
             }
@@ -173,12 +177,7 @@ private final class OutputTail: @unchecked Sendable {
             if partial.count > Self.maximumLineBytes { partial.removeFirst(partial.count - Self.maximumLineBytes) }
         }
         let rest = String(decoding: partial, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if !rest.isEmpty {
-            condition.withLock {
-                last = rest
-                lastWritten = .now
-            }
-        }
+        if !rest.isEmpty { remember(rest) }
         try? handle.close()
         condition.withLock {
             finished = true

@@ -1,6 +1,5 @@
 import Hummingbird
 import HummingbirdCore
-import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
@@ -20,10 +19,7 @@ public final class ClientPresence: Sendable {
 
     public init() {}
 
-    public var isGone: Bool { state.withLockedValue { $0.gone } }
-
     /// Runs `action` once when the client goes, at once if it has already; the token undoes it.
-    @discardableResult
     func whenGone(_ action: @escaping @Sendable () -> Void) -> Int? {
         let token: Int? = state.withLockedValue { state in
             if state.gone { return nil }

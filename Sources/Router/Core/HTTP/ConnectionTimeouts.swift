@@ -29,8 +29,8 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
     private var timer: Scheduled<Void>?
 
     init(idle: Duration?, request: Duration?) {
-        self.idle = idle.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
-        self.request = request.map { TimeAmount.nanoseconds(Int64($0 / .nanoseconds(1))) }
+        self.idle = idle.map(TimeAmount.init)
+        self.request = request.map(TimeAmount.init)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -30,10 +30,7 @@ public final class RequestRecord: Sendable {
     /// The fields of the access-log line, in a fixed order.
     func summary(now: ContinuousClock.Instant = .now) -> [(String, String)] {
         let state = state.withLockedValue { $0 }
-        func seconds(_ duration: Duration) -> String {
-            let value = Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-            return String(format: "%.3f", value)
-        }
+        func seconds(_ duration: Duration) -> String { String(format: "%.3f", duration.timeInterval) }
         var fields: [(String, String)] = [("seconds", seconds(now - started))]
         if let prompt = state.promptTokens {
             fields.append(("prompt_tokens", "\(prompt)"))

@@ -36,7 +36,7 @@ extension OpenAIEndpoints {
     }
 
     private func completionUsage(_ states: [CompletionChoiceState], context: CompletionContext) -> JSONValue {
-        usageJSON(promptTokens: context.prompts.reduce(0) { $0 + $1.count },
+        usageJSON(promptTokens: context.promptTokenCount,
                   completionTokens: states.reduce(0) { $0 + $1.output.tokenCount })
     }
 

@@ -80,6 +80,7 @@ public struct OpenAIEndpoints: Sendable {
                 case .tokens(let tokens): model.tokenizer.decode(tokens, skipSpecialTokens: false)
                 }
             })
+        record?.prompted(tokens: context.promptTokenCount)
         if request.options.stream {
             return .stream(streamCompletion(run, context: context))
         }
@@ -105,6 +106,7 @@ public struct OpenAIEndpoints: Sendable {
         let run = try await submit(plans, seed: request.options.seed, record: record)
         let context = ChatContext(id: makeResponseID(prefix: "chatcmpl-"), created: Int(now.timeIntervalSince1970),
                                   model: model.name, request: request, promptTokenCount: tokens.count)
+        record?.prompted(tokens: context.promptTokenCount)
         if request.options.stream {
             return .stream(streamChat(run, context: context))
         }
@@ -194,10 +196,6 @@ public struct OpenAIEndpoints: Sendable {
     func submit(_ plans: [ChoicePlan], seed: UInt64?, record: RequestRecord?) async throws(APIError) -> ChoiceRun {
         let seed = seed ?? UInt64.random(in: 0...UInt64.max)
         var submitted: [(id: UInt64, events: AsyncThrowingStream<SequenceEvent, any Error>)] = []
-        // Usage counts a prompt once per prompt, not per choice.
-        var promptTokens: [Int: Int] = [:]
-        for plan in plans { promptTokens[plan.promptIndex] = plan.request.promptTokens.count }
-        record?.prompted(tokens: promptTokens.values.reduce(0, +))
         for plan in plans {
             var request = plan.request
             request.sampling.seed = seed
@@ -293,6 +291,9 @@ struct CompletionContext: Sendable {
     var request: CompletionRequest
     var prompts: [[TokenID]]
     var promptTexts: [String]
+
+    /// What usage reports: each prompt once, whatever `n` is.
+    var promptTokenCount: Int { prompts.reduce(0) { $0 + $1.count } }
 }
 
 struct ChatContext: Sendable {

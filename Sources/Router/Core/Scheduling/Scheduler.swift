@@ -292,7 +292,7 @@ public actor Scheduler {
             budget -= 1
         }
 
-        // 2. Waiting sequences, in arrival order, while there is room (not after a preemption:
+        // 2. Waiting sequences, in queue order, while there is room (not after a preemption:
         // the cache is full).
         while !preempted, budget > 0, running.count < configuration.maxSequences, let sequence = waiting.first {
             if sequence.computedTokens == 0, sequence.blocks.isEmpty, !sequence.wantsPromptLogprobs {

@@ -187,7 +187,7 @@ public final class WorkerService {
         reply.kvBlockCount = UInt32(clamping: info.kvBlockCount)
         reply.kvBlockSize = UInt32(clamping: info.kvBlockSize)
         reply.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
-        reply.heartbeatIntervalMs = heartbeatInterval.map { UInt32(clamping: $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) } ?? 0
+        reply.heartbeatIntervalMs = heartbeatInterval.map { UInt32(clamping: Int($0 / .milliseconds(1))) } ?? 0
         return .success(reply)
     }
 
@@ -284,17 +284,22 @@ final class Heartbeat: @unchecked Sendable {
         }
     }
 
-    private func beat() {
-        while true {
-            let step: StepInFlight? = condition.withLock {
+    /// The step to report once an interval has passed with it in flight; nil once stopping.
+    private func nextBeat() -> StepInFlight? {
+        condition.withLock {
+            while true {
                 while current == nil && !stopping { condition.wait() }
                 if stopping { return nil }
                 // One interval into the step, then every interval while it lasts.
-                _ = condition.wait(until: Date().addingTimeInterval(Double(interval / .microseconds(1)) / 1e6))
-                return stopping ? nil : current
+                _ = condition.wait(until: Date().addingTimeInterval(interval / .seconds(1)))
+                if stopping { return nil }
+                if let current { return current }
             }
-            if condition.withLock({ stopping }) { break }
-            guard let step else { continue }
+        }
+    }
+
+    private func beat() {
+        while let step = nextBeat() {
             var message = WorkerMessage()
             var heartbeat = Tessel_Wire_Heartbeat()
             heartbeat.stepID = step.stepID
