@@ -288,4 +288,37 @@ struct MatmulKernelTests {
             }
         }
     }
+
+    @Test("a residual pass takes 8-bit products to near the exact product, over thread shares and weight slices",
+          arguments: [WeightEncoding.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K])
+    func residualPass(encoding: WeightEncoding) throws {
+        // 150 rows: two threads' shares of more than one 64-row slice each, and a partial last
+        // interleaved group where the level repacks.
+        let rows = 150, columns = Self.columns, count = 5
+        let stride = encoding.byteCount(elements: columns)
+        let bytes = Self.weights(encoding, stride: stride, rows: rows)
+        let buffer = WeightBuffer(count: bytes.count)
+        bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        let matrix = WeightMatrix(encoding: encoding, rows: rows, columns: columns, stride: stride,
+                                  base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: "w")
+        let level = Int(tk_cpu_level())
+        let exact = Linear(matrix, kernels: KernelChoice(level: level, activations: .f32))
+        let plain = Linear(matrix, kernels: KernelChoice(level: level, activations: .q8))
+        let twoPass = Linear(matrix, kernels: KernelChoice(level: level, activations: .q8), residualPass: true)
+        let engine = MatmulEngine(pool: try ComputePool(threads: 2), maxRows: 8, maxColumns: columns)
+        let x = Self.randomFloats(count * columns, seed: 61, scale: 3)
+        func product(_ linear: Linear) -> [Float] {
+            var y = [Float](repeating: .nan, count: count * rows)
+            engine.multiply(linear, x, rows: count, into: &y)
+            return y
+        }
+        let want = product(exact), one = product(plain), two = product(twoPass)
+        var plainError: Float = 0, residualError: Float = 0
+        for index in want.indices {
+            plainError = max(plainError, abs(one[index] - want[index]))
+            residualError = max(residualError, abs(two[index] - want[index]))
+        }
+        #expect(plainError > 0, "\(encoding): 8-bit activations should round somewhere")
+        #expect(residualError <= plainError / 30, "\(encoding): residual pass error \(residualError), one pass \(plainError)")
+    }
 }

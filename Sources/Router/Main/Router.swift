@@ -211,6 +211,13 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
+    /// A logger for one part of the router at the level `--log-level` gave.
+    private static func logger(_ label: String, like router: Logger) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = router.logLevel
+        return logger
+    }
+
     private func serve(logger: Logger) async throws {
         let endpoints = workerEndpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let workerCount = endpoints?.count ?? workers
@@ -229,7 +236,7 @@ struct Serve: AsyncParsableCommand {
         options.kvCacheTokens = kvCacheTokens
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
-        let clusterLogger = Logger(label: "tessel.cluster")
+        let clusterLogger = Self.logger("tessel.cluster", like: logger)
         let cluster: WorkerCluster
         do {
             if let endpoints {
@@ -257,7 +264,7 @@ struct Serve: AsyncParsableCommand {
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
                                  maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize)
         let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)
-        let stepLoop = StepLoop(scheduler: scheduler, runner: cluster, logger: Logger(label: "tessel.steps"),
+        let stepLoop = StepLoop(scheduler: scheduler, runner: cluster, logger: Self.logger("tessel.steps", like: logger),
                                 kvEpoch: { cluster.recoveries })
         let host = self.host
         let port = self.port

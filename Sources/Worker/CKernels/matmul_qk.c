@@ -303,6 +303,19 @@ void tk_quantize_q8_256_portable(const float *x, void *out, size_t k) {
     }
 }
 
+void tk_q8_residual(size_t act_block, const void *q, const float *x, float *r, size_t k) {
+    const uint8_t *qb = (const uint8_t *)q;
+    const size_t offset_d = act_block == TK_QK ? offsetof(tk_q8_32, d) : X_D;
+    const size_t offset_qs = act_block == TK_QK ? offsetof(tk_q8_32, qs) : X_QS;
+    const size_t bytes = act_block == TK_QK ? sizeof(tk_q8_32) : sizeof(tk_q8_256);
+    for (size_t b = 0; b < k / act_block; b++, qb += bytes, x += act_block, r += act_block) {
+        float d;
+        memcpy(&d, qb + offset_d, sizeof d);
+        const int8_t *qs = (const int8_t *)(qb + offset_qs);
+        for (size_t i = 0; i < act_block; i++) r[i] = x[i] - d * (float)qs[i];
+    }
+}
+
 #if defined(__x86_64__)
 
 #define TK_AVX2 __attribute__((target("avx2,fma,f16c")))

@@ -62,7 +62,12 @@ public struct StepLoop: Service {
     /// Runs one planned step; a failure fails exactly the sequences in it.
     func execute(_ step: PlannedStep) async {
         do {
+            let started = ContinuousClock.now
             let result = try await runner.run(step.message)
+            logger.trace("step \(step.message.stepID)", metadata: [
+                "decodes": "\(step.decodeCount)", "prefill_tokens": "\(step.prefillTokenCount)",
+                "compute_seconds": "\(result.computeSeconds)",
+                "seconds": "\((ContinuousClock.now - started).timeInterval)"])
             for refusal in await scheduler.complete(step, result: result) {
                 logger.error("the workers refused a sequence: \(refusal.reason)",
                              metadata: ["request_id": "\(refusal.requestID ?? "-")", "step_id": "\(step.message.stepID)"])

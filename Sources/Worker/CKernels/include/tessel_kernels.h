@@ -78,6 +78,12 @@ void tk_matmul_float(const tk_matmul_kernel *kernel, const void *w, size_t w_str
                      const float *x, size_t x_stride, size_t nx, size_t k, float *y, size_t y_stride,
                      float *row_scratch);
 
+/* What 8-bit activation blocks leave out of the k floats they were quantised from:
+ * r = x - d * qs, block by block (tk_q8_32 blocks when act_block is 32, tk_q8_256 when 256).
+ * Quantising r too gives a second set of activation rows; the two products added carry about
+ * 1/127 of one product's rounding error. */
+void tk_q8_residual(size_t act_block, const void *q, const float *x, float *r, size_t k);
+
 /* Whole-block Q8_0 weights from floats (d = max|x| / 127 as an IEEE half), for encodings that
  * have no kernel and are converted once at load. */
 void tk_quantize_row_q8_0(const float *x, void *out, size_t k);

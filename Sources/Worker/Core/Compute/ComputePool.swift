@@ -66,17 +66,23 @@ public final class ComputePool: @unchecked Sendable {
     /// except the last) and runs `body` on each non-empty one. Small counts run on the caller.
     public func forEachRange(_ count: Int, granule: Int = 1, minimumPerThread: Int = 1,
                              _ body: (Range<Int>) -> Void) {
+        forEachRange(count, granule: granule, minimumPerThread: minimumPerThread) { _, range in body(range) }
+    }
+
+    /// `forEachRange` that also tells `body` which thread runs it (for per-thread scratch).
+    public func forEachRange(_ count: Int, granule: Int = 1, minimumPerThread: Int = 1,
+                             _ body: (_ thread: Int, Range<Int>) -> Void) {
         guard count > 0 else { return }
         let threads = min(threadCount, max(1, count / max(minimumPerThread, 1)))
         guard threads > 1 else {
-            body(0..<count)
+            body(0, 0..<count)
             progress.advance()
             return
         }
         run { thread, _ in
             guard thread < threads else { return }
             let range = Self.share(count, granule: granule, part: thread, parts: threads)
-            if !range.isEmpty { body(range) }
+            if !range.isEmpty { body(thread, range) }
         }
     }
 

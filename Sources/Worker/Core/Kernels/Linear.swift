@@ -54,8 +54,16 @@ public struct Linear: Sendable {
     public let outputSize: Int
     /// Output rows are shared among threads in multiples of this: whole interleaved groups.
     let granule: Int
+    /// How this product's activations meet its weights.
+    public let activations: ActivationPrecision
+    /// 8-bit activations are multiplied together with their quantisation residual.
+    public let residualPass: Bool
 
-    public init(_ parts: [WeightMatrix], kernels choice: KernelChoice) {
+    /// `residualPass`: with 8-bit activations, multiply their quantisation residual as well
+    /// (two integer passes over the same weight bytes, about 1/127 of one pass's rounding
+    /// error), for a product whose error matters most: the LM head, whose logits are sampled
+    /// and scored.
+    public init(_ parts: [WeightMatrix], kernels choice: KernelChoice, residualPass: Bool = false) {
         precondition(!parts.isEmpty, "a linear layer needs a weight")
         let columns = parts[0].columns
         precondition(parts.allSatisfy { $0.columns == columns }, "stacked weights must share their columns")
@@ -80,37 +88,46 @@ public struct Linear: Sendable {
         inputSize = columns
         outputSize = row
         granule = max(parts.map(\.layout.rowsPerUnit).max() ?? 1, 4)
+        activations = choice.activations
+        self.residualPass = residualPass
     }
 
-    public init(_ weight: WeightMatrix, kernels: KernelChoice) { self.init([weight], kernels: kernels) }
+    public init(_ weight: WeightMatrix, kernels: KernelChoice, residualPass: Bool = false) {
+        self.init([weight], kernels: kernels, residualPass: residualPass)
+    }
 
     /// Bytes of weights one product reads.
     public var weightBytes: Int { parts.reduce(0) { $0 + $1.byteCount } }
 }
 
 /// Runs products on the compute pool with scratch allocated once: quantised activations for
-/// the largest chunk, and one decoded weight row per thread for the exact path.
+/// the largest chunk (twice, for a residual pass), one row of floats per thread (a decoded
+/// weight row on the exact path, an activation residual), and per thread the two passes'
+/// outputs for a slice of weight rows.
 public final class MatmulEngine: @unchecked Sendable {
     public let pool: ComputePool
-    public let precision: ActivationPrecision
     public let maxRows: Int
     public let maxColumns: Int
-    /// Activation rows quantised per block size (32 → tk_q8_32, 256 → tk_q8_256).
+    /// Activation rows quantised per block size (32 → tk_q8_32, 256 → tk_q8_256); a residual
+    /// pass puts the residuals' rows after the rows.
     private let quantized32: WeightBuffer
     private let quantized256: WeightBuffer
     private let rowScratch: FloatBuffer
+    /// Weight rows a residual pass multiplies per kernel call (whole interleaved groups).
+    private static let residualSlice = 64
+    private let residualOutputs: FloatBuffer
 
-    public init(pool: ComputePool, precision: ActivationPrecision, maxRows: Int, maxColumns: Int) {
+    public init(pool: ComputePool, maxRows: Int, maxColumns: Int) {
         self.pool = pool
-        self.precision = precision
         self.maxRows = maxRows
         self.maxColumns = maxColumns
         // Sized from the kernel table's own activation layouts (the 32- and 256-element blocks).
         let bytes32 = MatmulKernel(encoding: .q8_0, level: 0).activationBlockBytes
         let bytes256 = MatmulKernel(encoding: .q4_K, level: 0).activationBlockBytes
-        quantized32 = WeightBuffer(count: maxRows * (maxColumns / 32 + 1) * bytes32)
-        quantized256 = WeightBuffer(count: maxRows * (maxColumns / 256 + 1) * bytes256)
+        quantized32 = WeightBuffer(count: 2 * maxRows * (maxColumns / 32 + 1) * bytes32)
+        quantized256 = WeightBuffer(count: 2 * maxRows * (maxColumns / 256 + 1) * bytes256)
         rowScratch = FloatBuffer(count: pool.threadCount * maxColumns)
+        residualOutputs = FloatBuffer(count: pool.threadCount * 2 * maxRows * Self.residualSlice)
     }
 
     /// `output[r * outputSize + i] = Σ_c input[r * inputSize + c] · W[i][c]` for `rows` rows.
@@ -119,10 +136,11 @@ public final class MatmulEngine: @unchecked Sendable {
         precondition(rows <= maxRows && linear.inputSize <= maxColumns,
                      "product of \(rows)x\(linear.inputSize) exceeds the engine's \(maxRows)x\(maxColumns) scratch")
         let columns = linear.inputSize
-        let integer = precision == .q8 && linear.kernels.contains { $0.activationBlock > 0 }
-        if integer { quantize(input, rows: rows, columns: columns, for: linear) }
+        let integer = linear.activations == .q8 && linear.kernels.contains { $0.activationBlock > 0 }
+        let residual = integer && linear.residualPass
+        if integer { quantize(input, rows: rows, columns: columns, for: linear, residual: residual) }
         let q32 = UnsafeRawPointer(quantized32.pointer), q256 = UnsafeRawPointer(quantized256.pointer)
-        let scratch = rowScratch.pointer
+        let scratch = rowScratch.pointer, passes = residualOutputs.pointer
         let outputSize = linear.outputSize
         let multiplies = outputSize * columns * max(rows, 1)
         let threads = multiplies < 1 << 15 ? 1 : pool.threadCount
@@ -139,8 +157,25 @@ public final class MatmulEngine: @unchecked Sendable {
                     let x = kernel.activationBlock == 32 ? q32 : q256
                     let xStride = columns / kernel.activationBlock * kernel.activationBlockBytes
                     let body = part.layout == .rows ? kernel.body.int_matmul! : kernel.body.packed_matmul!
-                    body(part.unit(startingAt: lower - start), part.stride, upper - lower, x, xStride, rows, columns,
-                         y, outputSize)
+                    guard residual else {
+                        body(part.unit(startingAt: lower - start), part.stride, upper - lower, x, xStride, rows, columns,
+                             y, outputSize)
+                        continue
+                    }
+                    // Rows and residual rows in one call, so each slice of weights is read once.
+                    let both = passes + thread * 2 * maxRows * Self.residualSlice
+                    var row = lower
+                    while row < upper {
+                        let count = min(Self.residualSlice, upper - row)
+                        body(part.unit(startingAt: row - start), part.stride, count, x, xStride, 2 * rows, columns,
+                             both, count)
+                        for r in 0..<rows {
+                            let target = output + r * outputSize + row
+                            let first = both + r * count, second = both + (rows + r) * count
+                            for i in 0..<count { target[i] = first[i] + second[i] }
+                        }
+                        row += count
+                    }
                 } else {
                     precondition(part.layout == .rows, "\(part.name): \(part.layout) needs 8-bit activations")
                     withUnsafePointer(to: kernel.body) { body in
@@ -154,14 +189,23 @@ public final class MatmulEngine: @unchecked Sendable {
         if threads == 1 { work(0, 1) } else { pool.run(work) }
     }
 
-    /// Quantises the input once for each activation block size the parts need.
-    private func quantize(_ input: UnsafePointer<Float>, rows: Int, columns: Int, for linear: Linear) {
+    /// Quantises the input once for each activation block size the parts need, and with
+    /// `residual` the quantisation residual of each row into the rows after them.
+    private func quantize(_ input: UnsafePointer<Float>, rows: Int, columns: Int, for linear: Linear, residual: Bool) {
+        let scratch = rowScratch.pointer
         func quantize(blockSize: Int, into target: UnsafeMutableRawPointer) {
             guard let kernel = linear.kernels.first(where: { $0.activationBlock == blockSize }) else { return }
             let rowBytes = columns / blockSize * kernel.activationBlockBytes
             let quantizer = kernel.body.quantize!
-            pool.forEachRange(rows, minimumPerThread: 16) { range in
-                for r in range { quantizer(input + r * columns, target + r * rowBytes, columns) }
+            pool.forEachRange(rows, minimumPerThread: 16) { thread, range in
+                for r in range {
+                    let row = target + r * rowBytes
+                    quantizer(input + r * columns, row, columns)
+                    guard residual else { continue }
+                    let left = scratch + thread * columns
+                    tk_q8_residual(blockSize, row, input + r * columns, left, columns)
+                    quantizer(left, target + (rows + r) * rowBytes, columns)
+                }
             }
         }
         quantize(blockSize: 32, into: quantized32.pointer)

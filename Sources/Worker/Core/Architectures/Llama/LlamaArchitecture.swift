@@ -62,8 +62,7 @@ public enum LlamaArchitecture {
         let adapter = LlamaWeightAdapter(format: checkpoint.format, loader: context.weightLoader(checkpoint, supportedEncodings: supportedEncodings),
                                          config: config, kernels: context.kernels)
         let widest = max(config.hiddenSize, config.intermediateSize, config.headCount * config.headDimension)
-        let engine = MatmulEngine(pool: context.pool, precision: context.options.resolvedActivations,
-                                  maxRows: context.options.chunkTokens, maxColumns: widest)
+        let engine = MatmulEngine(pool: context.pool, maxRows: context.options.chunkTokens, maxColumns: widest)
         return LlamaModel(config: config, weights: try adapter.load(), rotaryLayout: adapter.rotaryLayout, engine: engine)
     }
 

@@ -1,4 +1,3 @@
-import Foundation
 import ModelFormats
 
 /// The graph's names for Llama weights.
@@ -101,8 +100,11 @@ struct LlamaWeightAdapter: Sendable {
                 down: try linear([.down])))
         }
         let head = config.tieWordEmbeddings ? embedding : try matrix(.lmHead)
+        // The head's logits are what sampling and scoring see: with 8-bit activations it also
+        // multiplies their residual, for much less rounding error at little cost (decode reads
+        // the same weight bytes once).
         return LlamaWeights(embedding: Embedding(embedding), layers: layers, finalNorm: try vector(.finalNorm),
-                            lmHead: Linear(head, kernels: kernels))
+                            lmHead: Linear(head, kernels: kernels, residualPass: true))
     }
 }
 
