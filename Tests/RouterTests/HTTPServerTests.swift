@@ -379,3 +379,34 @@ struct HTTPServerTests {
         }
     }
 }
+
+@Suite("Server features: API key, tokenize, queue bound, metrics")
+struct ServerFeatureTests {
+    @Test("with --api-key, /v1 routes need the bearer key (401 in OpenAI's shape otherwise); /health stays open")
+    func apiKey() async throws {
+        try await withServer(settings: HTTPServerSettings(apiKey: "sekret")) { client in
+            for headers: HTTPFields in [[:], [.authorization: "Bearer wrong"], [.authorization: "sekret"],
+                                        [.authorization: "Bearer sekret2"], [.authorization: "Bearer sekre"]] {
+                try await client.execute(uri: "/v1/models", method: .get, headers: headers) { response in
+                    #expect(response.status.code == 401, "\(headers)")
+                    let json = try JSONValue.parse(String(buffer: response.body))
+                    #expect(string(json["error"]?["code"]) == "invalid_api_key")
+                    #expect(string(json["error"]?["type"]) == "invalid_request_error")
+                    #expect(!String(buffer: response.body).contains("wrong"), "the offered key is not echoed")
+                }
+            }
+            try await client.execute(uri: "/v1/models", method: .get, headers: [.authorization: "Bearer sekret"]) { response in
+                #expect(response.status.code == 200)
+            }
+            try await client.execute(uri: "/v1/completions", method: .post,
+                                     headers: [.authorization: "Bearer sekret", .contentType: "application/json"],
+                                     body: ByteBuffer(string: #"{"prompt":"hi","max_tokens":2}"#)) { response in
+                #expect(response.status.code == 200)
+            }
+            #expect(try await get(client, "/health").0 == 200)
+        }
+        #expect(APIKeyMiddleware.equalInConstantTime(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!APIKeyMiddleware.equalInConstantTime(Array("abc".utf8), Array("abcd".utf8)))
+        #expect(!APIKeyMiddleware.equalInConstantTime(Array("".utf8), Array("a".utf8)))
+    }
+}

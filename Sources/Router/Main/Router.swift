@@ -143,6 +143,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Open HTTP connections served at once; requests on connections beyond it get a 503.")
     var maxConnections: Int = 1000
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health stays open.",
+        discussion: "Default: $TESSEL_API_KEY when set and not empty; without either, no key is asked for.",
+        valueName: "key"))
+    var apiKey: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -163,6 +169,7 @@ struct Serve: AsyncParsableCommand {
         if let dtype, !["auto", "f32", "f16", "bf16", "float32", "float16", "half", "bfloat16"].contains(dtype) {
             throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
         }
+        if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
@@ -187,6 +194,13 @@ struct Serve: AsyncParsableCommand {
     /// A seconds option as a duration; 0 is nil (never, no limit, off).
     private static func duration(seconds: Double) -> Duration? {
         seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
+    }
+
+    /// --api-key, else a non-empty $TESSEL_API_KEY (as vLLM reads VLLM_API_KEY).
+    var effectiveAPIKey: String? {
+        if let apiKey { return apiKey }
+        guard let key = ProcessInfo.processInfo.environment["TESSEL_API_KEY"], !key.isEmpty else { return nil }
+        return key
     }
 
     /// The engine options spawned workers get, as worker flags.
@@ -267,7 +281,7 @@ struct Serve: AsyncParsableCommand {
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
                                          idleTimeout: Self.duration(seconds: keepAliveTimeout),
                                          requestReadTimeout: Self.duration(seconds: requestReadTimeout),
-                                         maxConnections: maxConnections),
+                                         maxConnections: maxConnections, apiKey: effectiveAPIKey),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")

@@ -20,10 +20,13 @@ public struct HTTPServerSettings: Sendable, Equatable {
     /// Open connections served at once; requests on connections beyond it are answered 503 and
     /// the connection closed.
     public var maxConnections: Int
+    /// The bearer token `/v1/…` requests must carry; nil: no authentication.
+    public var apiKey: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
                 idleTimeout: Duration? = .seconds(5), requestReadTimeout: Duration? = .seconds(10),
-                maxConnections: Int = 1000) {
+                maxConnections: Int = 1000, apiKey: String? = nil) {
+        self.apiKey = apiKey
         self.requestReadTimeout = requestReadTimeout
         self.host = host
         self.port = port
@@ -46,6 +49,7 @@ public enum OpenAIServer {
         // Outermost, so that it sees the response every error became.
         router.add(middleware: AccessLogMiddleware(logger: logger))
         router.add(middleware: OpenAIErrorMiddleware())
+        if let key = settings.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
         let limit = settings.maxRequestBytes
         let scheduler = endpoints.scheduler
 

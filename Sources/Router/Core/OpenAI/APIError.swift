@@ -59,6 +59,17 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
                  type: "invalid_request_error", param: nil, code: "method_not_allowed")
     }
 
+    /// No `Authorization: Bearer` header on a `/v1` route of a server started with `--api-key`.
+    public static let missingAPIKey = APIError(
+        status: 401,
+        message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        type: "invalid_request_error", param: nil, code: "invalid_api_key")
+
+    /// A bearer token that is not the server's `--api-key` (the key itself is never echoed).
+    public static let incorrectAPIKey = APIError(
+        status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", param: nil,
+        code: "invalid_api_key")
+
     public static func requestTooLarge(limit: Int) -> APIError {
         APIError(status: 413, message: "the request body is larger than \(limit) bytes", type: "invalid_request_error",
                  param: nil, code: "request_too_large")
