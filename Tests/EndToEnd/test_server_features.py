@@ -45,5 +45,27 @@ def test_v1_needs_the_key_and_answers_401_in_openai_shape(keyed):
     done = client.completions.create(model=model_of(keyed), prompt="Hi", max_tokens=2)
     assert done.usage.completion_tokens == 2
     # Probes and scrapers carry no key, as in vLLM.
-    for path in ["/health"]:
+    for path in ["/health", "/version"]:
         assert requests.get(keyed.base + path, timeout=10).status_code == 200, path
+
+
+def test_tokenize_detokenize_and_version(keyed):
+    name = model_of(keyed)
+    text = "The capital of France is"
+    tokenized = requests.post(keyed.base + "/tokenize", json={"model": name, "prompt": text}, timeout=10).json()
+    assert tokenized["count"] == len(tokenized["tokens"]) > 0
+    assert tokenized["max_model_len"] > 0 and tokenized["token_strs"] is None
+    # The same count the completion's usage reports for this prompt.
+    client = openai.OpenAI(base_url=keyed.base + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    assert client.completions.create(model=name, prompt=text, max_tokens=1).usage.prompt_tokens == tokenized["count"]
+    back = requests.post(keyed.base + "/detokenize", json={"model": name, "tokens": tokenized["tokens"]}, timeout=10).json()
+    assert text in back["prompt"]
+    chat = requests.post(keyed.base + "/tokenize", timeout=10, json={
+        "model": name, "messages": [{"role": "user", "content": "Hi"}], "return_token_strs": True}).json()
+    messages = [{"role": "user", "content": "Hi"}]
+    usage = client.chat.completions.create(model=name, messages=messages, max_tokens=1).usage
+    assert chat["count"] == usage.prompt_tokens and len(chat["token_strs"]) == chat["count"]
+    bad = requests.post(keyed.base + "/detokenize", json={"tokens": [10**9]}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+    version = requests.get(keyed.base + "/version", timeout=10).json()
+    assert version["version"]

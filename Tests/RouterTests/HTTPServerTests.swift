@@ -409,4 +409,34 @@ struct ServerFeatureTests {
         #expect(!APIKeyMiddleware.equalInConstantTime(Array("abc".utf8), Array("abcd".utf8)))
         #expect(!APIKeyMiddleware.equalInConstantTime(Array("".utf8), Array("a".utf8)))
     }
+
+    @Test("/tokenize encodes a prompt or a chat as generation would; /detokenize inverts it; /version answers")
+    func tokenizeAndVersion() async throws {
+        try await withServer { client in
+            var (status, body, _) = try await post(client, "/tokenize", #"{"prompt":"hi<eos>","return_token_strs":true}"#)
+            #expect(status == 200)
+            #expect(array(body?["tokens"]).compactMap(int) == [104, 105, Int(ByteTokenizer.eos)])
+            #expect(int(body?["count"]) == 3)
+            #expect(int(body?["max_model_len"]) == 256)
+            #expect(array(body?["token_strs"]).compactMap(string) == ["h", "i", "<eos>"])
+            (status, body, _) = try await post(client, "/tokenize", #"{"messages":[{"role":"user","content":"yo"}]}"#)
+            #expect(status == 200)
+            let chat = String(decoding: array(body?["tokens"]).compactMap(int).map(UInt8.init), as: UTF8.self)
+            #expect(chat == "<user>yo\n<assistant>")
+            #expect(body?["token_strs"]?.isNull == true)
+            (status, body, _) = try await post(client, "/detokenize", #"{"tokens":[104,105,256]}"#)
+            #expect(status == 200)
+            #expect(string(body?["prompt"]) == "hi<eos>")
+            for (path, json, param) in [("/detokenize", #"{"tokens":[999]}"#, "tokens"), ("/detokenize", "{}", "tokens"),
+                                        ("/tokenize", "{}", "prompt"), ("/tokenize", #"{"prompt":3}"#, "prompt"),
+                                        ("/tokenize", #"{"prompt":"x","model":"other"}"#, "model")] {
+                let (status, body, _) = try await post(client, path, json)
+                #expect([400, 404].contains(status), "\(path) \(json)")
+                #expect(string(body?["error"]?["param"]) == param, "\(path) \(json)")
+            }
+            let (versionStatus, version) = try await get(client, "/version")
+            #expect(versionStatus == 200)
+            #expect(string(version?["version"]) == TesselVersion.current)
+        }
+    }
 }

@@ -12,6 +12,7 @@ struct Router: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "router",
         abstract: "Tessel's router: the OpenAI-compatible HTTP API in front of the model workers.",
+        version: TesselVersion.current,
         subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self],
         defaultSubcommand: Serve.self)
 }
@@ -45,7 +46,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve a model over the OpenAI API (the default command).",
         discussion: """
             Spawns the workers (or attaches to --worker-endpoints), then serves /v1/completions, \
-            /v1/chat/completions, /v1/models and /health. SIGTERM or SIGINT stops taking requests, \
+            /v1/chat/completions, /v1/models, /health, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
             finishes the running ones, and shuts the workers down.
             """)
 
@@ -144,7 +145,7 @@ struct Serve: AsyncParsableCommand {
     var maxConnections: Int = 1000
 
     @Option(name: .long, help: ArgumentHelp(
-        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health stays open.",
+        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health, /version, /tokenize and /detokenize stay open.",
         discussion: "Default: $TESSEL_API_KEY when set and not empty; without either, no key is asked for.",
         valueName: "key"))
     var apiKey: String?

@@ -71,8 +71,9 @@ public enum OpenAIServer {
             throw APIError.workersUnavailable("the workers are not available" + (failure.map { ": \($0)" } ?? ""))
         }
         let modelsResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.models(), status: .ok) }
+        let versionResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.version(), status: .ok) }
         // GET routes answer HEAD too: the same status and headers, no body.
-        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse)] {
+        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse)] {
             router.get(RouterPath(path)) { _, _ in try await response() }
             router.head(RouterPath(path)) { _, _ in
                 let full = try await response()
@@ -89,6 +90,12 @@ public enum OpenAIServer {
             let record = context.record
             return try await generate(context) { try await endpoints.chatCompletions(body: body, record: record) }
         }
+        router.post("tokenize") { request, _ -> Response in
+            jsonResponse(try endpoints.tokenize(body: try await collect(request, limit: limit)), status: .ok)
+        }
+        router.post("detokenize") { request, _ -> Response in
+            jsonResponse(try endpoints.detokenize(body: try await collect(request, limit: limit)), status: .ok)
+        }
         return router
     }
 
@@ -98,6 +105,9 @@ public enum OpenAIServer {
         "/v1/models": [.get, .head],
         "/v1/completions": [.post],
         "/v1/chat/completions": [.post],
+        "/version": [.get, .head],
+        "/tokenize": [.post],
+        "/detokenize": [.post],
     ]
 
     /// Runs a generating endpoint for as long as its client is there: a non-streaming answer is
