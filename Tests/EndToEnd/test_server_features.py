@@ -1,12 +1,17 @@
 """Server features users expect from vLLM: --api-key with OpenAI's 401, /tokenize, /detokenize and
 /version, a bounded queue answering 429 with Retry-After, /health 503 while the engine is down, and
 /metrics in Prometheus text whose counters match the requests sent."""
+import concurrent.futures
+import os
+import signal
+import time
 
 import openai
 import pytest
 import requests
 
-from conftest import RouterProcess
+import psutil_free as proc_tools
+from conftest import RouterProcess, serving
 
 KEY = "tessel-test-key"
 
@@ -69,3 +74,49 @@ def test_tokenize_detokenize_and_version(keyed):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
     version = requests.get(keyed.base + "/version", timeout=10).json()
     assert version["version"]
+
+
+def test_a_burst_past_the_queue_gets_429_with_retry_after_and_the_rest_complete(model_path):
+    with serving("--model", str(model_path), "--max-num-seqs", "1", "--max-queued-requests", "2") as router:
+        name = requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
+        body = {"model": name, "prompt": "Tell me a story.", "max_tokens": 48, "ignore_eos": True}
+
+        def send(_):
+            return requests.post(router.base + "/v1/completions", json=body, timeout=120)
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(send, range(12)))
+        statuses = [r.status_code for r in responses]
+        refused = [r for r in responses if r.status_code == 429]
+        served = [r for r in responses if r.status_code == 200]
+        assert len(refused) + len(served) == 12, statuses
+        assert len(refused) >= 1 and len(served) >= 3, statuses
+        for r in refused:
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "queue_full"
+        for r in served:
+            assert r.json()["usage"]["completion_tokens"] == 48
+        # The official client sees a RateLimitError for the same answer.
+        client = openai.OpenAI(base_url=router.base + "/v1", api_key="-", max_retries=0, timeout=120)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(client.completions.create, model=name, prompt="Go on.", max_tokens=48,
+                                   extra_body={"ignore_eos": True}) for _ in range(8)]
+            errors = [f.exception() for f in futures]
+        assert any(isinstance(e, openai.RateLimitError) for e in errors), errors
+        assert all(e is None or isinstance(e, openai.RateLimitError) for e in errors), errors
+
+
+def test_health_is_503_while_the_engine_is_down(model_path):
+    with serving("--model", str(model_path)) as router:
+        worker = proc_tools.children_named(router.proc.pid, "worker")[0]
+        os.kill(worker, signal.SIGKILL)
+        statuses = set()
+        deadline = time.time() + 15
+        while time.time() < deadline and 503 not in statuses:
+            r = requests.get(router.base + "/health", timeout=5)
+            statuses.add(r.status_code)
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "workers_unavailable"
+            time.sleep(0.02)
+        assert 503 in statuses, statuses
+        router.wait_healthy(timeout=90)

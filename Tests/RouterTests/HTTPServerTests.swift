@@ -15,10 +15,11 @@ private let testTemplate = """
 private func withServer<Value: Sendable>(
     runner: ScriptedStepRunner = ScriptedStepRunner(), template: String? = testTemplate, healthy: Bool = true,
     settings: HTTPServerSettings = HTTPServerSettings(),
+    configuration: SchedulerConfiguration = SchedulerConfiguration(maxSequences: 16, maxBatchedTokens: 32),
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value
 ) async throws -> Value {
     let scheduler = Scheduler(
-        configuration: SchedulerConfiguration(maxSequences: 16, maxBatchedTokens: 32),
+        configuration: configuration,
         limits: SchedulerModelLimits(maxContextLength: runner.model.maxContextLength,
                                      kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
     let model = ServedModel(name: "test-model", tokenizer: ByteTokenizer(),
@@ -437,6 +438,36 @@ struct ServerFeatureTests {
             let (versionStatus, version) = try await get(client, "/version")
             #expect(versionStatus == 200)
             #expect(string(version?["version"]) == TesselVersion.current)
+        }
+    }
+
+    @Test("a burst past --max-queued-requests gets 429s with Retry-After; every admitted request completes")
+    func queueFull() async throws {
+        try await withServer(runner: ScriptedStepRunner(delay: .milliseconds(100)),
+                             configuration: SchedulerConfiguration(maxSequences: 1, maxBatchedTokens: 32,
+                                                                   maxWaitingSequences: 1)) { client in
+            let outcomes = try await withThrowingTaskGroup(of: (Int, String?, JSONValue?).self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        try await client.execute(uri: "/v1/completions", method: .post,
+                                                 headers: [.contentType: "application/json"],
+                                                 body: ByteBuffer(string: #"{"prompt":"hi","max_tokens":3}"#)) { response in
+                            (response.status.code, response.headers[.retryAfter],
+                             try? JSONValue.parse(String(buffer: response.body)))
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let refused = outcomes.filter { $0.0 == 429 }
+            #expect(refused.count >= 3, "at most one running and one waiting: \(outcomes.map(\.0))")
+            #expect(refused.allSatisfy { $0.1 == "1" && string($0.2?["error"]?["code"]) == "queue_full" })
+            let served = outcomes.filter { $0.0 == 200 }
+            #expect(served.count + refused.count == 5)
+            #expect(served.allSatisfy { string(array($0.2?["choices"]).first?["text"]) == scriptedText(from: 2, count: 3) })
+            let (status, body, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":1,"n":2}"#)
+            #expect(status == 400)
+            #expect(string(body?["error"]?["param"]) == "n")
         }
     }
 }

@@ -96,6 +96,11 @@ struct Serve: AsyncParsableCommand {
     var schedulingPolicy: SchedulingPolicy = .fcfs
 
     @Option(name: .long, help: ArgumentHelp(
+        "Most requests waiting for their first step (each of n choices counts); more are answered 429 with Retry-After. Default: no bound.",
+        valueName: "n"))
+    var maxQueuedRequests: Int?
+
+    @Option(name: .long, help: ArgumentHelp(
         "KV cache size per worker, in tokens (rounded to whole blocks). Default: the worker's own default.",
         valueName: "tokens"))
     var kvCacheTokens: Int?
@@ -157,6 +162,7 @@ struct Serve: AsyncParsableCommand {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
+        if let maxQueuedRequests, maxQueuedRequests < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
         try Self.checkSeconds(stepTimeTarget, "--step-time-target", zero: "off")
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
@@ -266,7 +272,7 @@ struct Serve: AsyncParsableCommand {
             configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
                                                   prefixCaching: !noPrefixCaching,
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
-                                                  policy: schedulingPolicy),
+                                                  policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
             limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
                                          kvBlockSize: info.kvBlockSize))
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,

@@ -210,7 +210,9 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             context.record?.failed(error.message)
-            return jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
+            var response = jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
+            if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = "\(seconds)" }
+            return response
         } catch let error as HTTPError {
             let apiError: APIError
             if error.status == .notFound, let allowed = OpenAIServer.allowedMethods[request.uri.path] {

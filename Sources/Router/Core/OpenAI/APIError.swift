@@ -5,8 +5,12 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
     public var type: String
     public var param: String?
     public var code: String?
+    /// Sent as `Retry-After` (seconds) with the error.
+    public var retryAfterSeconds: Int?
 
-    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil,
+                retryAfterSeconds: Int? = nil) {
+        self.retryAfterSeconds = retryAfterSeconds
         self.status = status
         self.message = message
         self.type = type
@@ -78,6 +82,13 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
     public static func tooManyConnections(limit: Int) -> APIError {
         APIError(status: 503, message: "the server has \(limit) connections open, its limit; retry after closing one",
                  type: "service_unavailable", param: nil, code: "too_many_connections")
+    }
+
+    /// The waiting queue is full: a 429 asking the client to come back in a second (the queue
+    /// moves by a step at a time, so any longer fixed wait would only leave capacity idle).
+    public static func queueFull(_ reason: String) -> APIError {
+        APIError(status: 429, message: reason, type: "rate_limit_error", param: nil, code: "queue_full",
+                 retryAfterSeconds: 1)
     }
 
     public static func workersUnavailable(_ reason: String) -> APIError {

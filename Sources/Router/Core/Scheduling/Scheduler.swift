@@ -26,9 +26,16 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     /// advances each step.
     public var minimumPrefillChunk: Int
     public var policy: SchedulingPolicy
+    /// Most sequences waiting for their first step (`--max-queued-requests`): a new one beyond it
+    /// is refused with `queueFull` (each of a request's `n` choices counts, as in vLLM's engine;
+    /// preempted sequences always go back). nil: no bound.
+    public var maxWaitingSequences: Int?
 
     public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true,
-                targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs) {
+                targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs,
+                maxWaitingSequences: Int? = nil) {
+        precondition(maxWaitingSequences.map { $0 > 0 } ?? true, "the waiting queue must hold at least one sequence")
+        self.maxWaitingSequences = maxWaitingSequences
         self.policy = policy
         self.maxSequences = maxSequences
         self.maxBatchedTokens = maxBatchedTokens
@@ -176,6 +183,7 @@ public actor Scheduler {
         guard blockManager.blocksNeeded(forTokens: total) <= limits.kvBlockCount else {
             throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the KV cache holds \(limits.kvCapacityTokens)")
         }
+        if let limit = configuration.maxWaitingSequences, waiting.count >= limit { throw .queueFull(limit: limit) }
         let id = nextSequenceID
         nextSequenceID += 1
         arrivals += 1

@@ -120,6 +120,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case doesNotFit(String)
     /// The workers could not run this sequence (the others in its step ran): the reason they gave.
     case sequenceRefused(String)
+    /// `limit` sequences are already waiting (`--max-queued-requests`).
+    case queueFull(limit: Int)
 
     public var description: String {
         switch self {
@@ -128,6 +130,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
         case .shuttingDown: return "the server is shutting down"
         case .doesNotFit(let reason): return reason
         case .sequenceRefused(let reason): return "the worker could not run this request: \(reason)"
+        case .queueFull(let limit):
+            return "the server's queue is full (\(limit) requests waiting, its --max-queued-requests); retry later"
         }
     }
 }
