@@ -9,6 +9,7 @@ import time
 import openai
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 import psutil_free as proc_tools
 from conftest import RouterProcess, serving
@@ -50,7 +51,7 @@ def test_v1_needs_the_key_and_answers_401_in_openai_shape(keyed):
     done = client.completions.create(model=model_of(keyed), prompt="Hi", max_tokens=2)
     assert done.usage.completion_tokens == 2
     # Probes and scrapers carry no key, as in vLLM.
-    for path in ["/health", "/version"]:
+    for path in ["/health", "/metrics", "/version"]:
         assert requests.get(keyed.base + path, timeout=10).status_code == 200, path
 
 
@@ -74,6 +75,55 @@ def test_tokenize_detokenize_and_version(keyed):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
     version = requests.get(keyed.base + "/version", timeout=10).json()
     assert version["version"]
+
+
+def scrape(router):
+    r = requests.get(router.base + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "model_name"))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def test_metrics_parse_and_count_the_requests_sent(keyed):
+    name = model_of(keyed)
+    before = scrape(keyed)
+    client = openai.OpenAI(base_url=keyed.base + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    prompt_tokens = completion_tokens = 0
+    for index in range(3):
+        done = client.completions.create(model=name, prompt=f"Count to {index + 3}:", max_tokens=5, temperature=0,
+                                         extra_body={"ignore_eos": True})
+        prompt_tokens += done.usage.prompt_tokens
+        completion_tokens += done.usage.completion_tokens
+    stream = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True})
+    for chunk in stream:
+        if chunk.usage:
+            prompt_tokens += chunk.usage.prompt_tokens
+            completion_tokens += chunk.usage.completion_tokens
+    after = scrape(keyed)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0)
+
+    assert delta("vllm:prompt_tokens_total") == prompt_tokens
+    assert delta("vllm:generation_tokens_total") == completion_tokens == 19
+    assert delta("vllm:request_success_total", finished_reason="length") == 4
+    for histogram in ["vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds",
+                      "vllm:request_queue_time_seconds"]:
+        assert delta(histogram + "_count") == 4, histogram
+        assert delta(histogram + "_bucket", le="+Inf") == 4, histogram
+    assert delta("vllm:inter_token_latency_seconds_count") == completion_tokens - 4
+    assert delta("tessel:worker_step_seconds_count", rank="0") >= 5
+    assert after[("vllm:num_requests_running", ())] == 0 and after[("vllm:num_requests_waiting", ())] == 0
+    assert 0 <= after[("vllm:kv_cache_usage_perc", ())] <= 1
+    assert after[("vllm:prefix_cache_hits_total", ())] <= after[("vllm:prefix_cache_queries_total", ())]
+    assert ("vllm:num_preemptions_total", ()) in after
 
 
 def test_a_burst_past_the_queue_gets_429_with_retry_after_and_the_rest_complete(model_path):

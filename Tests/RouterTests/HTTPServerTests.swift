@@ -470,4 +470,53 @@ struct ServerFeatureTests {
             #expect(string(body?["error"]?["param"]) == "n")
         }
     }
+
+    @Test("/metrics is Prometheus text with vLLM's names, and its counters match the requests served")
+    func metrics() async throws {
+        try await withServer { client in
+            for _ in 0..<2 {
+                let (status, _, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":3}"#)
+                #expect(status == 200)
+            }
+            let (status, type, text) = try await client.execute(uri: "/metrics", method: .get) { response in
+                (response.status.code, response.headers[.contentType], String(buffer: response.body))
+            }
+            #expect(status == 200)
+            #expect(type == PrometheusExposition.contentType)
+            func value(_ series: String) -> Double? {
+                text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+            }
+            let model = #"{model_name="test-model"}"#
+            #expect(value("vllm:prompt_tokens_total" + model) == 4)
+            #expect(value("vllm:generation_tokens_total" + model) == 6)
+            #expect(value(#"vllm:request_success_total{model_name="test-model",finished_reason="length"}"#) == 2)
+            #expect(value("vllm:time_to_first_token_seconds_count" + model) == 2)
+            #expect(value("vllm:inter_token_latency_seconds_count" + model) == 4)
+            #expect(value("vllm:e2e_request_latency_seconds_count" + model) == 2)
+            #expect(value("vllm:request_queue_time_seconds_count" + model) == 2)
+            #expect(value(#"vllm:e2e_request_latency_seconds_bucket{model_name="test-model",le="+Inf"}"#) == 2)
+            #expect(value("vllm:num_requests_running" + model) == 0)
+            #expect(value("vllm:prefix_cache_queries_total" + model) == 4)
+            #expect(text.contains("# TYPE vllm:time_to_first_token_seconds histogram\n"))
+            #expect(text.contains("# TYPE vllm:prompt_tokens_total counter\n"))
+        }
+    }
+
+    @Test("a histogram's buckets are cumulative and end with +Inf; sum and count follow")
+    func histogramExposition() {
+        var histogram = Histogram(upperBounds: [0.5, 1])
+        for value in [0.125, 0.5, 0.75, 3] { histogram.observe(value) }
+        var out = PrometheusExposition()
+        out.histogram("x_seconds", help: "X.", series: [([("a", "q\"")], histogram)])
+        #expect(out.text == """
+            # HELP x_seconds X.
+            # TYPE x_seconds histogram
+            x_seconds_bucket{a="q\\"",le="0.5"} 2
+            x_seconds_bucket{a="q\\"",le="1"} 3
+            x_seconds_bucket{a="q\\"",le="+Inf"} 4
+            x_seconds_sum{a="q\\""} 4.375
+            x_seconds_count{a="q\\""} 4
+
+            """)
+    }
 }

@@ -46,7 +46,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve a model over the OpenAI API (the default command).",
         discussion: """
             Spawns the workers (or attaches to --worker-endpoints), then serves /v1/completions, \
-            /v1/chat/completions, /v1/models, /health, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
+            /v1/chat/completions, /v1/models, /health, /metrics, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
             finishes the running ones, and shuts the workers down.
             """)
 
@@ -150,7 +150,7 @@ struct Serve: AsyncParsableCommand {
     var maxConnections: Int = 1000
 
     @Option(name: .long, help: ArgumentHelp(
-        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health, /version, /tokenize and /detokenize stay open.",
+        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health, /metrics, /version, /tokenize and /detokenize stay open.",
         discussion: "Default: $TESSEL_API_KEY when set and not empty; without either, no key is asked for.",
         valueName: "key"))
     var apiKey: String?
@@ -246,7 +246,10 @@ struct Serve: AsyncParsableCommand {
         }
         let template = try loadChatTemplate(tokenizer: tokenizer)
 
+        // Owned here and handed to what observes it: the cluster (step times) and the scheduler.
+        let metrics = ServingMetrics()
         var options = WorkerClusterOptions()
+        options.metrics = metrics
         options.kvCacheTokens = kvCacheTokens
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
@@ -274,7 +277,8 @@ struct Serve: AsyncParsableCommand {
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
                                                   policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
             limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
-                                         kvBlockSize: info.kvBlockSize))
+                                         kvBlockSize: info.kvBlockSize),
+            metrics: metrics)
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
                                  maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize)
         let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)

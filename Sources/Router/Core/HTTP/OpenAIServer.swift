@@ -72,8 +72,16 @@ public enum OpenAIServer {
         }
         let modelsResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.models(), status: .ok) }
         let versionResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.version(), status: .ok) }
+        let modelName = endpoints.model.name
+        let metricsResponse: @Sendable () async throws -> Response = {
+            let text = scheduler.metrics.render(modelName: modelName, statistics: await scheduler.statistics)
+            var headers = HTTPFields()
+            headers[.contentType] = PrometheusExposition.contentType
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         // GET routes answer HEAD too: the same status and headers, no body.
-        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse)] {
+        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse),
+                                 ("metrics", metricsResponse)] {
             router.get(RouterPath(path)) { _, _ in try await response() }
             router.head(RouterPath(path)) { _, _ in
                 let full = try await response()
@@ -106,6 +114,7 @@ public enum OpenAIServer {
         "/v1/completions": [.post],
         "/v1/chat/completions": [.post],
         "/version": [.get, .head],
+        "/metrics": [.get, .head],
         "/tokenize": [.post],
         "/detokenize": [.post],
     ]
