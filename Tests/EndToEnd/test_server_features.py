@@ -170,3 +170,19 @@ def test_health_is_503_while_the_engine_is_down(model_path):
             time.sleep(0.02)
         assert 503 in statuses, statuses
         router.wait_healthy(timeout=90)
+
+
+def test_cached_tokens_report_prefix_cache_hits(keyed):
+    name = model_of(keyed)
+    client = openai.OpenAI(base_url=keyed.base + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    prompt = "A long shared system prompt about the history of France. " * 12
+    before = scrape(keyed)
+    first = client.completions.create(model=name, prompt=prompt, max_tokens=2)
+    again = client.completions.create(model=name, prompt=prompt, max_tokens=2)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < again.usage.prompt_tokens, again.usage
+    after = scrape(keyed)
+    hits = after[("vllm:prefix_cache_hits_total", ())] - before[("vllm:prefix_cache_hits_total", ())]
+    queries = after[("vllm:prefix_cache_queries_total", ())] - before[("vllm:prefix_cache_queries_total", ())]
+    assert hits == cached and queries == first.usage.prompt_tokens + again.usage.prompt_tokens

@@ -106,7 +106,8 @@ struct HTTPServerTests {
             #expect(int(choice?["index"]) == 0)
             #expect(choice?["logprobs"] == .null)
             #expect(string(choice?["finish_reason"]) == "length")
-            #expect(body?["usage"] == .object([("prompt_tokens", 2), ("completion_tokens", 4), ("total_tokens", 6)]))
+            #expect(body?["usage"] == .object([("prompt_tokens", 2), ("completion_tokens", 4), ("total_tokens", 6),
+                                               ("prompt_tokens_details", .object([("cached_tokens", 0)]))]))
         }
     }
 
@@ -518,5 +519,26 @@ struct ServerFeatureTests {
             x_seconds_count{a="q\\""} 4
 
             """)
+    }
+
+    @Test("usage.prompt_tokens_details.cached_tokens counts the prompt's full blocks found in the prefix cache")
+    func cachedTokens() async throws {
+        try await withServer { client in
+            // 10 tokens: two full blocks of 4 are cached by the first request; one token is always computed.
+            let completion = #"{"prompt":"abcdefghij","max_tokens":2}"#
+            var cached: [Int?] = []
+            for _ in 0..<2 {
+                let (_, body, _) = try await post(client, "/v1/completions", completion)
+                cached.append(int(body?["usage"]?["prompt_tokens_details"]?["cached_tokens"]))
+            }
+            #expect(cached == [0, 8])
+            let chat = #"{"messages":[{"role":"user","content":"abcdefghij"}],"max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}"#
+            _ = try await post(client, "/v1/chat/completions", chat)
+            let (_, _, text) = try await post(client, "/v1/chat/completions", chat)
+            let usage = try ssePayloads(text).last?["usage"]
+            // "<user>abcdefghij\n<assistant>": 28 tokens, of which 6 full blocks are found again.
+            #expect(int(usage?["prompt_tokens"]) == 28)
+            #expect(int(usage?["prompt_tokens_details"]?["cached_tokens"]) == 24)
+        }
     }
 }

@@ -341,6 +341,7 @@ public actor Scheduler {
             if !sequence.everAdmitted {
                 sequence.everAdmitted = true
                 metrics.admitted(afterSeconds: (now - sequence.arrivedAt).timeInterval)
+                if sequence.computedTokens > 0 { sequence.continuation.yield(.prefixCacheHit(tokens: sequence.computedTokens)) }
             }
             waiting.removeFirst()
             running.append(sequence)

@@ -102,8 +102,12 @@ public enum FinishReason: String, Sendable, Equatable {
     case length
 }
 
-/// What a sequence's stream delivers, in order: prompt logprobs (when asked), tokens, one finish.
+/// What a sequence's stream delivers, in order: a prefix-cache hit (when there was one), prompt
+/// logprobs (when asked), tokens, one finish.
 public enum SequenceEvent: Sendable, Equatable {
+    /// At its first admission, this many prompt tokens came from the prefix cache (sent only when
+    /// more than 0; `usage.prompt_tokens_details.cached_tokens`).
+    case prefixCacheHit(tokens: Int)
     case promptLogprobs([PromptTokenLogprob])
     case token(SampledToken)
     case finished(FinishReason)
