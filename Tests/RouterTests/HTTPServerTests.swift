@@ -474,7 +474,8 @@ struct ServerFeatureTests {
 
     @Test("/metrics is Prometheus text with vLLM's names, and its counters match the requests served")
     func metrics() async throws {
-        try await withServer { client in
+        // Steps take a moment, as real ones do, so the stop string is seen before max_tokens is reached.
+        try await withServer(runner: ScriptedStepRunner(delay: .milliseconds(20))) { client in
             for _ in 0..<2 {
                 let (status, _, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":3}"#)
                 #expect(status == 200)
@@ -491,6 +492,12 @@ struct ServerFeatureTests {
             #expect(value("vllm:prompt_tokens_total" + model) == 4)
             #expect(value("vllm:generation_tokens_total" + model) == 6)
             #expect(value(#"vllm:request_success_total{model_name="test-model",finished_reason="length"}"#) == 2)
+            // A stop string ends its sequence from the text side: it still finished, with stop.
+            let (stopped, _, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":9,"stop":"d"}"#)
+            #expect(stopped == 200)
+            let after = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
+            #expect(after.contains(#"vllm:request_success_total{model_name="test-model",finished_reason="stop"} 1"#))
+            #expect(after.contains(#"vllm:e2e_request_latency_seconds_count{model_name="test-model"} 3"#))
             #expect(value("vllm:time_to_first_token_seconds_count" + model) == 2)
             #expect(value("vllm:inter_token_latency_seconds_count" + model) == 4)
             #expect(value("vllm:e2e_request_latency_seconds_count" + model) == 2)

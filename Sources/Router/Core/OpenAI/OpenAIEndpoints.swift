@@ -285,7 +285,7 @@ struct ChoiceRun: Sendable {
 
     /// Ends a choice early (its stop string was found).
     func stop(choice: Int) async {
-        await scheduler.cancel(sequenceIDs[choice])
+        await scheduler.finishByStopString(sequenceIDs[choice])
     }
 }
 

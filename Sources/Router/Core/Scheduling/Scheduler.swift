@@ -223,6 +223,14 @@ public actor Scheduler {
         wakeUp.yield()
     }
 
+    /// Ends a sequence whose text reached a stop string: it finished with `stop` (and is counted
+    /// so in the metrics), then goes as a cancelled one does.
+    public func finishByStopString(_ id: UInt64) {
+        guard let sequence = sequences[id], !sequence.cancelled else { return }
+        metrics.finished(.stop, afterSeconds: (ContinuousClock.now - sequence.arrivedAt).timeInterval)
+        cancel(id)
+    }
+
     /// Stops taking new sequences; the ones already queued still run to their end.
     public func stopAccepting() {
         accepting = false
