@@ -15,10 +15,11 @@ private let testTemplate = """
 private func withServer<Value: Sendable>(
     runner: ScriptedStepRunner = ScriptedStepRunner(), template: String? = testTemplate, healthy: Bool = true,
     settings: HTTPServerSettings = HTTPServerSettings(),
+    configuration: SchedulerConfiguration = SchedulerConfiguration(maxSequences: 16, maxBatchedTokens: 32),
     _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value
 ) async throws -> Value {
     let scheduler = Scheduler(
-        configuration: SchedulerConfiguration(maxSequences: 16, maxBatchedTokens: 32),
+        configuration: configuration,
         limits: SchedulerModelLimits(maxContextLength: runner.model.maxContextLength,
                                      kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
     let model = ServedModel(name: "test-model", tokenizer: ByteTokenizer(),
@@ -105,7 +106,8 @@ struct HTTPServerTests {
             #expect(int(choice?["index"]) == 0)
             #expect(choice?["logprobs"] == .null)
             #expect(string(choice?["finish_reason"]) == "length")
-            #expect(body?["usage"] == .object([("prompt_tokens", 2), ("completion_tokens", 4), ("total_tokens", 6)]))
+            #expect(body?["usage"] == .object([("prompt_tokens", 2), ("completion_tokens", 4), ("total_tokens", 6),
+                                               ("prompt_tokens_details", .object([("cached_tokens", 0)]))]))
         }
     }
 
@@ -376,6 +378,174 @@ struct HTTPServerTests {
                     #expect(text == scriptedText(from: index + 1, count: 4 + index), "request \(index)")
                 }
             }
+        }
+    }
+}
+
+@Suite("Server features: API key, tokenize, queue bound, metrics")
+struct ServerFeatureTests {
+    @Test("with --api-key, /v1 routes need the bearer key (401 in OpenAI's shape otherwise); /health stays open")
+    func apiKey() async throws {
+        try await withServer(settings: HTTPServerSettings(apiKey: "sekret")) { client in
+            for headers: HTTPFields in [[:], [.authorization: "Bearer wrong"], [.authorization: "sekret"],
+                                        [.authorization: "Bearer sekret2"], [.authorization: "Bearer sekre"]] {
+                try await client.execute(uri: "/v1/models", method: .get, headers: headers) { response in
+                    #expect(response.status.code == 401, "\(headers)")
+                    let json = try JSONValue.parse(String(buffer: response.body))
+                    #expect(string(json["error"]?["code"]) == "invalid_api_key")
+                    #expect(string(json["error"]?["type"]) == "invalid_request_error")
+                    #expect(!String(buffer: response.body).contains("wrong"), "the offered key is not echoed")
+                }
+            }
+            try await client.execute(uri: "/v1/models", method: .get, headers: [.authorization: "Bearer sekret"]) { response in
+                #expect(response.status.code == 200)
+            }
+            try await client.execute(uri: "/v1/completions", method: .post,
+                                     headers: [.authorization: "Bearer sekret", .contentType: "application/json"],
+                                     body: ByteBuffer(string: #"{"prompt":"hi","max_tokens":2}"#)) { response in
+                #expect(response.status.code == 200)
+            }
+            #expect(try await get(client, "/health").0 == 200)
+        }
+        #expect(APIKeyMiddleware.equalInConstantTime(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!APIKeyMiddleware.equalInConstantTime(Array("abc".utf8), Array("abcd".utf8)))
+        #expect(!APIKeyMiddleware.equalInConstantTime(Array("".utf8), Array("a".utf8)))
+    }
+
+    @Test("/tokenize encodes a prompt or a chat as generation would; /detokenize inverts it; /version answers")
+    func tokenizeAndVersion() async throws {
+        try await withServer { client in
+            var (status, body, _) = try await post(client, "/tokenize", #"{"prompt":"hi<eos>","return_token_strs":true}"#)
+            #expect(status == 200)
+            #expect(array(body?["tokens"]).compactMap(int) == [104, 105, Int(ByteTokenizer.eos)])
+            #expect(int(body?["count"]) == 3)
+            #expect(int(body?["max_model_len"]) == 256)
+            #expect(array(body?["token_strs"]).compactMap(string) == ["h", "i", "<eos>"])
+            (status, body, _) = try await post(client, "/tokenize", #"{"messages":[{"role":"user","content":"yo"}]}"#)
+            #expect(status == 200)
+            let chat = String(decoding: array(body?["tokens"]).compactMap(int).map(UInt8.init), as: UTF8.self)
+            #expect(chat == "<user>yo\n<assistant>")
+            #expect(body?["token_strs"]?.isNull == true)
+            (status, body, _) = try await post(client, "/detokenize", #"{"tokens":[104,105,256]}"#)
+            #expect(status == 200)
+            #expect(string(body?["prompt"]) == "hi<eos>")
+            for (path, json, param) in [("/detokenize", #"{"tokens":[999]}"#, "tokens"), ("/detokenize", "{}", "tokens"),
+                                        ("/tokenize", "{}", "prompt"), ("/tokenize", #"{"prompt":3}"#, "prompt"),
+                                        ("/tokenize", #"{"prompt":"x","model":"other"}"#, "model")] {
+                let (status, body, _) = try await post(client, path, json)
+                #expect([400, 404].contains(status), "\(path) \(json)")
+                #expect(string(body?["error"]?["param"]) == param, "\(path) \(json)")
+            }
+            let (versionStatus, version) = try await get(client, "/version")
+            #expect(versionStatus == 200)
+            #expect(string(version?["version"]) == TesselVersion.current)
+        }
+    }
+
+    @Test("a burst past --max-queued-requests gets 429s with Retry-After; every admitted request completes")
+    func queueFull() async throws {
+        try await withServer(runner: ScriptedStepRunner(delay: .milliseconds(100)),
+                             configuration: SchedulerConfiguration(maxSequences: 1, maxBatchedTokens: 32,
+                                                                   maxWaitingSequences: 1)) { client in
+            let outcomes = try await withThrowingTaskGroup(of: (Int, String?, JSONValue?).self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        try await client.execute(uri: "/v1/completions", method: .post,
+                                                 headers: [.contentType: "application/json"],
+                                                 body: ByteBuffer(string: #"{"prompt":"hi","max_tokens":3}"#)) { response in
+                            (response.status.code, response.headers[.retryAfter],
+                             try? JSONValue.parse(String(buffer: response.body)))
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let refused = outcomes.filter { $0.0 == 429 }
+            #expect(refused.count >= 3, "at most one running and one waiting: \(outcomes.map(\.0))")
+            #expect(refused.allSatisfy { $0.1 == "1" && string($0.2?["error"]?["code"]) == "queue_full" })
+            let served = outcomes.filter { $0.0 == 200 }
+            #expect(served.count + refused.count == 5)
+            #expect(served.allSatisfy { string(array($0.2?["choices"]).first?["text"]) == scriptedText(from: 2, count: 3) })
+            let (status, body, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":1,"n":2}"#)
+            #expect(status == 400)
+            #expect(string(body?["error"]?["param"]) == "n")
+        }
+    }
+
+    @Test("/metrics is Prometheus text with vLLM's names, and its counters match the requests served")
+    func metrics() async throws {
+        // Steps take a moment, as real ones do, so the stop string is seen before max_tokens is reached.
+        try await withServer(runner: ScriptedStepRunner(delay: .milliseconds(20))) { client in
+            for _ in 0..<2 {
+                let (status, _, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":3}"#)
+                #expect(status == 200)
+            }
+            let (status, type, text) = try await client.execute(uri: "/metrics", method: .get) { response in
+                (response.status.code, response.headers[.contentType], String(buffer: response.body))
+            }
+            #expect(status == 200)
+            #expect(type == PrometheusExposition.contentType)
+            func value(_ series: String) -> Double? {
+                text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+            }
+            let model = #"{model_name="test-model"}"#
+            #expect(value("vllm:prompt_tokens_total" + model) == 4)
+            #expect(value("vllm:generation_tokens_total" + model) == 6)
+            #expect(value(#"vllm:request_success_total{model_name="test-model",finished_reason="length"}"#) == 2)
+            // A stop string ends its sequence from the text side: it still finished, with stop.
+            let (stopped, _, _) = try await post(client, "/v1/completions", #"{"prompt":"hi","max_tokens":9,"stop":"d"}"#)
+            #expect(stopped == 200)
+            let after = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
+            #expect(after.contains(#"vllm:request_success_total{model_name="test-model",finished_reason="stop"} 1"#))
+            #expect(after.contains(#"vllm:e2e_request_latency_seconds_count{model_name="test-model"} 3"#))
+            #expect(value("vllm:time_to_first_token_seconds_count" + model) == 2)
+            #expect(value("vllm:inter_token_latency_seconds_count" + model) == 4)
+            #expect(value("vllm:e2e_request_latency_seconds_count" + model) == 2)
+            #expect(value("vllm:request_queue_time_seconds_count" + model) == 2)
+            #expect(value(#"vllm:e2e_request_latency_seconds_bucket{model_name="test-model",le="+Inf"}"#) == 2)
+            #expect(value("vllm:num_requests_running" + model) == 0)
+            #expect(value("vllm:prefix_cache_queries_total" + model) == 4)
+            #expect(text.contains("# TYPE vllm:time_to_first_token_seconds histogram\n"))
+            #expect(text.contains("# TYPE vllm:prompt_tokens_total counter\n"))
+        }
+    }
+
+    @Test("a histogram's buckets are cumulative and end with +Inf; sum and count follow")
+    func histogramExposition() {
+        var histogram = Histogram(upperBounds: [0.5, 1])
+        for value in [0.125, 0.5, 0.75, 3] { histogram.observe(value) }
+        var out = PrometheusExposition()
+        out.histogram("x_seconds", help: "X.", series: [([("a", "q\"")], histogram)])
+        #expect(out.text == """
+            # HELP x_seconds X.
+            # TYPE x_seconds histogram
+            x_seconds_bucket{a="q\\"",le="0.5"} 2
+            x_seconds_bucket{a="q\\"",le="1"} 3
+            x_seconds_bucket{a="q\\"",le="+Inf"} 4
+            x_seconds_sum{a="q\\""} 4.375
+            x_seconds_count{a="q\\""} 4
+
+            """)
+    }
+
+    @Test("usage.prompt_tokens_details.cached_tokens counts the prompt's full blocks found in the prefix cache")
+    func cachedTokens() async throws {
+        try await withServer { client in
+            // 10 tokens: two full blocks of 4 are cached by the first request; one token is always computed.
+            let completion = #"{"prompt":"abcdefghij","max_tokens":2}"#
+            var cached: [Int?] = []
+            for _ in 0..<2 {
+                let (_, body, _) = try await post(client, "/v1/completions", completion)
+                cached.append(int(body?["usage"]?["prompt_tokens_details"]?["cached_tokens"]))
+            }
+            #expect(cached == [0, 8])
+            let chat = #"{"messages":[{"role":"user","content":"abcdefghij"}],"max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}"#
+            _ = try await post(client, "/v1/chat/completions", chat)
+            let (_, _, text) = try await post(client, "/v1/chat/completions", chat)
+            let usage = try ssePayloads(text).last?["usage"]
+            // "<user>abcdefghij\n<assistant>": 28 tokens, of which 6 full blocks are found again.
+            #expect(int(usage?["prompt_tokens"]) == 28)
+            #expect(int(usage?["prompt_tokens_details"]?["cached_tokens"]) == 24)
         }
     }
 }

@@ -31,6 +31,28 @@ private func runToCompletion(_ scheduler: Scheduler, _ runner: ScriptedStepRunne
 
 @Suite("Scheduler")
 struct SchedulerTests {
+    @Test("with a waiting bound, a sequence past it is refused with queueFull; admitted ones free room and all finish")
+    func boundedQueue() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = Scheduler(
+            configuration: SchedulerConfiguration(maxSequences: 1, maxBatchedTokens: 64, maxWaitingSequences: 2),
+            limits: SchedulerModelLimits(maxContextLength: runner.model.maxContextLength,
+                                         kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
+        let first = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 2))
+        let second = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 2))
+        await #expect(throws: GenerationError.queueFull(limit: 2)) {
+            try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 2))
+        }
+        // The first step admits one: there is room for one more.
+        let step = try #require(await scheduler.planStep())
+        await scheduler.complete(step, result: try await runner.run(step.message))
+        let third = try await scheduler.submit(SequenceRequest(promptTokens: prompt(4), maxNewTokens: 2))
+        try await runToCompletion(scheduler, runner)
+        for events in [first.events, second.events, third.events] {
+            #expect(try await collectEvents(events).last == .finished(.length))
+        }
+    }
+
     @Test("a long prompt is prefilled in chunks no larger than the step budget; only the last chunk samples")
     func chunkedPrefill() async throws {
         let runner = ScriptedStepRunner()

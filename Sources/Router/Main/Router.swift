@@ -12,6 +12,7 @@ struct Router: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "router",
         abstract: "Tessel's router: the OpenAI-compatible HTTP API in front of the model workers.",
+        version: TesselVersion.current,
         subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self],
         defaultSubcommand: Serve.self)
 }
@@ -45,7 +46,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve a model over the OpenAI API (the default command).",
         discussion: """
             Spawns the workers (or attaches to --worker-endpoints), then serves /v1/completions, \
-            /v1/chat/completions, /v1/models and /health. SIGTERM or SIGINT stops taking requests, \
+            /v1/chat/completions, /v1/models, /health, /metrics, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
             finishes the running ones, and shuts the workers down.
             """)
 
@@ -93,6 +94,11 @@ struct Serve: AsyncParsableCommand {
         "fcfs (arrival order) or priority (by each request's `priority`, lower first, then arrival; preemption takes the highest value first).",
         valueName: "policy"))
     var schedulingPolicy: SchedulingPolicy = .fcfs
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Most requests waiting for their first step (each of n choices counts); more are answered 429 with Retry-After. Default: no bound.",
+        valueName: "n"))
+    var maxQueuedRequests: Int?
 
     @Option(name: .long, help: ArgumentHelp(
         "KV cache size per worker, in tokens (rounded to whole blocks). Default: the worker's own default.",
@@ -143,6 +149,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Open HTTP connections served at once; requests on connections beyond it get a 503.")
     var maxConnections: Int = 1000
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A key every /v1 request must send as `Authorization: Bearer KEY` (401 otherwise); /health, /metrics, /version, /tokenize and /detokenize stay open.",
+        discussion: "Default: $TESSEL_API_KEY when set and not empty; without either, no key is asked for.",
+        valueName: "key"))
+    var apiKey: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -150,6 +162,7 @@ struct Serve: AsyncParsableCommand {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
+        if let maxQueuedRequests, maxQueuedRequests < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
         try Self.checkSeconds(stepTimeTarget, "--step-time-target", zero: "off")
         if let kvCacheTokens, kvCacheTokens < 1 { throw ValidationError("--kv-cache-tokens must be at least 1") }
@@ -163,6 +176,7 @@ struct Serve: AsyncParsableCommand {
         if let dtype, !["auto", "f32", "f16", "bf16", "float32", "float16", "half", "bfloat16"].contains(dtype) {
             throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
         }
+        if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
@@ -187,6 +201,13 @@ struct Serve: AsyncParsableCommand {
     /// A seconds option as a duration; 0 is nil (never, no limit, off).
     private static func duration(seconds: Double) -> Duration? {
         seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
+    }
+
+    /// --api-key, else a non-empty $TESSEL_API_KEY (as vLLM reads VLLM_API_KEY).
+    var effectiveAPIKey: String? {
+        if let apiKey { return apiKey }
+        guard let key = ProcessInfo.processInfo.environment["TESSEL_API_KEY"], !key.isEmpty else { return nil }
+        return key
     }
 
     /// The engine options spawned workers get, as worker flags.
@@ -232,7 +253,10 @@ struct Serve: AsyncParsableCommand {
         }
         let template = try loadChatTemplate(tokenizer: tokenizer)
 
+        // Owned here and handed to what observes it: the cluster (step times) and the scheduler.
+        let metrics = ServingMetrics()
         var options = WorkerClusterOptions()
+        options.metrics = metrics
         options.kvCacheTokens = kvCacheTokens
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
@@ -258,9 +282,10 @@ struct Serve: AsyncParsableCommand {
             configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
                                                   prefixCaching: !noPrefixCaching,
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
-                                                  policy: schedulingPolicy),
+                                                  policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
             limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
-                                         kvBlockSize: info.kvBlockSize))
+                                         kvBlockSize: info.kvBlockSize),
+            metrics: metrics)
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
                                  maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize)
         let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)
@@ -274,7 +299,7 @@ struct Serve: AsyncParsableCommand {
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
                                          idleTimeout: Self.duration(seconds: keepAliveTimeout),
                                          requestReadTimeout: Self.duration(seconds: requestReadTimeout),
-                                         maxConnections: maxConnections),
+                                         maxConnections: maxConnections, apiKey: effectiveAPIKey),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")

@@ -33,6 +33,8 @@ public struct WorkerClusterOptions: Sendable {
     /// consecutive failure up to `maxRestartBackoff`.
     public var restartBackoff: Duration = .milliseconds(500)
     public var maxRestartBackoff: Duration = .seconds(30)
+    /// Where each rank's step compute time is recorded (`/metrics`); nil: nowhere.
+    public var metrics: ServingMetrics?
     /// Extra environment variables for spawned workers.
     public var environment: [String: String] = [:]
 
@@ -419,6 +421,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
     private func stepResult(_ reply: WorkerMessage, rank: Int, stepID: UInt64) throws -> Tessel_Wire_StepResult {
         switch reply.body {
         case .stepResult(let result):
+            options.metrics?.step(rank: rank, seconds: result.computeSeconds)
             return result
         case .error(let error):
             throw ClusterError.stepFailed(rank: rank, stepID: stepID, message: error.message)

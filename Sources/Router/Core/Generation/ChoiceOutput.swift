@@ -26,6 +26,8 @@ public struct ChoiceOutput: Sendable {
     }
 
     public var tokenCount: Int { tokens.count }
+    /// Prompt tokens whose KV came from the prefix cache.
+    public var cachedPromptTokens = 0
     public var isFinished: Bool { finishReason != nil }
 
     /// Takes one sampled token; returns the text it releases. A stop string found here

@@ -20,10 +20,13 @@ public struct HTTPServerSettings: Sendable, Equatable {
     /// Open connections served at once; requests on connections beyond it are answered 503 and
     /// the connection closed.
     public var maxConnections: Int
+    /// The bearer token `/v1/…` requests must carry; nil: no authentication.
+    public var apiKey: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
                 idleTimeout: Duration? = .seconds(5), requestReadTimeout: Duration? = .seconds(10),
-                maxConnections: Int = 1000) {
+                maxConnections: Int = 1000, apiKey: String? = nil) {
+        self.apiKey = apiKey
         self.requestReadTimeout = requestReadTimeout
         self.host = host
         self.port = port
@@ -46,6 +49,7 @@ public enum OpenAIServer {
         // Outermost, so that it sees the response every error became.
         router.add(middleware: AccessLogMiddleware(logger: logger))
         router.add(middleware: OpenAIErrorMiddleware())
+        if let key = settings.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
         let limit = settings.maxRequestBytes
         let scheduler = endpoints.scheduler
 
@@ -67,8 +71,17 @@ public enum OpenAIServer {
             throw APIError.workersUnavailable("the workers are not available" + (failure.map { ": \($0)" } ?? ""))
         }
         let modelsResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.models(), status: .ok) }
+        let versionResponse: @Sendable () async throws -> Response = { jsonResponse(endpoints.version(), status: .ok) }
+        let modelName = endpoints.model.name
+        let metricsResponse: @Sendable () async throws -> Response = {
+            let text = scheduler.metrics.render(modelName: modelName, statistics: await scheduler.statistics)
+            var headers = HTTPFields()
+            headers[.contentType] = PrometheusExposition.contentType
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         // GET routes answer HEAD too: the same status and headers, no body.
-        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse)] {
+        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse),
+                                 ("metrics", metricsResponse)] {
             router.get(RouterPath(path)) { _, _ in try await response() }
             router.head(RouterPath(path)) { _, _ in
                 let full = try await response()
@@ -85,6 +98,12 @@ public enum OpenAIServer {
             let record = context.record
             return try await generate(context) { try await endpoints.chatCompletions(body: body, record: record) }
         }
+        router.post("tokenize") { request, _ -> Response in
+            jsonResponse(try endpoints.tokenize(body: try await collect(request, limit: limit)), status: .ok)
+        }
+        router.post("detokenize") { request, _ -> Response in
+            jsonResponse(try endpoints.detokenize(body: try await collect(request, limit: limit)), status: .ok)
+        }
         return router
     }
 
@@ -94,6 +113,10 @@ public enum OpenAIServer {
         "/v1/models": [.get, .head],
         "/v1/completions": [.post],
         "/v1/chat/completions": [.post],
+        "/version": [.get, .head],
+        "/metrics": [.get, .head],
+        "/tokenize": [.post],
+        "/detokenize": [.post],
     ]
 
     /// Runs a generating endpoint for as long as its client is there: a non-streaming answer is
@@ -196,7 +219,9 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             context.record?.failed(error.message)
-            return jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
+            var response = jsonResponse(error.json, status: HTTPResponse.Status(code: error.status))
+            if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = "\(seconds)" }
+            return response
         } catch let error as HTTPError {
             let apiError: APIError
             if error.status == .notFound, let allowed = OpenAIServer.allowedMethods[request.uri.path] {

@@ -5,8 +5,12 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
     public var type: String
     public var param: String?
     public var code: String?
+    /// Sent as `Retry-After` (seconds) with the error.
+    public var retryAfterSeconds: Int?
 
-    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil,
+                retryAfterSeconds: Int? = nil) {
+        self.retryAfterSeconds = retryAfterSeconds
         self.status = status
         self.message = message
         self.type = type
@@ -59,6 +63,17 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
                  type: "invalid_request_error", param: nil, code: "method_not_allowed")
     }
 
+    /// No `Authorization: Bearer` header on a `/v1` route of a server started with `--api-key`.
+    public static let missingAPIKey = APIError(
+        status: 401,
+        message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        type: "invalid_request_error", param: nil, code: "invalid_api_key")
+
+    /// A bearer token that is not the server's `--api-key` (the key itself is never echoed).
+    public static let incorrectAPIKey = APIError(
+        status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", param: nil,
+        code: "invalid_api_key")
+
     public static func requestTooLarge(limit: Int) -> APIError {
         APIError(status: 413, message: "the request body is larger than \(limit) bytes", type: "invalid_request_error",
                  param: nil, code: "request_too_large")
@@ -67,6 +82,13 @@ public struct APIError: Error, CustomStringConvertible, Equatable, Sendable {
     public static func tooManyConnections(limit: Int) -> APIError {
         APIError(status: 503, message: "the server has \(limit) connections open, its limit; retry after closing one",
                  type: "service_unavailable", param: nil, code: "too_many_connections")
+    }
+
+    /// The waiting queue is full: a 429 asking the client to come back in a second (the queue
+    /// moves by a step at a time, so any longer fixed wait would only leave capacity idle).
+    public static func queueFull(_ reason: String) -> APIError {
+        APIError(status: 429, message: reason, type: "rate_limit_error", param: nil, code: "queue_full",
+                 retryAfterSeconds: 1)
     }
 
     public static func workersUnavailable(_ reason: String) -> APIError {

@@ -1,8 +1,9 @@
 import Tokenizers
 
 extension OpenAIEndpoints {
-    private func chatUsage(_ outputs: [ChoiceOutput], context: ChatContext) -> JSONValue {
-        usageJSON(promptTokens: context.promptTokenCount, completionTokens: outputs.reduce(0) { $0 + $1.tokenCount })
+    private func chatUsage(_ outputs: [ChoiceOutput], run: ChoiceRun, context: ChatContext) -> JSONValue {
+        usageJSON(promptTokens: context.promptTokenCount, completionTokens: outputs.reduce(0) { $0 + $1.tokenCount },
+                  cachedTokens: cachedPromptTokens(outputs, plans: run.plans))
     }
 
     /// Applies one event to a choice; returns the released text, the logprob entries of the
@@ -39,7 +40,7 @@ extension OpenAIEndpoints {
                 ("finish_reason", .string(reason.rawValue)),
             ]))
         }
-        return context.body(object: "chat.completion", choices: choices, usage: chatUsage(outputs, context: context))
+        return context.body(object: "chat.completion", choices: choices, usage: chatUsage(outputs, run: run, context: context))
     }
 
     func streamChat(_ run: ChoiceRun, context: ChatContext) -> AsyncStream<JSONValue> {
@@ -78,7 +79,7 @@ extension OpenAIEndpoints {
             if Task.isCancelled { continuation.finish(); return }
             closeStream(continuation, unfinishedChoice: outputs.firstIndex(where: { !$0.isFinished }),
                         includeUsage: includeUsage) {
-                chunk([], usage: chatUsage(outputs, context: context))
+                chunk([], usage: chatUsage(outputs, run: run, context: context))
             }
         }
         continuation.onTermination = { _ in task.cancel() }

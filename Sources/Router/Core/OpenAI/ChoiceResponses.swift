@@ -39,6 +39,9 @@ extension ChoiceRun {
         switch event {
         case .promptLogprobs:
             return ("", false)
+        case .prefixCacheHit(let tokens):
+            output.cachedPromptTokens = tokens
+            return ("", false)
         case .token(let sampled):
             let text = output.accept(sampled)
             if output.isFinished { await stop(choice: choice) }

@@ -35,9 +35,10 @@ extension OpenAIEndpoints {
         ])
     }
 
-    private func completionUsage(_ states: [CompletionChoiceState], context: CompletionContext) -> JSONValue {
+    private func completionUsage(_ states: [CompletionChoiceState], run: ChoiceRun, context: CompletionContext) -> JSONValue {
         usageJSON(promptTokens: context.promptTokenCount,
-                  completionTokens: states.reduce(0) { $0 + $1.output.tokenCount })
+                  completionTokens: states.reduce(0) { $0 + $1.output.tokenCount },
+                  cachedTokens: cachedPromptTokens(states.map(\.output), plans: run.plans))
     }
 
     /// Applies one event to a choice; returns the text it releases and whether the choice just
@@ -87,7 +88,7 @@ extension OpenAIEndpoints {
             if context.request.echo { text = context.promptTexts[plan.promptIndex] + text }
             choices.append(completionChoice(index: plan.index, text: text, logprobs: logprobs, finishReason: reason))
         }
-        return context.body(object: "text_completion", choices: choices, usage: completionUsage(states, context: context))
+        return context.body(object: "text_completion", choices: choices, usage: completionUsage(states, run: run, context: context))
     }
 
     func streamCompletion(_ run: ChoiceRun, context: CompletionContext) -> AsyncStream<JSONValue> {
@@ -147,7 +148,7 @@ extension OpenAIEndpoints {
             if Task.isCancelled { continuation.finish(); return }
             closeStream(continuation, unfinishedChoice: states.firstIndex(where: { !$0.output.isFinished }),
                         includeUsage: includeUsage) {
-                chunk([], usage: completionUsage(states, context: context))
+                chunk([], usage: completionUsage(states, run: run, context: context))
             }
         }
         continuation.onTermination = { _ in task.cancel() }

@@ -154,6 +154,9 @@ public struct OpenAIEndpoints: Sendable {
         if options.n > configuration.maxSequences {
             throw .invalidValue("n", "must be at most \(configuration.maxSequences) (the server's --max-num-seqs), got \(options.n)")
         }
+        if let queue = configuration.maxWaitingSequences, options.n > queue {
+            throw .invalidValue("n", "must be at most \(queue) (the server's --max-queued-requests), got \(options.n)")
+        }
         if options.priority != 0, configuration.policy != .priority {
             throw .invalidValue("priority", "needs the server started with --scheduling-policy priority, got \(options.priority)")
         }
@@ -206,6 +209,7 @@ public struct OpenAIEndpoints: Sendable {
                 for entry in submitted { await scheduler.cancel(entry.id) }
                 switch error {
                 case .shuttingDown: throw .workersUnavailable("the server is shutting down")
+                case .queueFull: throw .queueFull("\(error)")
                 default: throw .invalidRequest("\(error)", param: "prompt", code: "context_length_exceeded")
                 }
             }
@@ -252,6 +256,7 @@ public struct OpenAIEndpoints: Sendable {
             case .shuttingDown: return .workersUnavailable("\(error)")
             case .doesNotFit: return .invalidRequest("\(error)")
             case .sequenceRefused: return .internalError("\(error)")
+            case .queueFull: return .queueFull("\(error)")
             }
         }
         if error is CancellationError { return .workersUnavailable("the request was cancelled") }
@@ -280,7 +285,7 @@ struct ChoiceRun: Sendable {
 
     /// Ends a choice early (its stop string was found).
     func stop(choice: Int) async {
-        await scheduler.cancel(sequenceIDs[choice])
+        await scheduler.finishByStopString(sequenceIDs[choice])
     }
 }
 

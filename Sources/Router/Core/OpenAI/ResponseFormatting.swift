@@ -76,12 +76,22 @@ func logprobJSON(_ value: Float) -> JSONValue {
     .double(Double("\(value)") ?? Double(value))
 }
 
-func usageJSON(promptTokens: Int, completionTokens: Int) -> JSONValue {
+/// OpenAI's usage, `cached_tokens` counting the prompt tokens served from the prefix cache.
+func usageJSON(promptTokens: Int, completionTokens: Int, cachedTokens: Int) -> JSONValue {
     .object([
         ("prompt_tokens", .int(promptTokens)),
         ("completion_tokens", .int(completionTokens)),
         ("total_tokens", .int(promptTokens + completionTokens)),
+        ("prompt_tokens_details", .object([("cached_tokens", .int(cachedTokens))])),
     ])
+}
+
+/// The cached prompt tokens usage reports: each prompt once, as `prompt_tokens` counts it, with
+/// the most any of its choices found in the cache.
+func cachedPromptTokens(_ outputs: [ChoiceOutput], plans: [ChoicePlan]) -> Int {
+    var byPrompt: [Int: Int] = [:]
+    for (plan, output) in zip(plans, outputs) { byPrompt[plan.promptIndex] = max(byPrompt[plan.promptIndex] ?? 0, output.cachedPromptTokens) }
+    return byPrompt.values.reduce(0, +)
 }
 
 /// `cmpl-…` / `chatcmpl-…`: a prefix and 32 random hex digits.

@@ -26,9 +26,16 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     /// advances each step.
     public var minimumPrefillChunk: Int
     public var policy: SchedulingPolicy
+    /// Most sequences waiting for their first step (`--max-queued-requests`): a new one beyond it
+    /// is refused with `queueFull` (each of a request's `n` choices counts, as in vLLM's engine;
+    /// preempted sequences always go back). nil: no bound.
+    public var maxWaitingSequences: Int?
 
     public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true,
-                targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs) {
+                targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs,
+                maxWaitingSequences: Int? = nil) {
+        precondition(maxWaitingSequences.map { $0 > 0 } ?? true, "the waiting queue must hold at least one sequence")
+        self.maxWaitingSequences = maxWaitingSequences
         self.policy = policy
         self.maxSequences = maxSequences
         self.maxBatchedTokens = maxBatchedTokens
@@ -69,6 +76,11 @@ final class ScheduledSequence {
     let request: SequenceRequest
     let arrival: UInt64
     let continuation: AsyncThrowingStream<SequenceEvent, any Error>.Continuation
+    /// When it was submitted, for the latency metrics.
+    let arrivedAt = ContinuousClock.now
+    var lastTokenAt: ContinuousClock.Instant?
+    /// Set at its first admission (a preempted sequence is admitted again).
+    var everAdmitted = false
     /// Prompt followed by the tokens generated so far.
     var tokens: [TokenID]
     /// Tokens whose KV is in the cache (the one number the scheduler plans with).
@@ -117,6 +129,8 @@ public struct SchedulerStatistics: Sendable, Equatable {
     public var freeBlocks: Int
     public var preemptions: Int
     public var prefixCacheHitTokens: Int
+    /// Tokens looked up in the prefix cache (of which `prefixCacheHitTokens` were found).
+    public var prefixCacheQueriedTokens: Int
     public var stepsPlanned: Int
 }
 
@@ -147,14 +161,19 @@ public actor Scheduler {
     public private(set) var lastStepFailure: String?
     private var preemptionCount = 0
     private var prefixCacheHitTokens = 0
+    private var prefixCacheQueriedTokens = 0
+    /// Latencies and token counts for `/metrics`.
+    public nonisolated let metrics: ServingMetrics
     private var stepsPlanned = 0
     private var costModel = StepCostModel()
     private let wakeUp: AsyncStream<Void>.Continuation
     /// Yields whenever there may be new work (a request, a cancellation, a release).
     public nonisolated let workSignals: AsyncStream<Void>
 
-    public init(configuration: SchedulerConfiguration, limits: SchedulerModelLimits) {
+    public init(configuration: SchedulerConfiguration, limits: SchedulerModelLimits,
+                metrics: ServingMetrics = ServingMetrics()) {
         precondition(configuration.maxSequences > 0 && configuration.maxBatchedTokens > 0)
+        self.metrics = metrics
         self.configuration = configuration
         self.limits = limits
         self.blockManager = KVBlockManager(blockCount: limits.kvBlockCount, blockSize: limits.kvBlockSize,
@@ -176,6 +195,7 @@ public actor Scheduler {
         guard blockManager.blocksNeeded(forTokens: total) <= limits.kvBlockCount else {
             throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the KV cache holds \(limits.kvCapacityTokens)")
         }
+        if let limit = configuration.maxWaitingSequences, waiting.count >= limit { throw .queueFull(limit: limit) }
         let id = nextSequenceID
         nextSequenceID += 1
         arrivals += 1
@@ -203,6 +223,14 @@ public actor Scheduler {
         wakeUp.yield()
     }
 
+    /// Ends a sequence whose text reached a stop string: it finished with `stop` (and is counted
+    /// so in the metrics), then goes as a cancelled one does.
+    public func finishByStopString(_ id: UInt64) {
+        guard let sequence = sequences[id], !sequence.cancelled else { return }
+        metrics.finished(.stop, afterSeconds: (ContinuousClock.now - sequence.arrivedAt).timeInterval)
+        cancel(id)
+    }
+
     /// Stops taking new sequences; the ones already queued still run to their end.
     public func stopAccepting() {
         accepting = false
@@ -214,7 +242,8 @@ public actor Scheduler {
     public var statistics: SchedulerStatistics {
         SchedulerStatistics(waiting: waiting.count, running: running.count, usedBlocks: blockManager.usedBlockCount,
                             freeBlocks: blockManager.freeBlockCount, preemptions: preemptionCount,
-                            prefixCacheHitTokens: prefixCacheHitTokens, stepsPlanned: stepsPlanned)
+                            prefixCacheHitTokens: prefixCacheHitTokens, prefixCacheQueriedTokens: prefixCacheQueriedTokens,
+                            stepsPlanned: stepsPlanned)
     }
 
     /// Sequence ids whose worker-side state can go; each is returned once.
@@ -294,8 +323,10 @@ public actor Scheduler {
 
         // 2. Waiting sequences, in queue order, while there is room (not after a preemption:
         // the cache is full).
+        let now = ContinuousClock.now
         while !preempted, budget > 0, running.count < configuration.maxSequences, let sequence = waiting.first {
-            if sequence.computedTokens == 0, sequence.blocks.isEmpty, !sequence.wantsPromptLogprobs {
+            let looksUp = sequence.computedTokens == 0 && sequence.blocks.isEmpty && !sequence.wantsPromptLogprobs
+            if looksUp {
                 // At least one token is always computed, so the step has logits to sample from.
                 let cached = blockManager.acquireCachedPrefix(of: sequence.tokens, maxTokens: sequence.tokens.count - 1)
                 sequence.blocks = cached
@@ -314,6 +345,12 @@ public actor Scheduler {
                 sequence.blocks += blocks
             }
             prefixCacheHitTokens += sequence.computedTokens
+            if looksUp, configuration.prefixCaching { prefixCacheQueriedTokens += sequence.tokens.count }
+            if !sequence.everAdmitted {
+                sequence.everAdmitted = true
+                metrics.admitted(afterSeconds: (now - sequence.arrivedAt).timeInterval)
+                if sequence.computedTokens > 0 { sequence.continuation.yield(.prefixCacheHit(tokens: sequence.computedTokens)) }
+            }
             waiting.removeFirst()
             running.append(sequence)
             scheduled.append((sequence, take))
@@ -434,6 +471,7 @@ public actor Scheduler {
     @discardableResult
     public func complete(_ step: PlannedStep, result: Tessel_Wire_StepResult) -> [(requestID: String?, reason: String)] {
         var refusals: [(requestID: String?, reason: String)] = []
+        let now = ContinuousClock.now
         inFlight = nil
         lastStepFailure = nil
         costModel.observe(tokens: step.totalTokens, attended: step.attendedThousands, seconds: result.computeSeconds)
@@ -479,8 +517,15 @@ public actor Scheduler {
                     : [])
             sequence.tokens.append(outcome.token)
             sequence.generatedCount += 1
+            if let previous = sequence.lastTokenAt {
+                metrics.nextToken(afterSeconds: (now - previous).timeInterval)
+            } else {
+                metrics.firstToken(afterSeconds: (now - sequence.arrivedAt).timeInterval, promptTokens: sequence.promptCount)
+            }
+            sequence.lastTokenAt = now
             sequence.continuation.yield(.token(sampled))
             if let reason = finishReason(of: sequence, last: outcome.token) {
+                metrics.finished(reason, afterSeconds: (now - sequence.arrivedAt).timeInterval)
                 retire(sequence)
                 sequence.continuation.yield(.finished(reason))
                 sequence.continuation.finish()

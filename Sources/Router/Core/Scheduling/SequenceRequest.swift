@@ -102,8 +102,12 @@ public enum FinishReason: String, Sendable, Equatable {
     case length
 }
 
-/// What a sequence's stream delivers, in order: prompt logprobs (when asked), tokens, one finish.
+/// What a sequence's stream delivers, in order: a prefix-cache hit (when there was one), prompt
+/// logprobs (when asked), tokens, one finish.
 public enum SequenceEvent: Sendable, Equatable {
+    /// At its first admission, this many prompt tokens came from the prefix cache (sent only when
+    /// more than 0; `usage.prompt_tokens_details.cached_tokens`).
+    case prefixCacheHit(tokens: Int)
     case promptLogprobs([PromptTokenLogprob])
     case token(SampledToken)
     case finished(FinishReason)
@@ -120,6 +124,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case doesNotFit(String)
     /// The workers could not run this sequence (the others in its step ran): the reason they gave.
     case sequenceRefused(String)
+    /// `limit` sequences are already waiting (`--max-queued-requests`).
+    case queueFull(limit: Int)
 
     public var description: String {
         switch self {
@@ -128,6 +134,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
         case .shuttingDown: return "the server is shutting down"
         case .doesNotFit(let reason): return reason
         case .sequenceRefused(let reason): return "the worker could not run this request: \(reason)"
+        case .queueFull(let limit):
+            return "the server's queue is full (\(limit) requests waiting, its --max-queued-requests); retry later"
         }
     }
 }
