@@ -51,7 +51,7 @@ public struct OpenAIEndpoints: Sendable {
         for prompt in request.prompts {
             switch prompt {
             case .text(let text):
-                prompts.append(model.tokenizer.encode(text, addSpecialTokens: true, parseSpecial: true))
+                prompts.append(promptTokens(text))
             case .tokens(let tokens):
                 if let bad = tokens.first(where: { Int($0) >= model.vocabularySize }) {
                     throw .invalidValue("prompt", "contains token id \(bad), outside the vocabulary of \(model.vocabularySize) tokens")
@@ -93,8 +93,7 @@ public struct OpenAIEndpoints: Sendable {
         let request = try ChatCompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
-        let prompt = try renderChat(request, now: now)
-        let tokens = model.tokenizer.encode(prompt, addSpecialTokens: false, parseSpecial: true)
+        let tokens = try chatPromptTokens(request, now: now)
         let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: nil)
         let logprobs: Int? = request.logprobs ? request.topLogprobs : nil
         var plans: [ChoicePlan] = []
@@ -111,6 +110,18 @@ public struct OpenAIEndpoints: Sendable {
             return .stream(streamChat(run, context: context))
         }
         return .json(try await collectChat(run, context: context))
+    }
+
+    /// A text prompt's tokens as generation encodes them: the tokenizer's special tokens added,
+    /// special-token text in the prompt read as those tokens.
+    func promptTokens(_ text: String, addSpecialTokens: Bool = true) -> [TokenID] {
+        model.tokenizer.encode(text, addSpecialTokens: addSpecialTokens, parseSpecial: true)
+    }
+
+    /// A chat request's prompt tokens: its template's text, which writes its own special tokens.
+    func chatPromptTokens(_ request: ChatCompletionRequest, now: Date = Date(),
+                          addSpecialTokens: Bool = false) throws(APIError) -> [TokenID] {
+        promptTokens(try renderChat(request, now: now), addSpecialTokens: addSpecialTokens)
     }
 
     /// The prompt text of a chat request, by the model's template.
@@ -207,11 +218,9 @@ public struct OpenAIEndpoints: Sendable {
                 submitted.append(try await scheduler.submit(request))
             } catch {
                 for entry in submitted { await scheduler.cancel(entry.id) }
-                switch error {
-                case .shuttingDown: throw .workersUnavailable("the server is shutting down")
-                case .queueFull: throw .queueFull("\(error)")
-                default: throw .invalidRequest("\(error)", param: "prompt", code: "context_length_exceeded")
-                }
+                // At submission a prompt that does not fit is the client's: OpenAI names it so.
+                if case .doesNotFit = error { throw .invalidRequest("\(error)", param: "prompt", code: "context_length_exceeded") }
+                throw Self.apiError(from: error)
             }
         }
         return ChoiceRun(plans: plans, sequenceIDs: submitted.map(\.id), events: merge(submitted.map(\.events), record: record),

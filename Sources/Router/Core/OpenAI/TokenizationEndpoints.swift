@@ -23,13 +23,11 @@ extension OpenAIEndpoints {
                 throw .invalidRequest("send either 'prompt' or 'messages', not both", param: "prompt")
             }
             let request = try ChatCompletionRequest(body: json)
-            tokens = model.tokenizer.encode(try renderChat(request), addSpecialTokens: try fields.bool("add_special_tokens") ?? false,
-                                            parseSpecial: true)
+            tokens = try chatPromptTokens(request, addSpecialTokens: try fields.bool("add_special_tokens") ?? false)
         } else {
             guard let value = fields.value("prompt") else { throw .missing("prompt") }
             guard case .string(let prompt) = value else { throw .invalidType("prompt", expected: "a string", got: value) }
-            tokens = model.tokenizer.encode(prompt, addSpecialTokens: try fields.bool("add_special_tokens") ?? true,
-                                            parseSpecial: true)
+            tokens = promptTokens(prompt, addSpecialTokens: try fields.bool("add_special_tokens") ?? true)
         }
         let strings: JSONValue = try fields.bool("return_token_strs") == true
             ? .array(tokens.map { model.tokenizer.token(for: $0).map(JSONValue.string) ?? .null })
