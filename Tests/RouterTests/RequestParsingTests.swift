@@ -38,16 +38,16 @@ struct RequestParsingTests {
              "stream":true,"stream_options":{"include_usage":true}}
             """#)
         #expect(request.options.maxTokens == 7)
-        #expect(request.options.temperature == 0)
-        #expect(request.options.topP == 0.5)
-        #expect(request.options.topK == 0)
+        #expect(request.options.sampling.temperature == 0)
+        #expect(request.options.sampling.topP == 0.5)
+        #expect(request.options.sampling.topK == 0)
         #expect(request.options.seed == UInt64(bitPattern: -3))
         #expect(request.options.stop == ["\n"])
         #expect(request.options.n == 2)
         #expect(request.echo && request.logprobs == 3)
         #expect(request.options.ignoreEOS && !request.options.skipSpecialTokens)
         #expect(request.options.stream && request.options.includeUsage)
-        #expect(request.options.repetitionPenalty == Float(1.1))
+        #expect(request.options.sampling.repetitionPenalty == Float(1.1))
         let defaults = try completion(#"{"prompt":"x"}"#)
         #expect(defaults.options == GenerationOptions())
     }
@@ -78,6 +78,32 @@ struct RequestParsingTests {
         #expect(error?.status == 400)
         #expect(error?.param == param)
         #expect(error?.type == "invalid_request_error")
+    }
+
+    @Test("logit_bias, min_p and user are read; the bias map is keyed by token id")
+    func samplingControls() throws {
+        let request = try completion(#"{"prompt":"x","min_p":0.05,"logit_bias":{"7":-100,"11":2.5},"user":"u-1"}"#)
+        #expect(request.options.sampling.minP == Float(0.05))
+        #expect(request.options.sampling.logitBias == [7: -100, 11: 2.5])
+        #expect(request.options.user == "u-1")
+    }
+
+    @Test("a field nothing honours is a 400 naming it; null fields count as absent", arguments: [
+        (#"{"prompt":"x","response_format":{"type":"json_object"}}"#, "response_format", "unsupported_parameter"),
+        (#"{"prompt":"x","frobnicate":1}"#, "frobnicate", "unrecognized_argument"),
+        (#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#,
+         "stream_options.continuous_usage_stats", "unrecognized_argument"),
+        (#"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#, "tool_choice", "unsupported_parameter"),
+        (#"{"messages":[{"role":"user","content":"x"}],"echo":true}"#, "echo", "unrecognized_argument"),
+    ])
+    func unreadFields(json: String, param: String, code: String) throws {
+        let error = rejection {
+            if json.contains("messages") { _ = try chat(json) } else { _ = try completion(json) }
+        }
+        #expect(error?.status == 400)
+        #expect(error?.param == param)
+        #expect(error?.code == code)
+        #expect(try completion(#"{"prompt":"x","response_format":null,"frobnicate":null}"#).prompts == [.text("x")])
     }
 
     @Test("chat: content parts are joined, other keys pass through, bad messages are named", arguments: [

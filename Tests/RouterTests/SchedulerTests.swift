@@ -348,7 +348,7 @@ struct SchedulerTests {
     func hugeTopK() async throws {
         let runner = ScriptedStepRunner()
         let scheduler = makeScheduler(runner)
-        let request = SequenceRequest(promptTokens: prompt(3), sampling: SamplingSettings(topK: 10_000_000_000),
+        let request = SequenceRequest(promptTokens: prompt(3), sampling: SamplingParameters(topK: 10_000_000_000),
                                       maxNewTokens: 1)
         let (_, events) = try await scheduler.submit(request)
         let steps = try await runToCompletion(scheduler, runner)

@@ -33,7 +33,7 @@ final class ArithmeticExecutor: StepExecuting, @unchecked Sendable {
             return SequenceOutcome(
                 id: sequence.id,
                 sampled: sequence.sample ? TokenChoice(token: next, logprob: -0.1) : nil,
-                topLogprobs: sequence.sampling.topLogprobs > 0 ? [TokenChoice(token: next, logprob: -0.1)] : [],
+                topLogprobs: sequence.topLogprobs > 0 ? [TokenChoice(token: next, logprob: -0.1)] : [],
                 promptLogprobs: prompt)
         }
     }
@@ -148,7 +148,7 @@ struct WorkerServiceTests {
         #expect(work.id == 11 && work.tokens == [1, 2, 3] && work.startPosition == 5)
         #expect(work.blockTable == [3, 4] && work.sample && work.wantPromptLogprobs)
         #expect(work.sampling.temperature == 0.7 && work.sampling.topK == 40 && work.sampling.topP == 0.9)
-        #expect(work.sampling.seed == 1234 && work.sampling.topLogprobs == 2 && work.sampling.wantLogprobs)
+        #expect(work.sampling.seed == 1234 && work.topLogprobs == 2 && work.wantLogprobs)
         #expect(work.sampleIndex == 1 && work.generatedTokens == [8])
         #expect(service.stepsExecuted == 1)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import Wire
 import ModelFormats
 import CKernels
 @testable import WorkerCore
@@ -154,7 +155,7 @@ struct RegistryAndValidationTests {
         #expect(refusal(SequenceWork(id: 4, tokens: [], startPosition: 0, blockTable: [0]))
                 == ExecutionError.emptySequence(id: 4).description)
         #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [0],
-                                     sampling: SamplingConfig(temperature: -1)))?.contains("temperature") == true)
+                                     sampling: SamplingParameters(temperature: -1)))?.contains("temperature") == true)
         #expect(refusal(SequenceWork(id: 7, tokens: [1], startPosition: 5, blockTable: [0], wantPromptLogprobs: true))
                 == ExecutionError.missingPromptContext(id: 7, position: 5).description)
         #expect(refusal(SequenceWork(id: 8, tokens: [1, 2], startPosition: 0, blockTable: [0])) == nil)
@@ -165,15 +166,15 @@ struct RegistryAndValidationTests {
     @Test("poisoned sequences in a batch fail alone; their batch-mates sample what they sample alone")
     func poisonedSequenceFailsAlone() throws {
         let model = try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 0, worldSize: 1, kvCacheTokens: 256)
-        let seeded = SamplingConfig(temperature: 0.8, topP: 0.9, seed: 42)
+        let seeded = SamplingParameters(temperature: 0.8, topP: 0.9, seed: 42)
         let honest = [
             SequenceWork(id: 1, tokens: [1, 5, 9, 13], startPosition: 0, blockTable: [0], sampling: seeded),
             SequenceWork(id: 2, tokens: [1, 7, 8], startPosition: 0, blockTable: [1]),
         ]
         let alone = honest.map { model.execute([$0])[0] }
         let poisoned = [
-            SequenceWork(id: 3, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingConfig(temperature: .infinity)),
-            SequenceWork(id: 4, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingConfig(repetitionPenalty: 0)),
+            SequenceWork(id: 3, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingParameters(temperature: .infinity)),
+            SequenceWork(id: 4, tokens: [1, 2], startPosition: 0, blockTable: [2], sampling: SamplingParameters(repetitionPenalty: 0)),
             SequenceWork(id: 5, tokens: [1, 9999], startPosition: 0, blockTable: [3]),
         ]
         let together = model.execute([poisoned[0], honest[0], poisoned[1], honest[1], poisoned[2]])

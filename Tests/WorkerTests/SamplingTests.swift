@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Wire
 @testable import WorkerCore
 
 @Suite("Sampling")
@@ -10,12 +11,18 @@ struct SamplingTests {
         return (0..<300).map { Float(random.uniform(stream: 0, counter: UInt64($0)) * 8 - 4) }
     }
 
-    func sample(_ logits: [Float], _ config: SamplingConfig, sampleIndex: Int = 0, position: Int = 10,
-                generated: [Int32] = []) -> Int32 {
+    func sample(_ logits: [Float], _ config: SamplingParameters, allowed: TokenMask? = nil, sampleIndex: Int = 0,
+                position: Int = 10, generated: [Int32] = []) -> Int32 {
         let sampler = TokenSampler(vocabSize: logits.count)
         return logits.withUnsafeBufferPointer {
-            sampler.sample($0.baseAddress!, config: config, generated: generated, sampleIndex: sampleIndex, position: position)
+            sampler.sample($0.baseAddress!, parameters: config, allowed: allowed, generated: generated,
+                           sampleIndex: sampleIndex, position: position)
         }
+    }
+
+    /// The ids of the `count` largest logits.
+    static func best(_ values: [Float], _ count: Int) -> [Int32] {
+        values.indices.sorted { values[$0] > values[$1] }.prefix(count).map { Int32($0) }
     }
 
     var argmax: Int32 {
@@ -31,16 +38,16 @@ struct SamplingTests {
     @Test("top-k 1 at temperature 1 equals greedy, for any seed")
     func topKOne() {
         for seed in 0..<20 as Range<UInt64> {
-            #expect(sample(Self.logits(), SamplingConfig(temperature: 1, topK: 1, seed: seed)) == argmax)
+            #expect(sample(Self.logits(), SamplingParameters(temperature: 1, topK: 1, seed: seed)) == argmax)
         }
     }
 
     @Test("the same seed, sample index and position give the same token; others vary")
     func determinism() {
-        let config = SamplingConfig(temperature: 1.5, seed: 42)
+        let config = SamplingParameters(temperature: 1.5, seed: 42)
         let first = (0..<32).map { sample(Self.logits(), config, position: $0) }
         let again = (0..<32).map { sample(Self.logits(), config, position: $0) }
-        let otherSeed = (0..<32).map { sample(Self.logits(), SamplingConfig(temperature: 1.5, seed: 43), position: $0) }
+        let otherSeed = (0..<32).map { sample(Self.logits(), SamplingParameters(temperature: 1.5, seed: 43), position: $0) }
         let otherIndex = (0..<32).map { sample(Self.logits(), config, sampleIndex: 1, position: $0) }
         #expect(first == again)
         #expect(first != otherSeed)
@@ -53,7 +60,7 @@ struct SamplingTests {
         let values = Self.logits()
         let best5 = Set(values.indices.sorted { values[$0] > values[$1] }.prefix(5).map { Int32($0) })
         for position in 0..<200 {
-            #expect(best5.contains(sample(values, SamplingConfig(temperature: 5, topK: 5, seed: 1), position: position)))
+            #expect(best5.contains(sample(values, SamplingParameters(temperature: 5, topK: 5, seed: 1), position: position)))
         }
     }
 
@@ -63,7 +70,7 @@ struct SamplingTests {
         let values: [Float] = [log(0.5), log(0.3), log(0.2)]
         var seen = Set<Int32>()
         for position in 0..<300 {
-            seen.insert(sample(values, SamplingConfig(temperature: 1, topP: 0.7, seed: 3), position: position))
+            seen.insert(sample(values, SamplingParameters(temperature: 1, topP: 0.7, seed: 3), position: position))
         }
         #expect(seen == [0, 1])
     }
@@ -73,7 +80,7 @@ struct SamplingTests {
         let values: [Float] = [log(0.6), log(0.3), log(0.1)]
         var counts = [0, 0, 0]
         for position in 0..<3000 {
-            counts[Int(sample(values, SamplingConfig(temperature: 1, seed: 9), position: position))] += 1
+            counts[Int(sample(values, SamplingParameters(temperature: 1, seed: 9), position: position))] += 1
         }
         #expect(abs(Double(counts[0]) / 3000 - 0.6) < 0.04)
         #expect(abs(Double(counts[1]) / 3000 - 0.3) < 0.04)
@@ -84,9 +91,70 @@ struct SamplingTests {
     func penalties() {
         let values: [Float] = [2.0, 1.9, -1]
         #expect(sample(values, .greedy, generated: [0]) == 0)
-        #expect(sample(values, SamplingConfig(repetitionPenalty: 1.2), generated: [0]) == 1)
-        #expect(sample(values, SamplingConfig(frequencyPenalty: 0.06), generated: [0, 0]) == 1)
-        #expect(sample(values, SamplingConfig(presencePenalty: 0.2), generated: [0]) == 1)
+        #expect(sample(values, SamplingParameters(temperature: 0, repetitionPenalty: 1.2), generated: [0]) == 1)
+        #expect(sample(values, SamplingParameters(temperature: 0, frequencyPenalty: 0.06), generated: [0, 0]) == 1)
+        #expect(sample(values, SamplingParameters(temperature: 0, presencePenalty: 0.2), generated: [0]) == 1)
+    }
+
+    @Test("logit_bias: -100 bans the greedy token, +100 forces a weak one, at any temperature")
+    func logitBias() {
+        let values = Self.logits()
+        let ranked = Self.best(values, 300)
+        #expect(sample(values, SamplingParameters(temperature: 0, logitBias: [argmax: -100])) == ranked[1])
+        for position in 0..<50 {
+            let forced = sample(values, SamplingParameters(temperature: 1, seed: 4, logitBias: [ranked[299]: 100]), position: position)
+            #expect(forced == ranked[299])
+            #expect(sample(values, SamplingParameters(temperature: 2, seed: 4, logitBias: [argmax: -100]), position: position) != argmax)
+        }
+    }
+
+    @Test("min_p keeps exactly the tokens at least min_p as likely as the best, after temperature")
+    func minP() {
+        // Probabilities 0.4, 0.3, 0.19, 0.11: min_p 0.5 keeps the first two at temperature 1;
+        // at temperature 2 the ratios are square roots (0.87, 0.69, 0.52), so all four stay.
+        let values: [Float] = [log(0.4), log(0.3), log(0.19), log(0.11)]
+        var seen = Set<Int32>(), hot = Set<Int32>()
+        for position in 0..<400 {
+            seen.insert(sample(values, SamplingParameters(temperature: 1, minP: 0.5, seed: 8), position: position))
+            hot.insert(sample(values, SamplingParameters(temperature: 2, minP: 0.5, seed: 8), position: position))
+        }
+        #expect(seen == [0, 1])
+        #expect(hot == [0, 1, 2, 3])
+    }
+
+    @Test("the allowed-token mask is obeyed by greedy, plain, top-k, top-p and min-p sampling")
+    func mask() {
+        let values = Self.logits()
+        let ranked = Self.best(values, 300)
+        // Three weak tokens, one in each 64-bit word region, none among the 20 best.
+        let allowed: [Int32] = [ranked[150], ranked[200], ranked[299]]
+        var mask = TokenMask(vocabularySize: 300)
+        for token in allowed { mask.insert(token) }
+        #expect(sample(values, .greedy, allowed: mask) == ranked.first { allowed.contains($0) })
+        let configs = [SamplingParameters(temperature: 1, seed: 2), SamplingParameters(temperature: 1, topK: 20, seed: 2),
+                       SamplingParameters(temperature: 1, topP: 0.5, seed: 2), SamplingParameters(temperature: 3, minP: 0.01, seed: 2)]
+        for config in configs {
+            var seen = Set<Int32>()
+            for position in 0..<300 { seen.insert(sample(values, config, allowed: mask, position: position)) }
+            #expect(seen.isSubset(of: Set(allowed)), "\(config)")
+            #expect(!seen.isEmpty)
+        }
+        var single = TokenMask(vocabularySize: 300)
+        single.insert(ranked[250])
+        #expect(sample(values, SamplingParameters(temperature: 1, topK: 5, seed: 1), allowed: single) == ranked[250])
+    }
+
+    @Test("a token mask survives its wire encoding; an empty mask is not 'no mask'")
+    func maskWire() {
+        var mask = TokenMask(vocabularySize: 1000)
+        for token: Int32 in [0, 63, 64, 500, 999] { mask.insert(token) }
+        let decoded = TokenMask(wireBytes: mask.wireBytes)
+        #expect((0..<1000).allSatisfy { decoded.contains(Int32($0)) == mask.contains(Int32($0)) })
+        #expect(decoded.count == 5 && decoded.count(below: 999) == 4)
+        #expect(mask.wireBytes.count == 125)
+        let empty = TokenMask(vocabularySize: 1000)
+        #expect(!empty.wireBytes.isEmpty)
+        #expect(TokenMask(wireBytes: empty.wireBytes).count == 0)
     }
 
     @Test("logprobs of the whole vocabulary sum to 1 and top alternatives are sorted")
@@ -123,7 +191,7 @@ struct ExecutorSamplingTests {
         try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, kvCacheTokens: 1024, activations: .f32)
     }
 
-    func generate(_ model: ModelExecutor, _ config: SamplingConfig, count: Int, sampleIndex: Int = 0) throws -> [Int32] {
+    func generate(_ model: ModelExecutor, _ config: SamplingParameters, count: Int, sampleIndex: Int = 0) throws -> [Int32] {
         let prompt: [Int32] = [1, 17, 42, 250, 99, 5]
         var work = SequenceWork(id: 1, tokens: prompt, startPosition: 0,
                                 blockTable: blockTable(tokens: prompt.count + count), sampling: config, sampleIndex: sampleIndex)
@@ -141,12 +209,12 @@ struct ExecutorSamplingTests {
     @Test("same seed gives the same tokens; top-k 1 equals greedy")
     func seeded() throws {
         let model = try executor()
-        let config = SamplingConfig(temperature: 1.0, topP: 0.95, seed: 2024)
+        let config = SamplingParameters(temperature: 1.0, topP: 0.95, seed: 2024)
         let first = try generate(model, config, count: 24)
         #expect(try generate(model, config, count: 24) == first)
-        #expect(try generate(model, SamplingConfig(temperature: 1.0, topP: 0.95, seed: 2025), count: 24) != first)
+        #expect(try generate(model, SamplingParameters(temperature: 1.0, topP: 0.95, seed: 2025), count: 24) != first)
         let greedy = try generate(model, .greedy, count: 24)
-        #expect(try generate(model, SamplingConfig(temperature: 0.8, topK: 1, seed: 5), count: 24) == greedy)
+        #expect(try generate(model, SamplingParameters(temperature: 0.8, topK: 1, seed: 5), count: 24) == greedy)
     }
 
     @Test("sampled logprob and alternatives come from the raw logits")
@@ -154,9 +222,9 @@ struct ExecutorSamplingTests {
         let model = try executor()
         let prompt: [Int32] = [1, 17, 42, 250, 99, 5]
         let raw = try model.promptLogits(prompt)
-        let config = SamplingConfig(temperature: 0.7, seed: 1, topLogprobs: 3, wantLogprobs: true)
-        let outcome = model.execute([SequenceWork(id: 2, tokens: prompt, startPosition: 0,
-                                                      blockTable: blockTable(tokens: 8), sampling: config)])[0]
+        let config = SamplingParameters(temperature: 0.7, seed: 1)
+        let outcome = model.execute([SequenceWork(id: 2, tokens: prompt, startPosition: 0, blockTable: blockTable(tokens: 8),
+                                                  sampling: config, topLogprobs: 3, wantLogprobs: true)])[0]
         let sampled = try #require(outcome.sampled)
         let lse = log(raw.reduce(0.0) { $0 + exp(Double($1)) })
         #expect(abs(Double(sampled.logprob) - (Double(raw[Int(sampled.token)]) - lse)) < 1e-4)
@@ -170,9 +238,8 @@ struct ExecutorSamplingTests {
         let model = try executor()
         let prompt = try Fixtures.reference("tiny-llama.expected.json").cases[1].prompt
         let table = blockTable(tokens: prompt.count + 1)
-        let config = SamplingConfig(topLogprobs: 2)
         let whole = model.execute([SequenceWork(id: 1, tokens: prompt, startPosition: 0, blockTable: table,
-                                                    sampling: config, wantPromptLogprobs: true)])[0]
+                                                    sampling: .greedy, topLogprobs: 2, wantPromptLogprobs: true)])[0]
         #expect(whole.promptLogprobs.count == prompt.count - 1)
         #expect(whole.promptLogprobs.map(\.chosen.token) == Array(prompt.dropFirst()))
         #expect(whole.promptLogprobs.allSatisfy { $0.top.count == 2 && $0.chosen.logprob <= 0 })
@@ -186,9 +253,9 @@ struct ExecutorSamplingTests {
 
         let split = 17
         let first = model.execute([SequenceWork(id: 3, tokens: Array(prompt[..<split]), startPosition: 0, blockTable: table,
-                                                    sampling: config, sample: false, wantPromptLogprobs: true)])[0]
+                                                    topLogprobs: 2, sample: false, wantPromptLogprobs: true)])[0]
         let second = model.execute([SequenceWork(id: 3, tokens: Array(prompt[split...]), startPosition: split, blockTable: table,
-                                                     sampling: config, wantPromptLogprobs: true)])[0]
+                                                     sampling: .greedy, topLogprobs: 2, wantPromptLogprobs: true)])[0]
         let joined = first.promptLogprobs + second.promptLogprobs
         #expect(joined.count == prompt.count - 1)
         for (a, b) in zip(joined, whole.promptLogprobs) {

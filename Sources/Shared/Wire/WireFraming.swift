@@ -6,7 +6,7 @@ public typealias WorkerMessage = Tessel_Wire_WorkerMessage
 
 /// The version both sides put in their handshake; bump it with any incompatible .proto change.
 public enum WireProtocol {
-    public static let version: UInt32 = 2
+    public static let version: UInt32 = 3
 }
 
 /// A frame that is not the protobuf envelope it should be.

@@ -10,6 +10,7 @@ public final class RequestRecord: Sendable {
         var completionTokens = 0
         var firstToken: ContinuousClock.Instant?
         var error: String?
+        var user: String?
     }
     private let state = NIOLockedValueBox(State())
 
@@ -25,6 +26,9 @@ public final class RequestRecord: Sendable {
         }
     }
 
+    /// The client's `user` field, as OpenAI's API takes it for abuse tracking.
+    func user(_ user: String) { state.withLockedValue { $0.user = user } }
+
     func failed(_ message: String) { state.withLockedValue { $0.error = message } }
 
     /// The fields of the access-log line, in a fixed order.
@@ -32,6 +36,7 @@ public final class RequestRecord: Sendable {
         let state = state.withLockedValue { $0 }
         func seconds(_ duration: Duration) -> String { String(format: "%.3f", duration.timeInterval) }
         var fields: [(String, String)] = [("seconds", seconds(now - started))]
+        if let user = state.user { fields.append(("user", user)) }
         if let prompt = state.promptTokens {
             fields.append(("prompt_tokens", "\(prompt)"))
             fields.append(("completion_tokens", "\(state.completionTokens)"))

@@ -47,6 +47,7 @@ public struct OpenAIEndpoints: Sendable {
         let request = try CompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
+        if let user = request.options.user { record?.user(user) }
         var prompts: [[TokenID]] = []
         for prompt in request.prompts {
             switch prompt {
@@ -93,6 +94,7 @@ public struct OpenAIEndpoints: Sendable {
         let request = try ChatCompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
+        if let user = request.options.user { record?.user(user) }
         let tokens = try chatPromptTokens(request, now: now)
         let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: nil)
         let logprobs: Int? = request.logprobs ? request.topLogprobs : nil
@@ -168,6 +170,9 @@ public struct OpenAIEndpoints: Sendable {
         if let queue = configuration.maxWaitingSequences, options.n > queue {
             throw .invalidValue("n", "must be at most \(queue) (the server's --max-queued-requests), got \(options.n)")
         }
+        if let problem = options.sampling.problem(vocabularySize: model.vocabularySize) {
+            throw .invalidValue(problem.field, problem.detail)
+        }
         if options.priority != 0, configuration.policy != .priority {
             throw .invalidValue("priority", "needs the server started with --scheduling-policy priority, got \(options.priority)")
         }
@@ -198,10 +203,7 @@ public struct OpenAIEndpoints: Sendable {
         if !options.ignoreEOS { stops.formUnion(model.stopTokenIDs) }
         return SequenceRequest(
             promptTokens: tokens,
-            sampling: SamplingSettings(temperature: options.temperature, topP: options.topP, topK: options.topK,
-                                       seed: 0, repetitionPenalty: options.repetitionPenalty,
-                                       presencePenalty: options.presencePenalty, frequencyPenalty: options.frequencyPenalty,
-                                       logprobs: logprobs),
+            sampling: options.sampling, logprobs: logprobs,
             maxNewTokens: maxTokens, stopTokenIDs: stops, promptLogprobs: promptLogprobs, sampleIndex: sampleIndex,
             priority: options.priority)
     }

@@ -1,4 +1,5 @@
 import Tokenizers
+import Wire
 
 /// A completion prompt as the client sent it.
 public enum PromptInput: Sendable, Equatable {
@@ -10,9 +11,8 @@ public enum PromptInput: Sendable, Equatable {
 public struct GenerationOptions: Sendable, Equatable {
     /// nil: the endpoint's default (16 for completions, the rest of the context for chat).
     public var maxTokens: Int?
-    public var temperature: Float = 1
-    public var topP: Float = 1
-    public var topK: Int = 0
+    /// How each token is picked; its seed is set at submission (`seed`, or a random one).
+    public var sampling = SamplingParameters()
     /// nil: a random seed is drawn for the request.
     public var seed: UInt64?
     public var stop: [String] = []
@@ -21,9 +21,8 @@ public struct GenerationOptions: Sendable, Equatable {
     public var n: Int = 1
     /// vLLM's `priority` (lower first); only allowed under `--scheduling-policy priority`.
     public var priority: Int = 0
-    public var presencePenalty: Float = 0
-    public var frequencyPenalty: Float = 0
-    public var repetitionPenalty: Float = 1
+    /// OpenAI's `user`: accepted and written to the request's log line.
+    public var user: String?
     public var ignoreEOS = false
     public var skipSpecialTokens = true
     public var stream = false
@@ -67,8 +66,11 @@ let maximumLogprobs = 20
 // MARK: - Parsing
 
 /// Reads typed fields from a request object, throwing OpenAI-shaped 400s that name the field.
-struct RequestFields {
+/// It remembers which keys were read, so a request can refuse every field nothing read: no
+/// field is ever accepted and ignored.
+final class RequestFields {
     let object: JSONValue
+    private var read: Set<String> = []
 
     init(body: JSONValue) throws(APIError) {
         guard case .object = body else {
@@ -79,8 +81,37 @@ struct RequestFields {
 
     /// The value of `key`, nil when absent or null.
     func value(_ key: String) -> JSONValue? {
+        read.insert(key)
         guard let value = object[key], !value.isNull else { return nil }
         return value
+    }
+
+    /// Fields clients send that this server does not honour (yet), with what to do instead.
+    static let unsupported: [String: String] = [
+        "response_format": "structured output is not supported yet",
+        "tool_choice": "tool-call parsing is not available yet; send 'tools' without 'tool_choice' to have them rendered by the chat template only",
+        "parallel_tool_calls": "tool-call parsing is not available yet",
+        "functions": "the deprecated 'functions' field is not supported; tool-call parsing is not available yet",
+        "function_call": "the deprecated 'function_call' field is not supported; tool-call parsing is not available yet",
+        "best_of": "best_of is not supported; use n",
+        "structured_outputs": "structured output is not supported yet",
+        "guided_json": "structured output is not supported yet",
+        "guided_regex": "structured output is not supported yet",
+        "guided_choice": "structured output is not supported yet",
+        "guided_grammar": "structured output is not supported yet",
+    ]
+
+    /// Throws for the first non-null field (in the body's order) that nothing read; `prefix`
+    /// names the object the fields are in (`stream_options.`).
+    func refuseUnread(prefix: String = "") throws(APIError) {
+        guard case .object(let members) = object else { return }
+        for (name, value) in members where !value.isNull && !read.contains(name) {
+            let key = prefix + name
+            if let reason = Self.unsupported[key] {
+                throw .invalidRequest("'\(key)' is not supported: \(reason)", param: key, code: "unsupported_parameter")
+            }
+            throw .invalidRequest("Unrecognized request argument supplied: \(key)", param: key, code: "unrecognized_argument")
+        }
     }
 
     func string(_ key: String) throws(APIError) -> String? {
@@ -133,19 +164,38 @@ extension GenerationOptions {
                 break
             }
         }
-        if let value = try fields.number("temperature") {
-            let narrowed = try Self.float("temperature", value)
-            guard narrowed >= 0 else { throw .invalidValue("temperature", "must be 0 or more, got \(value)") }
-            temperature = narrowed
-        }
-        if let value = try fields.number("top_p") {
-            let narrowed = try Self.float("top_p", value)
-            guard narrowed > 0, narrowed <= 1 else { throw .invalidValue("top_p", "must be in (0, 1] as a 32-bit float, got \(value)") }
-            topP = narrowed
-        }
+        if let value = try fields.number("temperature") { sampling.temperature = try Self.float("temperature", value) }
+        if let value = try fields.number("top_p") { sampling.topP = try Self.float("top_p", value) }
         if let value = try fields.int("top_k") {
-            guard value >= -1 else { throw .invalidValue("top_k", "must be -1 (off), 0 (off) or positive, got \(value)") }
-            topK = max(0, value)
+            // -1 is vLLM's "off", as 0 is.
+            sampling.topK = value == -1 ? 0 : value
+        }
+        if let value = try fields.number("min_p") { sampling.minP = try Self.float("min_p", value) }
+        for (key, keyPath) in [("presence_penalty", \SamplingParameters.presencePenalty), ("frequency_penalty", \.frequencyPenalty),
+                               ("repetition_penalty", \.repetitionPenalty)] {
+            if let value = try fields.number(key) { sampling[keyPath: keyPath] = try Self.float(key, value) }
+        }
+        if let value = fields.value("logit_bias") {
+            guard case .object(let members) = value else {
+                throw .invalidType("logit_bias", expected: "an object mapping token ids to biases", got: value)
+            }
+            for (key, biasValue) in members {
+                guard let token = Int32(key), token >= 0 else {
+                    throw .invalidValue("logit_bias", "keys must be token ids (non-negative integers as strings), got '\(key)'")
+                }
+                let bias: Double
+                switch biasValue {
+                case .int(let number): bias = Double(number)
+                case .double(let number): bias = number
+                default: throw .invalidType("logit_bias", expected: "numbers as biases", got: biasValue)
+                }
+                sampling.logitBias[token] = try Self.float("logit_bias", bias)
+            }
+        }
+        // Every range is checked where the worker checks it; the token ids of logit_bias again
+        // against the model's vocabulary once the endpoint knows it.
+        if let problem = sampling.problem(vocabularySize: Int(Int32.max)) {
+            throw .invalidValue(problem.field, problem.detail)
         }
         if let value = fields.value("seed") {
             guard case .int(let number) = value else { throw .invalidType("seed", expected: "an integer", got: value) }
@@ -181,20 +231,7 @@ extension GenerationOptions {
         if let value = try fields.int("priority") {
             priority = value
         }
-        for (key, keyPath) in [("presence_penalty", \GenerationOptions.presencePenalty), ("frequency_penalty", \.frequencyPenalty)] {
-            if let value = try fields.number(key) {
-                let narrowed = try Self.float(key, value)
-                guard narrowed >= -2, narrowed <= 2 else { throw .invalidValue(key, "must be in [-2, 2], got \(value)") }
-                self[keyPath: keyPath] = narrowed
-            }
-        }
-        if let value = try fields.number("repetition_penalty") {
-            let narrowed = try Self.float("repetition_penalty", value)
-            guard narrowed > 0 else {
-                throw .invalidValue("repetition_penalty", "must be greater than 0 as a 32-bit float, got \(value)")
-            }
-            repetitionPenalty = narrowed
-        }
+        user = try fields.string("user")
         ignoreEOS = try fields.bool("ignore_eos") ?? false
         skipSpecialTokens = try fields.bool("skip_special_tokens") ?? true
         stream = try fields.bool("stream") ?? false
@@ -207,6 +244,7 @@ extension GenerationOptions {
             } catch {
                 throw .invalidType("stream_options.include_usage", expected: "a boolean", got: value["include_usage"] ?? .null)
             }
+            try options.refuseUnread(prefix: "stream_options.")
         }
     }
 }
@@ -228,6 +266,7 @@ extension CompletionRequest {
             logprobs = count
         }
         if fields.value("suffix") != nil { throw .invalidValue("suffix", "is not supported") }
+        try fields.refuseUnread()
     }
 
     static func parsePrompt(_ value: JSONValue) throws(APIError) -> [PromptInput] {
@@ -279,6 +318,12 @@ extension ChatCompletionRequest {
     /// Parses and checks a `/v1/chat/completions` body.
     public init(body: JSONValue) throws(APIError) {
         let fields = try RequestFields(body: body)
+        try self.init(fields: fields)
+        try fields.refuseUnread()
+    }
+
+    /// Parses the chat fields of `fields`; the caller refuses what is left unread.
+    init(fields: RequestFields) throws(APIError) {
         model = try fields.string("model")
         guard let messagesValue = fields.value("messages") else { throw .missing("messages") }
         guard case .array(let items) = messagesValue else {

@@ -22,7 +22,7 @@ extension OpenAIEndpoints {
             if fields.value("prompt") != nil {
                 throw .invalidRequest("send either 'prompt' or 'messages', not both", param: "prompt")
             }
-            let request = try ChatCompletionRequest(body: json)
+            let request = try ChatCompletionRequest(fields: fields)
             tokens = try chatPromptTokens(request, addSpecialTokens: try fields.bool("add_special_tokens") ?? false)
         } else {
             guard let value = fields.value("prompt") else { throw .missing("prompt") }
@@ -32,6 +32,7 @@ extension OpenAIEndpoints {
         let strings: JSONValue = try fields.bool("return_token_strs") == true
             ? .array(tokens.map { model.tokenizer.token(for: $0).map(JSONValue.string) ?? .null })
             : .null
+        try fields.refuseUnread()
         return .object([
             ("count", .int(tokens.count)),
             ("max_model_len", .int(model.maxContextLength)),
@@ -54,6 +55,7 @@ extension OpenAIEndpoints {
             }
             tokens.append(TokenID(id))
         }
+        try fields.refuseUnread()
         return .object([("prompt", .string(model.tokenizer.decode(tokens, skipSpecialTokens: false)))])
     }
 

@@ -408,21 +408,11 @@ public actor Scheduler {
         entry.sample = start + take == sequence.tokens.count
         entry.wantPromptLogprobs = sequence.wantsPromptLogprobs && start < sequence.promptCount
         entry.sampleIndex = UInt32(sequence.request.sampleIndex)
-        let settings = sequence.request.sampling
-        var sampling = Tessel_Wire_SamplingParameters()
-        sampling.temperature = settings.temperature
-        sampling.topP = settings.topP
-        // Any top_k at or above the vocabulary size means "off"; a client may send one past Int32.
-        sampling.topK = Int32(clamping: settings.topK)
-        sampling.seed = settings.seed
-        sampling.hasSeed_p = true
-        sampling.wantLogprobs = settings.logprobs != nil || entry.wantPromptLogprobs
-        sampling.topLogprobs = UInt32(max(settings.logprobs ?? 0, entry.wantPromptLogprobs ? sequence.request.promptLogprobs ?? 0 : 0))
-        sampling.repetitionPenalty = settings.repetitionPenalty
-        sampling.presencePenalty = settings.presencePenalty
-        sampling.frequencyPenalty = settings.frequencyPenalty
-        entry.sampling = sampling
-        if settings.usesPenalties, sequence.tokens.count > sequence.promptCount {
+        let request = sequence.request
+        entry.sampling = request.sampling.wire(
+            topLogprobs: max(request.logprobs ?? 0, entry.wantPromptLogprobs ? request.promptLogprobs ?? 0 : 0),
+            wantLogprobs: request.logprobs != nil || entry.wantPromptLogprobs)
+        if request.sampling.usesPenalties, sequence.tokens.count > sequence.promptCount {
             entry.generatedTokens = Array(sequence.tokens[sequence.promptCount...])
         }
         return entry
@@ -508,12 +498,12 @@ public actor Scheduler {
                 sequence.continuation.finish(throwing: GenerationError.missingResult(sequenceID: sequence.id, stepID: step.message.stepID))
                 continue
             }
-            let wantsLogprobs = sequence.request.sampling.logprobs != nil
+            let wantsLogprobs = sequence.request.logprobs != nil
             let sampled = SampledToken(
                 token: outcome.token,
                 logprob: wantsLogprobs ? outcome.logprob : nil,
                 topLogprobs: wantsLogprobs
-                    ? outcome.topLogprobs.prefix(sequence.request.sampling.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
+                    ? outcome.topLogprobs.prefix(sequence.request.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
                     : [])
             sequence.tokens.append(outcome.token)
             sequence.generatedCount += 1

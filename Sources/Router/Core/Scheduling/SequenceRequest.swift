@@ -1,42 +1,13 @@
 import Tokenizers
-
-/// How the workers pick each next token of one sequence.
-public struct SamplingSettings: Sendable, Equatable {
-    /// 0 = greedy.
-    public var temperature: Float = 1
-    /// 1 = off.
-    public var topP: Float = 1
-    /// 0 = off.
-    public var topK: Int = 0
-    /// Every request carries a seed: the client's, or a random one, so a run can be replayed.
-    public var seed: UInt64 = 0
-    /// 1 = off (vLLM extension).
-    public var repetitionPenalty: Float = 1
-    public var presencePenalty: Float = 0
-    public var frequencyPenalty: Float = 0
-    /// nil: no logprobs; k: the sampled token's logprob and its k most likely alternatives.
-    public var logprobs: Int?
-
-    public init(temperature: Float = 1, topP: Float = 1, topK: Int = 0, seed: UInt64 = 0,
-                repetitionPenalty: Float = 1, presencePenalty: Float = 0, frequencyPenalty: Float = 0,
-                logprobs: Int? = nil) {
-        self.temperature = temperature
-        self.topP = topP
-        self.topK = topK
-        self.seed = seed
-        self.repetitionPenalty = repetitionPenalty
-        self.presencePenalty = presencePenalty
-        self.frequencyPenalty = frequencyPenalty
-        self.logprobs = logprobs
-    }
-
-    var usesPenalties: Bool { repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0 }
-}
+import Wire
 
 /// One sequence to generate: what the scheduler needs, nothing about text.
 public struct SequenceRequest: Sendable, Equatable {
     public var promptTokens: [TokenID]
-    public var sampling: SamplingSettings
+    /// How the workers pick each token; the seed is the client's or a random one.
+    public var sampling: SamplingParameters
+    /// nil: no logprobs; k: the sampled token's logprob and its k most likely alternatives.
+    public var logprobs: Int?
     /// Generation ends with `length` after this many new tokens.
     public var maxNewTokens: Int
     /// Sampling one of these ends the sequence with `stop` (the token is still reported).
@@ -50,8 +21,10 @@ public struct SequenceRequest: Sendable, Equatable {
     /// The HTTP request it belongs to, for log lines.
     public var requestID: String?
 
-    public init(promptTokens: [TokenID], sampling: SamplingSettings = SamplingSettings(), maxNewTokens: Int,
-                stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0, priority: Int = 0) {
+    public init(promptTokens: [TokenID], sampling: SamplingParameters = SamplingParameters(), logprobs: Int? = nil,
+                maxNewTokens: Int, stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0,
+                priority: Int = 0) {
+        self.logprobs = logprobs
         self.priority = priority
         self.promptTokens = promptTokens
         self.sampling = sampling

@@ -12,6 +12,11 @@
 /// The router never sends text and workers never send logits: steps carry token ids,
 /// positions, KV block ids and sampling parameters; results carry sampled ids and logprobs.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -252,6 +257,26 @@ public nonisolated struct Tessel_Wire_SamplingParameters: Sendable {
 
   public var frequencyPenalty: Float = 0
 
+  /// 0 = off
+  public var minP: Float = 0
+
+  /// Added to these tokens' logits before sampling (OpenAI's logit_bias), sorted by token.
+  public var logitBias: [Tessel_Wire_TokenBias] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Tessel_Wire_TokenBias: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var token: Int32 = 0
+
+  public var bias: Float = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -316,6 +341,13 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
   public var generatedTokens: [Int32] {
     get {_storage._generatedTokens}
     set {_uniqueStorage()._generatedTokens = newValue}
+  }
+
+  /// Structured output: the tokens the sequence may sample next, one bit per token id (bit i is
+  /// bit i % 8 of byte i / 8). Empty: no constraint. Only sent with `sample` set.
+  public var allowedTokens: Data {
+    get {_storage._allowedTokens}
+    set {_uniqueStorage()._allowedTokens = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -900,7 +932,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Tessel_Wire_SamplingParameters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SamplingParameters"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_p\0\u{3}top_k\0\u{1}seed\0\u{3}has_seed\0\u{3}top_logprobs\0\u{3}want_logprobs\0\u{3}repetition_penalty\0\u{3}presence_penalty\0\u{3}frequency_penalty\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_p\0\u{3}top_k\0\u{1}seed\0\u{3}has_seed\0\u{3}top_logprobs\0\u{3}want_logprobs\0\u{3}repetition_penalty\0\u{3}presence_penalty\0\u{3}frequency_penalty\0\u{3}min_p\0\u{3}logit_bias\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -918,6 +950,8 @@ nonisolated extension Tessel_Wire_SamplingParameters: SwiftProtobuf.Message, Swi
       case 8: try { try decoder.decodeSingularFloatField(value: &self.repetitionPenalty) }()
       case 9: try { try decoder.decodeSingularFloatField(value: &self.presencePenalty) }()
       case 10: try { try decoder.decodeSingularFloatField(value: &self.frequencyPenalty) }()
+      case 11: try { try decoder.decodeSingularFloatField(value: &self.minP) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.logitBias) }()
       default: break
       }
     }
@@ -954,6 +988,12 @@ nonisolated extension Tessel_Wire_SamplingParameters: SwiftProtobuf.Message, Swi
     if self.frequencyPenalty.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.frequencyPenalty, fieldNumber: 10)
     }
+    if self.minP.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.minP, fieldNumber: 11)
+    }
+    if !self.logitBias.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.logitBias, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -968,6 +1008,43 @@ nonisolated extension Tessel_Wire_SamplingParameters: SwiftProtobuf.Message, Swi
     if lhs.repetitionPenalty != rhs.repetitionPenalty {return false}
     if lhs.presencePenalty != rhs.presencePenalty {return false}
     if lhs.frequencyPenalty != rhs.frequencyPenalty {return false}
+    if lhs.minP != rhs.minP {return false}
+    if lhs.logitBias != rhs.logitBias {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Tessel_Wire_TokenBias: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TokenBias"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}bias\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.token) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.bias) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.token != 0 {
+      try visitor.visitSingularInt32Field(value: self.token, fieldNumber: 1)
+    }
+    if self.bias.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.bias, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Tessel_Wire_TokenBias, rhs: Tessel_Wire_TokenBias) -> Bool {
+    if lhs.token != rhs.token {return false}
+    if lhs.bias != rhs.bias {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -975,7 +1052,7 @@ nonisolated extension Tessel_Wire_SamplingParameters: SwiftProtobuf.Message, Swi
 
 nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStep"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0")
 
   fileprivate class _StorageClass {
     var _sequenceID: UInt64 = 0
@@ -987,6 +1064,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
     var _wantPromptLogprobs: Bool = false
     var _sampleIndex: UInt32 = 0
     var _generatedTokens: [Int32] = []
+    var _allowedTokens: Data = Data()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1006,6 +1084,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       _wantPromptLogprobs = source._wantPromptLogprobs
       _sampleIndex = source._sampleIndex
       _generatedTokens = source._generatedTokens
+      _allowedTokens = source._allowedTokens
     }
   }
 
@@ -1033,6 +1112,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         case 7: try { try decoder.decodeSingularBoolField(value: &_storage._wantPromptLogprobs) }()
         case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._sampleIndex) }()
         case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._generatedTokens) }()
+        case 10: try { try decoder.decodeSingularBytesField(value: &_storage._allowedTokens) }()
         default: break
         }
       }
@@ -1072,6 +1152,9 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       if !_storage._generatedTokens.isEmpty {
         try visitor.visitPackedInt32Field(value: _storage._generatedTokens, fieldNumber: 9)
       }
+      if !_storage._allowedTokens.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._allowedTokens, fieldNumber: 10)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1090,6 +1173,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         if _storage._wantPromptLogprobs != rhs_storage._wantPromptLogprobs {return false}
         if _storage._sampleIndex != rhs_storage._sampleIndex {return false}
         if _storage._generatedTokens != rhs_storage._generatedTokens {return false}
+        if _storage._allowedTokens != rhs_storage._allowedTokens {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// Runs steps of a loaded model: owns the graph (weights and activation scratch), the KV pool,
 /// and the sampler. `execute` must be called from one thread at a time.
@@ -146,19 +147,20 @@ public final class ModelExecutor: @unchecked Sendable {
     private func consume(_ item: SequenceWork, index: Int, logits: UnsafePointer<Float>, outcome: inout SequenceOutcome) {
         let count = item.tokens.count
         if item.wantPromptLogprobs, index < count - 1 {
-            outcome.promptLogprobs.append(promptLogprob(logits, next: item.tokens[index + 1], top: item.sampling.topLogprobs))
+            outcome.promptLogprobs.append(promptLogprob(logits, next: item.tokens[index + 1], top: item.topLogprobs))
         }
         guard index == count - 1, item.sample else { return }
-        let token = sampler.sample(logits, config: item.sampling, generated: item.generatedTokens,
-                                   sampleIndex: item.sampleIndex, position: item.startPosition + count)
+        let token = sampler.sample(logits, parameters: item.sampling, allowed: item.allowedTokens,
+                                   generated: item.generatedTokens, sampleIndex: item.sampleIndex,
+                                   position: item.startPosition + count)
         // The normaliser costs a pass of exp over the vocabulary: only for requests that read it.
-        guard item.sampling.wantLogprobs else {
+        guard item.wantLogprobs else {
             outcome.sampled = TokenChoice(token: token, logprob: 0)
             return
         }
         let logSumExp = sampler.logSumExp(logits)
         outcome.sampled = TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp)
-        outcome.topLogprobs = sampler.topChoices(logits, count: item.sampling.topLogprobs, logSumExp: logSumExp)
+        outcome.topLogprobs = sampler.topChoices(logits, count: item.topLogprobs, logSumExp: logSumExp)
     }
 
     private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> PromptTokenLogprob {
@@ -175,7 +177,7 @@ public final class ModelExecutor: @unchecked Sendable {
                 model.logits(hidden: state.baseAddress!, rows: 1, into: logitRows.pointer)
             }
             outcomes[index].promptLogprobs.append(
-                promptLogprob(logitRows.pointer, next: item.tokens[0], top: item.sampling.topLogprobs))
+                promptLogprob(logitRows.pointer, next: item.tokens[0], top: item.topLogprobs))
         }
     }
 
@@ -283,7 +285,7 @@ public final class ModelExecutor: @unchecked Sendable {
         where block < 0 || Int(block) >= cache.blockCount {
             throw ExecutionError.blockOutOfRange(id: item.id, index: index, block: block, blockCount: cache.blockCount)
         }
-        try validate(item.sampling, id: item.id)
+        try validateSampling(item)
         if item.wantPromptLogprobs, item.startPosition > 0 {
             guard let carried = carriedHidden[item.id], carried.position == item.startPosition - 1 else {
                 throw ExecutionError.missingPromptContext(id: item.id, position: item.startPosition)
@@ -291,21 +293,17 @@ public final class ModelExecutor: @unchecked Sendable {
         }
     }
 
-    private func validate(_ sampling: SamplingConfig, id: UInt64) throws {
-        func fail(_ detail: String) -> ExecutionError { .invalidSampling(id: id, detail: detail) }
-        guard sampling.temperature >= 0, sampling.temperature.isFinite else {
-            throw fail("temperature \(sampling.temperature) must be a finite number >= 0")
+    private func validateSampling(_ item: SequenceWork) throws {
+        func fail(_ detail: String) -> ExecutionError { .invalidSampling(id: item.id, detail: detail) }
+        if let problem = item.sampling.problem(vocabularySize: model.vocabSize) { throw fail("\(problem)") }
+        guard item.topLogprobs >= 0, item.topLogprobs <= model.vocabSize else {
+            throw fail("top_logprobs \(item.topLogprobs) must be in 0...\(model.vocabSize)")
         }
-        guard sampling.topP > 0, sampling.topP <= 1 else { throw fail("top_p \(sampling.topP) must be in (0, 1]") }
-        guard sampling.topK >= 0 else { throw fail("top_k \(sampling.topK) must be >= 0 (0 = off)") }
-        guard sampling.topLogprobs >= 0, sampling.topLogprobs <= model.vocabSize else {
-            throw fail("top_logprobs \(sampling.topLogprobs) must be in 0...\(model.vocabSize)")
-        }
-        guard sampling.repetitionPenalty > 0, sampling.repetitionPenalty.isFinite else {
-            throw fail("repetition_penalty \(sampling.repetitionPenalty) must be a finite number > 0")
-        }
-        guard sampling.presencePenalty.isFinite, sampling.frequencyPenalty.isFinite else {
-            throw fail("presence/frequency penalties must be finite")
+        if let mask = item.allowedTokens {
+            guard mask.words.count <= (model.vocabSize + 63) / 64 else {
+                throw fail("the allowed-token mask has \(mask.words.count * 64) bits, the vocabulary \(model.vocabSize) tokens")
+            }
+            guard mask.count(below: model.vocabSize) > 0 else { throw fail("the allowed-token mask allows no token") }
         }
     }
 }

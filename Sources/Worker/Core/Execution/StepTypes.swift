@@ -1,36 +1,4 @@
-/// How to pick the next token of one sequence.
-public struct SamplingConfig: Sendable, Equatable {
-    /// 0 = greedy.
-    public var temperature: Float
-    /// 1 = off.
-    public var topP: Float
-    /// 0 = off.
-    public var topK: Int
-    public var seed: UInt64
-    /// How many alternatives to report with each logprob (0 = none).
-    public var topLogprobs: Int
-    public var wantLogprobs: Bool
-    /// 1 = off.
-    public var repetitionPenalty: Float
-    public var presencePenalty: Float
-    public var frequencyPenalty: Float
-
-    public init(temperature: Float = 0, topP: Float = 1, topK: Int = 0, seed: UInt64 = 0,
-                topLogprobs: Int = 0, wantLogprobs: Bool = false, repetitionPenalty: Float = 1,
-                presencePenalty: Float = 0, frequencyPenalty: Float = 0) {
-        self.temperature = temperature
-        self.topP = topP
-        self.topK = topK
-        self.seed = seed
-        self.topLogprobs = topLogprobs
-        self.wantLogprobs = wantLogprobs
-        self.repetitionPenalty = repetitionPenalty
-        self.presencePenalty = presencePenalty
-        self.frequencyPenalty = frequencyPenalty
-    }
-
-    public static let greedy = SamplingConfig()
-}
+import Wire
 
 /// One sequence's share of a step: tokens to run at `startPosition ..<`, the cache blocks that
 /// hold (or will hold) its positions, and whether to sample after the last token.
@@ -39,7 +7,13 @@ public struct SequenceWork: Sendable {
     public var tokens: [Int32]
     public var startPosition: Int
     public var blockTable: [Int32]
-    public var sampling: SamplingConfig
+    public var sampling: SamplingParameters
+    /// How many alternatives to report with each logprob (0 = none).
+    public var topLogprobs: Int
+    /// Report the sampled token's logprob (log-softmax of the raw logits).
+    public var wantLogprobs: Bool
+    /// Structured output: the tokens allowed next, one bit per token id, or nil (no constraint).
+    public var allowedTokens: TokenMask?
     public var sample: Bool
     public var wantPromptLogprobs: Bool
     /// Which sample of the request this is (for n > 1); part of the random stream's key.
@@ -48,13 +22,17 @@ public struct SequenceWork: Sendable {
     public var generatedTokens: [Int32]
 
     public init(id: UInt64, tokens: [Int32], startPosition: Int, blockTable: [Int32],
-                sampling: SamplingConfig = .greedy, sample: Bool = true, wantPromptLogprobs: Bool = false,
+                sampling: SamplingParameters = .greedy, topLogprobs: Int = 0, wantLogprobs: Bool = false,
+                allowedTokens: TokenMask? = nil, sample: Bool = true, wantPromptLogprobs: Bool = false,
                 sampleIndex: Int = 0, generatedTokens: [Int32] = []) {
         self.id = id
         self.tokens = tokens
         self.startPosition = startPosition
         self.blockTable = blockTable
         self.sampling = sampling
+        self.topLogprobs = topLogprobs
+        self.wantLogprobs = wantLogprobs
+        self.allowedTokens = allowedTokens
         self.sample = sample
         self.wantPromptLogprobs = wantPromptLogprobs
         self.sampleIndex = sampleIndex

@@ -1,9 +1,11 @@
 import CKernels
 import Foundation
+import Wire
 
-/// Picks tokens from logit rows: penalties, then greedy or temperature / top-k / top-p sampling
-/// with randomness keyed by (seed, sample index, position). Logprobs are always the log-softmax
-/// of the raw logits, before penalties and temperature, as vLLM reports them.
+/// Picks tokens from logit rows through a chain of logits processors, each in one place and in
+/// this order: penalties, logit bias, the allowed-token mask, then greedy argmax, or temperature,
+/// min-p, top-k / top-p and a draw keyed by (seed, sample index, position). Logprobs are always
+/// the log-softmax of the raw logits, before any processor, as vLLM reports them by default.
 /// Scratch is allocated once for the vocabulary; one sampler serves one thread.
 public final class TokenSampler: @unchecked Sendable {
     public let vocabSize: Int
@@ -58,20 +60,22 @@ public final class TokenSampler: @unchecked Sendable {
     /// The next token for one sequence. `position` is the position the token will occupy.
     /// Every path is O(vocabulary): greedy is an argmax, plain temperature sampling a softmax
     /// and one scan, top-k a selection of k, top-p a selection grown until it holds the mass.
-    public func sample(_ logits: UnsafePointer<Float>, config: SamplingConfig, generated: [Int32],
-                       sampleIndex: Int, position: Int) -> Int32 {
+    public func sample(_ logits: UnsafePointer<Float>, parameters: SamplingParameters, allowed: TokenMask? = nil,
+                       generated: [Int32], sampleIndex: Int, position: Int) -> Int32 {
         let values = adjusted.pointer
         values.update(from: logits, count: vocabSize)
-        applyPenalties(values, config: config, generated: generated)
+        applyPenalties(values, parameters: parameters, generated: generated)
+        applyLogitBias(values, parameters.logitBias)
+        if let allowed { applyMask(values, allowed) }
 
-        if config.temperature == 0 || config.topK == 1 {
+        if parameters.temperature == 0 || parameters.topK == 1 {
             return argmax(values)
         }
-        tk_scale(values, 1 / config.temperature, vocabSize)
-        let random = CounterRandom(seed: config.seed)
+        tk_scale(values, 1 / parameters.temperature, vocabSize)
+        if parameters.minP > 0 { applyMinP(values, parameters.minP) }
+        let random = CounterRandom(seed: parameters.seed)
             .uniform(stream: UInt64(truncatingIfNeeded: sampleIndex), counter: UInt64(truncatingIfNeeded: position))
-
-        let restricted = (config.topK > 0 && config.topK < vocabSize) || config.topP < 1
+        let restricted = (parameters.topK > 0 && parameters.topK < vocabSize) || parameters.topP < 1
         guard restricted else {
             // The whole vocabulary: probabilities in token order, then one scan.
             tk_softmax(values, vocabSize)
@@ -82,17 +86,17 @@ public final class TokenSampler: @unchecked Sendable {
             }
             return argmax(values)  // rounding left the draw past the last token's share
         }
-        let candidates = rankedCandidates(values, topK: config.topK, topP: config.topP)
+        let candidates = rankedCandidates(values, topK: parameters.topK, topP: parameters.topP)
         // Softmax over the candidates (best first).
         let maximum = values[Int(order[0])]
         var total: Double = 0
         for i in 0..<candidates { total += Double(expf(values[Int(order[i])] - maximum)) }
         var kept = candidates, keptMass = total
-        if config.topP < 1 {
+        if parameters.topP < 1 {
             var cumulative: Double = 0
             for i in 0..<candidates {
                 cumulative += Double(expf(values[Int(order[i])] - maximum))
-                if cumulative / total >= Double(config.topP) {
+                if cumulative / total >= Double(parameters.topP) {
                     kept = i + 1
                     keptMass = cumulative
                     break
@@ -105,14 +109,18 @@ public final class TokenSampler: @unchecked Sendable {
             cumulative += Double(expf(values[Int(order[i])] - maximum))
             if cumulative > target { return order[i] }
         }
-        return order[kept - 1]
+        // Rounding left the draw past the last share: the last kept token that can be chosen
+        // (a masked or min-p-dropped one has no share).
+        var last = kept - 1
+        while last > 0, values[Int(order[last])] == -.infinity { last -= 1 }
+        return order[last]
     }
 
     /// Repetition penalty (divides positive logits, multiplies negative ones) on tokens seen, and
     /// presence/frequency penalties subtracted per generated token, as OpenAI and vLLM define them.
-    private func applyPenalties(_ values: UnsafeMutablePointer<Float>, config: SamplingConfig, generated: [Int32]) {
-        let repetition = config.repetitionPenalty != 1
-        let additive = config.presencePenalty != 0 || config.frequencyPenalty != 0
+    private func applyPenalties(_ values: UnsafeMutablePointer<Float>, parameters: SamplingParameters, generated: [Int32]) {
+        let repetition = parameters.repetitionPenalty != 1
+        let additive = parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0
         guard repetition || additive, !generated.isEmpty else { return }
         for token in generated where token >= 0 && Int(token) < vocabSize { counts[Int(token)] += 1 }
         for token in generated where token >= 0 && Int(token) < vocabSize {
@@ -120,12 +128,37 @@ public final class TokenSampler: @unchecked Sendable {
             let count = counts[index]
             guard count > 0 else { continue }  // already applied for this token
             if repetition {
-                values[index] = values[index] > 0 ? values[index] / config.repetitionPenalty
-                                                  : values[index] * config.repetitionPenalty
+                values[index] = values[index] > 0 ? values[index] / parameters.repetitionPenalty
+                                                  : values[index] * parameters.repetitionPenalty
             }
-            values[index] -= config.presencePenalty + config.frequencyPenalty * Float(count)
+            values[index] -= parameters.presencePenalty + parameters.frequencyPenalty * Float(count)
             counts[index] = 0
         }
+    }
+
+    /// OpenAI's `logit_bias`: added to the logits of the named tokens.
+    private func applyLogitBias(_ values: UnsafeMutablePointer<Float>, _ bias: [Int32: Float]) {
+        for (token, amount) in bias where token >= 0 && Int(token) < vocabSize { values[Int(token)] += amount }
+    }
+
+    /// Structured output: every token outside the mask becomes impossible.
+    private func applyMask(_ values: UnsafeMutablePointer<Float>, _ mask: TokenMask) {
+        mask.withWords { words in
+            for wordIndex in 0..<(vocabSize + 63) / 64 {
+                let word = wordIndex < words.count ? words[wordIndex] : 0
+                guard word != .max else { continue }
+                let base = wordIndex * 64
+                for bit in 0..<min(64, vocabSize - base) where word & (1 << UInt64(bit)) == 0 {
+                    values[base + bit] = -.infinity
+                }
+            }
+        }
+    }
+
+    /// Min-p on temperature-scaled logits: p_i < minP · p_max ⇔ v_i < v_max + ln(minP).
+    private func applyMinP(_ values: UnsafeMutablePointer<Float>, _ minP: Float) {
+        let threshold = tk_max(values, vocabSize) + logf(minP)
+        for i in 0..<vocabSize where values[i] < threshold { values[i] = -.infinity }
     }
 
     private func argmax(_ values: UnsafePointer<Float>) -> Int32 {

@@ -29,22 +29,16 @@ public enum StepConversion {
                 return value
             }
             let parameters = sequence.sampling
-            let sampling = SamplingConfig(
-                temperature: parameters.temperature,
-                topP: parameters.topP,
-                topK: Int(parameters.topK),
-                seed: parameters.hasSeed_p ? parameters.seed : unseeded(),
-                topLogprobs: Int(parameters.topLogprobs),
-                wantLogprobs: parameters.wantLogprobs,
-                repetitionPenalty: parameters.repetitionPenalty,
-                presencePenalty: parameters.presencePenalty,
-                frequencyPenalty: parameters.frequencyPenalty)
+            let sampling = SamplingParameters(wire: parameters, unseeded: unseeded)
             return SequenceWork(
                 id: sequence.sequenceID,
                 tokens: sequence.tokens,
                 startPosition: Int(sequence.startPosition),
                 blockTable: blockTable,
                 sampling: sampling,
+                topLogprobs: Int(parameters.topLogprobs),
+                wantLogprobs: parameters.wantLogprobs,
+                allowedTokens: sequence.allowedTokens.isEmpty ? nil : TokenMask(wireBytes: sequence.allowedTokens),
                 sample: sequence.sample,
                 wantPromptLogprobs: sequence.wantPromptLogprobs,
                 sampleIndex: Int(sequence.sampleIndex),
