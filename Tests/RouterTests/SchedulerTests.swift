@@ -344,6 +344,23 @@ struct SchedulerTests {
         }
     }
 
+    @Test("sampling steps carry the prompt for a repetition penalty and the output for any penalty, else neither")
+    func penaltyContext() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        let penalised = SequenceRequest(promptTokens: prompt(3), sampling: SamplingParameters(repetitionPenalty: 1.1), maxNewTokens: 3)
+        let plain = SequenceRequest(promptTokens: prompt(3), sampling: SamplingParameters(presencePenalty: 0.5), maxNewTokens: 3)
+        let (penalisedID, _) = try await scheduler.submit(penalised)
+        let (plainID, _) = try await scheduler.submit(plain)
+        let entries = try await runToCompletion(scheduler, runner).flatMap(\.message.sequences)
+        let penalisedEntries = entries.filter { $0.sequenceID == penalisedID }
+        let plainEntries = entries.filter { $0.sequenceID == plainID }
+        #expect(penalisedEntries.count == 3 && plainEntries.count == 3)
+        #expect(penalisedEntries.allSatisfy { $0.promptTokens == prompt(3) })
+        #expect(plainEntries.allSatisfy { $0.promptTokens.isEmpty })
+        #expect(plainEntries.map(\.generatedTokens.count) == [0, 1, 2])
+    }
+
     @Test("a top_k beyond Int32 is sent to the workers clamped, not trapped on")
     func hugeTopK() async throws {
         let runner = ScriptedStepRunner()

@@ -12,10 +12,10 @@ struct SamplingTests {
     }
 
     func sample(_ logits: [Float], _ config: SamplingParameters, allowed: TokenMask? = nil, sampleIndex: Int = 0,
-                position: Int = 10, generated: [Int32] = []) -> Int32 {
+                position: Int = 10, prompt: [Int32] = [], generated: [Int32] = []) -> Int32 {
         let sampler = TokenSampler(vocabSize: logits.count)
         return logits.withUnsafeBufferPointer {
-            sampler.sample($0.baseAddress!, parameters: config, allowed: allowed, generated: generated,
+            sampler.sample($0.baseAddress!, parameters: config, allowed: allowed, prompt: prompt, generated: generated,
                            sampleIndex: sampleIndex, position: position)
         }
     }
@@ -94,6 +94,11 @@ struct SamplingTests {
         #expect(sample(values, SamplingParameters(temperature: 0, repetitionPenalty: 1.2), generated: [0]) == 1)
         #expect(sample(values, SamplingParameters(temperature: 0, frequencyPenalty: 0.06), generated: [0, 0]) == 1)
         #expect(sample(values, SamplingParameters(temperature: 0, presencePenalty: 0.2), generated: [0]) == 1)
+        // The repetition penalty counts prompt tokens as seen (vLLM); presence and frequency only output.
+        #expect(sample(values, SamplingParameters(temperature: 0, repetitionPenalty: 1.2), prompt: [0]) == 1)
+        #expect(sample(values, SamplingParameters(temperature: 0, presencePenalty: 2), prompt: [0]) == 0)
+        // Seen twice is penalised once: 2.0 / 1.2 = 1.67 stays above 1.9 / 1.2 = 1.58.
+        #expect(sample(values, SamplingParameters(temperature: 0, repetitionPenalty: 1.2), prompt: [0, 1], generated: [0]) == 0)
     }
 
     @Test("logit_bias: -100 bans the greedy token, +100 forces a weak one, at any temperature")

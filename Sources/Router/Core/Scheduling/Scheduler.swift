@@ -415,6 +415,9 @@ public actor Scheduler {
         if request.sampling.usesPenalties, sequence.tokens.count > sequence.promptCount {
             entry.generatedTokens = Array(sequence.tokens[sequence.promptCount...])
         }
+        if request.sampling.repetitionPenalty != 1, entry.sample {
+            entry.promptTokens = Array(sequence.tokens[..<sequence.promptCount])
+        }
         return entry
     }
 

@@ -337,7 +337,7 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._sampleIndex = newValue}
   }
 
-  /// Tokens generated so far, for penalties (only when a penalty is set).
+  /// Tokens generated so far, for the penalties (only when one is set).
   public var generatedTokens: [Int32] {
     get {_storage._generatedTokens}
     set {_uniqueStorage()._generatedTokens = newValue}
@@ -348,6 +348,12 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
   public var allowedTokens: Data {
     get {_storage._allowedTokens}
     set {_uniqueStorage()._allowedTokens = newValue}
+  }
+
+  /// The prompt, for the repetition penalty, which counts prompt tokens as seen (only when it is set).
+  public var promptTokens: [Int32] {
+    get {_storage._promptTokens}
+    set {_uniqueStorage()._promptTokens = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1052,7 +1058,7 @@ nonisolated extension Tessel_Wire_TokenBias: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStep"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0\u{3}prompt_tokens\0")
 
   fileprivate class _StorageClass {
     var _sequenceID: UInt64 = 0
@@ -1065,6 +1071,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
     var _sampleIndex: UInt32 = 0
     var _generatedTokens: [Int32] = []
     var _allowedTokens: Data = Data()
+    var _promptTokens: [Int32] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1085,6 +1092,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       _sampleIndex = source._sampleIndex
       _generatedTokens = source._generatedTokens
       _allowedTokens = source._allowedTokens
+      _promptTokens = source._promptTokens
     }
   }
 
@@ -1113,6 +1121,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._sampleIndex) }()
         case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._generatedTokens) }()
         case 10: try { try decoder.decodeSingularBytesField(value: &_storage._allowedTokens) }()
+        case 11: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
         default: break
         }
       }
@@ -1155,6 +1164,9 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       if !_storage._allowedTokens.isEmpty {
         try visitor.visitSingularBytesField(value: _storage._allowedTokens, fieldNumber: 10)
       }
+      if !_storage._promptTokens.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._promptTokens, fieldNumber: 11)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1174,6 +1186,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         if _storage._sampleIndex != rhs_storage._sampleIndex {return false}
         if _storage._generatedTokens != rhs_storage._generatedTokens {return false}
         if _storage._allowedTokens != rhs_storage._allowedTokens {return false}
+        if _storage._promptTokens != rhs_storage._promptTokens {return false}
         return true
       }
       if !storagesAreEqual {return false}

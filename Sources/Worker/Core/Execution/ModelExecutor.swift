@@ -151,7 +151,7 @@ public final class ModelExecutor: @unchecked Sendable {
         }
         guard index == count - 1, item.sample else { return }
         let token = sampler.sample(logits, parameters: item.sampling, allowed: item.allowedTokens,
-                                   generated: item.generatedTokens, sampleIndex: item.sampleIndex,
+                                   prompt: item.promptTokens, generated: item.generatedTokens, sampleIndex: item.sampleIndex,
                                    position: item.startPosition + count)
         // The normaliser costs a pass of exp over the vocabulary: only for requests that read it.
         guard item.wantLogprobs else {

@@ -20,11 +20,13 @@ public struct SequenceWork: Sendable {
     public var sampleIndex: Int
     /// Tokens generated so far, for the repetition, presence and frequency penalties.
     public var generatedTokens: [Int32]
+    /// The prompt, for the repetition penalty (which counts prompt tokens as seen, as vLLM does).
+    public var promptTokens: [Int32]
 
     public init(id: UInt64, tokens: [Int32], startPosition: Int, blockTable: [Int32],
                 sampling: SamplingParameters = .greedy, topLogprobs: Int = 0, wantLogprobs: Bool = false,
                 allowedTokens: TokenMask? = nil, sample: Bool = true, wantPromptLogprobs: Bool = false,
-                sampleIndex: Int = 0, generatedTokens: [Int32] = []) {
+                sampleIndex: Int = 0, generatedTokens: [Int32] = [], promptTokens: [Int32] = []) {
         self.id = id
         self.tokens = tokens
         self.startPosition = startPosition
@@ -37,6 +39,7 @@ public struct SequenceWork: Sendable {
         self.wantPromptLogprobs = wantPromptLogprobs
         self.sampleIndex = sampleIndex
         self.generatedTokens = generatedTokens
+        self.promptTokens = promptTokens
     }
 }
 

@@ -61,10 +61,10 @@ public final class TokenSampler: @unchecked Sendable {
     /// Every path is O(vocabulary): greedy is an argmax, plain temperature sampling a softmax
     /// and one scan, top-k a selection of k, top-p a selection grown until it holds the mass.
     public func sample(_ logits: UnsafePointer<Float>, parameters: SamplingParameters, allowed: TokenMask? = nil,
-                       generated: [Int32], sampleIndex: Int, position: Int) -> Int32 {
+                       prompt: [Int32] = [], generated: [Int32], sampleIndex: Int, position: Int) -> Int32 {
         let values = adjusted.pointer
         values.update(from: logits, count: vocabSize)
-        applyPenalties(values, parameters: parameters, generated: generated)
+        applyPenalties(values, parameters: parameters, prompt: prompt, generated: generated)
         applyLogitBias(values, parameters.logitBias)
         if let allowed { applyMask(values, allowed) }
 
@@ -116,21 +116,34 @@ public final class TokenSampler: @unchecked Sendable {
         return order[last]
     }
 
-    /// Repetition penalty (divides positive logits, multiplies negative ones) on tokens seen, and
-    /// presence/frequency penalties subtracted per generated token, as OpenAI and vLLM define them.
-    private func applyPenalties(_ values: UnsafeMutablePointer<Float>, parameters: SamplingParameters, generated: [Int32]) {
-        let repetition = parameters.repetitionPenalty != 1
-        let additive = parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0
-        guard repetition || additive, !generated.isEmpty else { return }
+    /// The repetition penalty (divides positive logits, multiplies negative ones) on every token
+    /// seen in the prompt or the output, as vLLM defines it; then the presence and frequency
+    /// penalties subtracted per generated token, as OpenAI defines them.
+    private func applyPenalties(_ values: UnsafeMutablePointer<Float>, parameters: SamplingParameters,
+                                prompt: [Int32], generated: [Int32]) {
+        if parameters.repetitionPenalty != 1 {
+            let penalty = parameters.repetitionPenalty
+            func penalise(_ tokens: [Int32]) {
+                for token in tokens where token >= 0 && Int(token) < vocabSize && counts[Int(token)] == 0 {
+                    let index = Int(token)
+                    counts[index] = 1  // seen: penalised once however often it appears
+                    values[index] = values[index] > 0 ? values[index] / penalty : values[index] * penalty
+                }
+            }
+            func clear(_ tokens: [Int32]) {
+                for token in tokens where token >= 0 && Int(token) < vocabSize { counts[Int(token)] = 0 }
+            }
+            penalise(prompt)
+            penalise(generated)
+            clear(prompt)
+            clear(generated)
+        }
+        guard parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0, !generated.isEmpty else { return }
         for token in generated where token >= 0 && Int(token) < vocabSize { counts[Int(token)] += 1 }
         for token in generated where token >= 0 && Int(token) < vocabSize {
             let index = Int(token)
             let count = counts[index]
             guard count > 0 else { continue }  // already applied for this token
-            if repetition {
-                values[index] = values[index] > 0 ? values[index] / parameters.repetitionPenalty
-                                                  : values[index] * parameters.repetitionPenalty
-            }
             values[index] -= parameters.presencePenalty + parameters.frequencyPenalty * Float(count)
             counts[index] = 0
         }

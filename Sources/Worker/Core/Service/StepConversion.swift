@@ -42,7 +42,8 @@ public enum StepConversion {
                 sample: sequence.sample,
                 wantPromptLogprobs: sequence.wantPromptLogprobs,
                 sampleIndex: Int(sequence.sampleIndex),
-                generatedTokens: sequence.generatedTokens)
+                generatedTokens: sequence.generatedTokens,
+                promptTokens: sequence.promptTokens)
         }
     }
 
