@@ -93,7 +93,8 @@ struct RequestParsingTests {
         (#"{"prompt":"x","frobnicate":1}"#, "frobnicate", "unrecognized_argument"),
         (#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#,
          "stream_options.continuous_usage_stats", "unrecognized_argument"),
-        (#"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#, "tool_choice", "unsupported_parameter"),
+        (#"{"messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#, "functions", "unsupported_parameter"),
+        (#"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#, "tool_choice", "invalid_value"),
         (#"{"messages":[{"role":"user","content":"x"}],"echo":true}"#, "echo", "unrecognized_argument"),
     ])
     func unreadFields(json: String, param: String, code: String) throws {
@@ -104,6 +105,40 @@ struct RequestParsingTests {
         #expect(error?.param == param)
         #expect(error?.code == code)
         #expect(try completion(#"{"prompt":"x","response_format":null,"frobnicate":null}"#).prompts == [.text("x")])
+    }
+
+    @Test("tool_choice, parallel_tool_calls and continue_final_message are read and checked")
+    func toolFields() throws {
+        let tools = #""tools":[{"type":"function","function":{"name":"get_weather","parameters":{}}}]"#
+        let user = #""messages":[{"role":"user","content":"x"}]"#
+        #expect(try chat("{\(user)}").toolChoice == ToolChoice.none)
+        #expect(try chat("{\(user),\(tools)}").toolChoice == .auto)
+        #expect(try chat("{\(user),\(tools)," + #""tool_choice":"required"}"#).toolChoice == .required)
+        #expect(try !chat("{\(user),\(tools)," + #""parallel_tool_calls":false}"#).parallelToolCalls)
+        #expect(try chat("{\(user),\(tools)," + #""tool_choice":{"type":"function","function":{"name":"get_weather"}}}"#).toolChoice
+                == .function("get_weather"))
+        let prefill = #""messages":[{"role":"user","content":"x"},{"role":"assistant","content":"The"}]"#
+        #expect(try chat("{\(prefill)," + #""continue_final_message":true,"add_generation_prompt":false}"#).continueFinalMessage)
+        for (json, param) in [
+            ("{\(user),\(tools)," + #""tool_choice":{"type":"function","function":{"name":"other"}}}"#, "tool_choice"),
+            ("{\(user),\(tools)," + #""tool_choice":"sometimes"}"#, "tool_choice"),
+            ("{\(prefill)," + #""continue_final_message":true}"#, "continue_final_message"),
+            ("{\(user)," + #""continue_final_message":true,"add_generation_prompt":false}"#, "continue_final_message"),
+            (#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#,
+             "messages[0].tool_calls[0].function.arguments"),
+        ] {
+            let error = rejection { _ = try chat(json) }
+            #expect(error?.param == param, "\(json)")
+        }
+    }
+
+    @Test("an assistant tool-call message gets object arguments and a string content for the template")
+    func toolCallMessages() throws {
+        let request = try chat(#"{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},{"role":"tool","tool_call_id":"c1","content":"sunny"}]}"#)
+        let assistant = request.messages[1]
+        #expect(assistant["content"] == .string(""))
+        guard case .array(let calls)? = assistant["tool_calls"] else { Issue.record("no tool_calls"); return }
+        #expect(calls.first?["function"]?["arguments"] == .object([("a", .int(1))]))
     }
 
     @Test("chat: content parts are joined, other keys pass through, bad messages are named", arguments: [

@@ -15,10 +15,13 @@ import Foundation
 /// - Errors inside a multi-line tag name the line the tag starts on.
 public struct ChatTemplate: Sendable {
     private let nodes: [Node]
+    /// The template's text.
+    public let source: String
 
     /// Parses the template; a syntax error is thrown as `JinjaError.syntax` with its line.
     public init(source: String) throws {
         nodes = try Parser.parse(source)
+        self.source = source
     }
 
     /// Renders a conversation. `tools` nil is passed to the template as `none` (as transformers

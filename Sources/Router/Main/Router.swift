@@ -79,6 +79,11 @@ struct Serve: AsyncParsableCommand {
         "A Jinja chat template file to use instead of the one in the model.", valueName: "file"))
     var chatTemplate: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "How the model writes tool calls: hermes, llama3_json or mistral (default: read from the chat template's markers).",
+        valueName: "format"))
+    var toolCallParser: ToolCallFormat?
+
     @Option(name: .long, help: "Most sequences in one batch step.")
     var maxNumSeqs: Int = 64
 
@@ -287,7 +292,8 @@ struct Serve: AsyncParsableCommand {
                                          kvBlockSize: info.kvBlockSize),
             metrics: metrics)
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
-                                 maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize)
+                                 maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize,
+                                 toolCallFormat: toolCallParser)
         let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)
         let stepLoop = StepLoop(scheduler: scheduler, runner: cluster, logger: Self.logger("tessel.steps", like: logger),
                                 kvEpoch: { cluster.recoveries })
@@ -375,3 +381,5 @@ struct WorkerShutdownService: Service {
 
 /// `--scheduling-policy fcfs|priority`.
 extension SchedulingPolicy: ExpressibleByArgument {}
+
+extension ToolCallFormat: ExpressibleByArgument {}

@@ -91,10 +91,13 @@ public struct OpenAIEndpoints: Sendable {
     // MARK: /v1/chat/completions
 
     public func chatCompletions(body: Data, now: Date = Date(), record: RequestRecord? = nil) async throws(APIError) -> EndpointResponse {
-        let request = try ChatCompletionRequest(body: try Self.parseBody(body))
+        var request = try ChatCompletionRequest(body: try Self.parseBody(body))
         try checkModel(request.model)
         try checkLimits(request.options)
         if let user = request.options.user { record?.user(user) }
+        let toolCalls = try toolCallFormat(for: request)
+        // The markers of some families are special tokens: the parser must see them.
+        if toolCalls?.needsSpecialTokens == true { request.options.skipSpecialTokens = false }
         let tokens = try chatPromptTokens(request, now: now)
         let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: nil)
         let logprobs: Int? = request.logprobs ? request.topLogprobs : nil
@@ -106,7 +109,7 @@ public struct OpenAIEndpoints: Sendable {
         }
         let run = try await submit(plans, seed: request.options.seed, record: record)
         let context = ChatContext(id: makeResponseID(prefix: "chatcmpl-"), created: Int(now.timeIntervalSince1970),
-                                  model: model.name, request: request, promptTokenCount: tokens.count)
+                                  model: model.name, request: request, promptTokenCount: tokens.count, toolCalls: toolCalls)
         record?.prompted(tokens: context.promptTokenCount)
         if request.options.stream {
             return .stream(streamChat(run, context: context))
@@ -126,16 +129,37 @@ public struct OpenAIEndpoints: Sendable {
         promptTokens(try renderChat(request, now: now), addSpecialTokens: addSpecialTokens)
     }
 
-    /// The prompt text of a chat request, by the model's template.
+    /// The format the output's tool calls are parsed in, nil when the request lets the model
+    /// call none; refused when the model has no tool-call format.
+    func toolCallFormat(for request: ChatCompletionRequest) throws(APIError) -> ToolCallFormat? {
+        guard request.tools != nil, request.toolChoice != .none else { return nil }
+        guard let format = model.toolCallFormat else {
+            throw .invalidRequest(
+                "the model's chat template writes no tool-call format this server can parse; start the router with --tool-call-parser (hermes, llama3_json or mistral), or send tool_choice 'none'",
+                param: "tools", code: "tool_calls_unavailable")
+        }
+        switch request.toolChoice {
+        case .required, .function:
+            throw .invalidRequest("tool_choice 'required' or a named function needs structured output, which is not available yet; use 'auto'",
+                                  param: "tool_choice", code: "unsupported_parameter")
+        case .auto, .none:
+            return format
+        }
+    }
+
+    /// The prompt text of a chat request, by the model's template. Tools are rendered unless
+    /// `tool_choice` is "none"; `continue_final_message` ends the text with the last message's
+    /// content, so generation continues it.
     public func renderChat(_ request: ChatCompletionRequest, now: Date = Date()) throws(APIError) -> String {
         guard let template = model.chatTemplate else {
             throw .invalidRequest("the model has no chat template; start the router with --chat-template FILE",
                                   param: "messages", code: "chat_template_missing")
         }
+        let text: String
         do {
-            return try template.render(
+            text = try template.render(
                 messages: .array(request.messages.map(\.jinjaValue)),
-                tools: request.tools.map { .array($0.map(\.jinjaValue)) },
+                tools: request.toolChoice == .none ? nil : request.tools.map { .array($0.map(\.jinjaValue)) },
                 addGenerationPrompt: request.addGenerationPrompt,
                 bosToken: model.tokenizer.bosToken ?? "",
                 eosToken: model.tokenizer.eosToken ?? "",
@@ -144,6 +168,14 @@ public struct OpenAIEndpoints: Sendable {
         } catch {
             throw .invalidRequest("chat template error: \(error)", param: "messages", code: "chat_template_error")
         }
+        guard request.continueFinalMessage else { return text }
+        // As vLLM does: cut the rendering after the last place the final content appears.
+        guard case .string(let content)? = request.messages.last?["content"], !content.isEmpty else { return text }
+        for candidate in [content, content.trimmingCharacters(in: .whitespacesAndNewlines)] where !candidate.isEmpty {
+            if let range = text.range(of: candidate, options: .backwards) { return String(text[..<range.upperBound]) }
+        }
+        throw .invalidRequest("continue_final_message: the chat template does not write the final message's content as sent, so it cannot be continued",
+                              param: "continue_final_message", code: "chat_template_error")
     }
 
     // MARK: Shared steps
@@ -318,4 +350,6 @@ struct ChatContext: Sendable {
     var model: String
     var request: ChatCompletionRequest
     var promptTokenCount: Int
+    /// The format tool calls are parsed from the output in; nil: the output is all content.
+    var toolCalls: ToolCallFormat?
 }

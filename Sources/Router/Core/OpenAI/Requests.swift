@@ -40,11 +40,29 @@ public struct CompletionRequest: Sendable, Equatable {
     public var logprobs: Int?
 }
 
+/// Whether and which tool the model must call (OpenAI's `tool_choice`).
+public enum ToolChoice: Sendable, Equatable {
+    /// The model decides; its calls are parsed.
+    case auto
+    /// No calls: the tools are not rendered and the output is not parsed.
+    case none
+    /// At least one call, enforced by the grammar.
+    case required
+    /// This function, enforced by the grammar.
+    case function(String)
+}
+
 public struct ChatCompletionRequest: Sendable, Equatable {
     public var model: String?
-    /// The messages, content flattened to strings, every other key as sent.
+    /// The messages, content flattened to strings, every other key as sent (an assistant
+    /// message's tool-call arguments as objects, as templates read them).
     public var messages: [JSONValue]
     public var tools: [JSONValue]?
+    /// `.none` without tools, `.auto` with them unless the client chose.
+    public var toolChoice: ToolChoice = .none
+    public var parallelToolCalls = true
+    /// Continue the last (assistant) message instead of opening a new turn (vLLM's extension).
+    public var continueFinalMessage = false
     public var options: GenerationOptions
     public var logprobs = false
     public var topLogprobs = 0
@@ -54,6 +72,8 @@ public struct ChatCompletionRequest: Sendable, Equatable {
 
     public static func == (lhs: ChatCompletionRequest, rhs: ChatCompletionRequest) -> Bool {
         lhs.model == rhs.model && lhs.messages == rhs.messages && lhs.tools == rhs.tools && lhs.options == rhs.options
+            && lhs.toolChoice == rhs.toolChoice && lhs.parallelToolCalls == rhs.parallelToolCalls
+            && lhs.continueFinalMessage == rhs.continueFinalMessage
             && lhs.logprobs == rhs.logprobs && lhs.topLogprobs == rhs.topLogprobs
             && lhs.addGenerationPrompt == rhs.addGenerationPrompt
             && JSONValue.object(lhs.templateArguments) == JSONValue.object(rhs.templateArguments)
@@ -89,10 +109,8 @@ final class RequestFields {
     /// Fields clients send that this server does not honour (yet), with what to do instead.
     static let unsupported: [String: String] = [
         "response_format": "structured output is not supported yet",
-        "tool_choice": "tool-call parsing is not available yet; send 'tools' without 'tool_choice' to have them rendered by the chat template only",
-        "parallel_tool_calls": "tool-call parsing is not available yet",
-        "functions": "the deprecated 'functions' field is not supported; tool-call parsing is not available yet",
-        "function_call": "the deprecated 'function_call' field is not supported; tool-call parsing is not available yet",
+        "functions": "the deprecated 'functions' field is not supported; use 'tools'",
+        "function_call": "the deprecated 'function_call' field is not supported; use 'tool_choice'",
         "best_of": "best_of is not supported; use n",
         "structured_outputs": "structured output is not supported yet",
         "guided_json": "structured output is not supported yet",
@@ -354,6 +372,21 @@ extension ChatCompletionRequest {
             topLogprobs = count
         }
         addGenerationPrompt = try fields.bool("add_generation_prompt") ?? true
+        continueFinalMessage = try fields.bool("continue_final_message") ?? false
+        if continueFinalMessage {
+            guard !addGenerationPrompt else {
+                throw .invalidValue("continue_final_message", "needs 'add_generation_prompt' set to false: the last message is continued, not followed by a new turn")
+            }
+            guard case .string("assistant")? = messages.last?["role"] else {
+                throw .invalidValue("continue_final_message", "needs the last message to be the assistant's")
+            }
+        }
+        if let value = fields.value("tool_choice") {
+            toolChoice = try Self.toolChoice(value, tools: tools ?? [])
+        } else if tools != nil {
+            toolChoice = .auto
+        }
+        parallelToolCalls = try fields.bool("parallel_tool_calls") ?? true
         if let value = fields.value("chat_template_kwargs") {
             guard case .object(let members) = value else {
                 throw .invalidType("chat_template_kwargs", expected: "an object", got: value)
@@ -362,7 +395,35 @@ extension ChatCompletionRequest {
         }
     }
 
-    /// Checks one message and flattens content-part arrays to a string (text parts joined by newlines).
+    /// OpenAI's `tool_choice`: "none", "auto", "required" or `{"type": "function", "function": {"name"}}`
+    /// naming one of `tools`.
+    static func toolChoice(_ value: JSONValue, tools: [JSONValue]) throws(APIError) -> ToolChoice {
+        let names = tools.compactMap { tool -> String? in
+            guard case .string(let name)? = tool["function"]?["name"] else { return nil }
+            return name
+        }
+        switch value {
+        case .string("none"): return .none
+        case .string("auto"), .string("required"):
+            let required = value == .string("required")
+            guard !tools.isEmpty else { throw .invalidValue("tool_choice", "'\(required ? "required" : "auto")' needs 'tools'") }
+            return required ? .required : .auto
+        case .object:
+            guard case .string("function")? = value["type"], case .string(let name)? = value["function"]?["name"] else {
+                throw .invalidType("tool_choice", expected: #"{"type": "function", "function": {"name": …}}"#, got: value)
+            }
+            guard names.contains(name) else {
+                throw .invalidValue("tool_choice", "names function '\(name)', which is not among 'tools'")
+            }
+            return .function(name)
+        default:
+            throw .invalidType("tool_choice", expected: "'none', 'auto', 'required' or a function object", got: value)
+        }
+    }
+
+    /// Checks one message and flattens content-part arrays to a string (text parts joined by
+    /// newlines). An assistant message's tool calls get their JSON-text arguments as objects
+    /// and a null content as "", as templates expect (vLLM does the same).
     static func normalizeMessage(_ message: JSONValue, index: Int) throws(APIError) -> JSONValue {
         let param = "messages[\(index)]"
         guard case .object(var members) = message else {
@@ -370,12 +431,20 @@ extension ChatCompletionRequest {
         }
         guard let role = message["role"] else { throw .missing("\(param).role") }
         guard case .string = role else { throw .invalidType("\(param).role", expected: "a string", got: role) }
+        if let callsIndex = members.firstIndex(where: { $0.0 == "tool_calls" }), !members[callsIndex].1.isNull {
+            members[callsIndex].1 = try normalizeToolCalls(members[callsIndex].1, param: "\(param).tool_calls")
+            if let contentIndex = members.lastIndex(where: { $0.0 == "content" }) {
+                if members[contentIndex].1.isNull { members[contentIndex].1 = .string("") }
+            } else {
+                members.append(("content", .string("")))
+            }
+        }
         guard let contentIndex = members.lastIndex(where: { $0.0 == "content" }) else {
-            return message
+            return .object(members)
         }
         switch members[contentIndex].1 {
         case .string, .null:
-            return message
+            return .object(members)
         case .array(let parts):
             var texts: [String] = []
             for (partIndex, part) in parts.enumerated() {
@@ -393,5 +462,28 @@ extension ChatCompletionRequest {
         default:
             throw .invalidType("\(param).content", expected: "a string or a list of content parts", got: members[contentIndex].1)
         }
+    }
+
+    /// `[{"id", "type": "function", "function": {"name", "arguments": JSON text}}]` with each
+    /// `arguments` parsed into the object it encodes.
+    static func normalizeToolCalls(_ value: JSONValue, param: String) throws(APIError) -> JSONValue {
+        guard case .array(var calls) = value else { throw .invalidType(param, expected: "a list of tool calls", got: value) }
+        for (index, call) in calls.enumerated() {
+            let callParam = "\(param)[\(index)]"
+            guard case .object(var members) = call else { throw .invalidType(callParam, expected: "a tool call object", got: call) }
+            guard let functionIndex = members.firstIndex(where: { $0.0 == "function" }),
+                  case .object(var function) = members[functionIndex].1 else { throw .missing("\(callParam).function") }
+            guard case .string? = call["function"]?["name"] else { throw .missing("\(callParam).function.name") }
+            if let argumentsIndex = function.firstIndex(where: { $0.0 == "arguments" }),
+               case .string(let text) = function[argumentsIndex].1 {
+                guard let parsed = try? JSONValue.parse(text), case .object = parsed else {
+                    throw .invalidValue("\(callParam).function.arguments", "must be a JSON object encoded as a string, got \(text)")
+                }
+                function[argumentsIndex].1 = parsed
+            }
+            members[functionIndex].1 = .object(function)
+            calls[index] = .object(members)
+        }
+        return .array(calls)
     }
 }

@@ -10,11 +10,15 @@ public struct ServedModel: Sendable {
     public var chatTemplate: ChatTemplate?
     public var maxContextLength: Int
     public var vocabularySize: Int
+    /// How the model writes tool calls: `--tool-call-parser`, else read from the chat template;
+    /// nil: requests that let the model call tools are refused.
+    public var toolCallFormat: ToolCallFormat?
     /// Unix time the server started, reported as the model's `created`.
     public var created: Int
 
     public init(name: String, tokenizer: any Tokenizer, chatTemplate: ChatTemplate?, maxContextLength: Int,
-                vocabularySize: Int, created: Int = Int(Date().timeIntervalSince1970)) {
+                vocabularySize: Int, toolCallFormat: ToolCallFormat? = nil, created: Int = Int(Date().timeIntervalSince1970)) {
+        self.toolCallFormat = toolCallFormat ?? chatTemplate.flatMap { ToolCallFormat.detect(template: $0.source) }
         self.name = name
         self.tokenizer = tokenizer
         self.chatTemplate = chatTemplate
