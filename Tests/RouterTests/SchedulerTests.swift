@@ -361,6 +361,40 @@ struct SchedulerTests {
         #expect(plainEntries.map(\.generatedTokens.count) == [0, 1, 2])
     }
 
+    @Test("a constrained sequence sends a mask with each sampling step, follows it, and stops when the constraint is done")
+    func constrainedOutput() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 2)  // the prompt's chunks sample nothing and carry no mask
+        let word: [TokenID] = Array("json".utf8).map(TokenID.init)
+        let constraint = OutputConstraint(description: "the word json") { SpellingConstraint(word: word) }
+        let request = SequenceRequest(promptTokens: prompt(5), maxNewTokens: 50, constraint: constraint)
+        let (_, events) = try await scheduler.submit(request)
+        let (_, free) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(2), maxNewTokens: 2))
+        let entries = try await runToCompletion(scheduler, runner).flatMap(\.message.sequences)
+        let tokens = try await collectEvents(events).compactMap { event -> TokenID? in
+            if case .token(let sampled) = event { return sampled.token }
+            return nil
+        }
+        #expect(tokens == word)
+        #expect(try await collectEvents(free).last == .finished(.length))
+        let constrained = entries.filter { $0.sequenceID == 1 }
+        #expect(constrained.filter(\.sample).count == word.count)
+        #expect(constrained.allSatisfy { $0.sample == !$0.allowedTokens.isEmpty })
+        #expect(entries.filter { $0.sequenceID != 1 }.allSatisfy { $0.allowedTokens.isEmpty })
+    }
+
+    @Test("a token the constraint refuses fails its sequence alone, with an error saying so")
+    func constraintRefusal() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner)
+        let constraint = OutputConstraint(description: "refuses all") { SpellingConstraint(word: [], refuse: true) }
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 5, constraint: constraint))
+        let (_, other) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 2))
+        try await runToCompletion(scheduler, runner)
+        await #expect(throws: GenerationError.self) { _ = try await collectEvents(events) }
+        #expect(try await collectEvents(other).last == .finished(.length))
+    }
+
     @Test("a top_k beyond Int32 is sent to the workers clamped, not trapped on")
     func hugeTopK() async throws {
         let runner = ScriptedStepRunner()
@@ -549,4 +583,30 @@ struct StepLoopLifecycleTests {
             _ = try await scheduler.submit(SequenceRequest(promptTokens: [65], maxNewTokens: 1))
         }
     }
+}
+
+/// Allows exactly the tokens of `word`, one after the other, then is finished.
+private final class SpellingConstraint: TokenConstraint {
+    let word: [TokenID]
+    let refuse: Bool
+    var position = 0
+
+    init(word: [TokenID], refuse: Bool = false) {
+        self.word = word
+        self.refuse = refuse
+    }
+
+    func allowedTokens() -> TokenMask {
+        var mask = TokenMask(vocabularySize: 258)
+        mask.insert(position < word.count ? word[position] : 0)
+        return mask
+    }
+
+    func accept(_ token: TokenID) -> Bool {
+        guard !refuse, position < word.count, token == word[position] else { return false }
+        position += 1
+        return true
+    }
+
+    var isFinished: Bool { position == word.count && !refuse }
 }

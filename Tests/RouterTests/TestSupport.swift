@@ -64,7 +64,8 @@ struct ByteTokenizer: Tokenizer {
 
 /// A worker stand-in with a fixed script: the token sampled at position p is the letter
 /// 'a' + p % 26 (so output is the same whatever the batching or preemption), or `<eos>` once
-/// position `eosAtPosition` is reached. Records every step; can fail chosen steps.
+/// position `eosAtPosition` is reached; under an allowed-token mask, the lowest allowed id (as a
+/// greedy worker would pick among equal logits). Records every step; can fail chosen steps.
 final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
     let model: ClusterModelInfo
     let eosAtPosition: Int?
@@ -115,7 +116,11 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
             }
             if entry.sample {
                 outcome.sampled = true
-                let token = eosAtPosition.map { end >= $0 } == true ? ByteTokenizer.eos : Self.token(atPosition: end)
+                var token = eosAtPosition.map { end >= $0 } == true ? ByteTokenizer.eos : Self.token(atPosition: end)
+                if !entry.allowedTokens.isEmpty {
+                    let mask = TokenMask(wireBytes: entry.allowedTokens)
+                    token = (0..<TokenID(model.vocabSize)).first(where: mask.contains) ?? -1
+                }
                 outcome.token = token
                 outcome.logprob = -0.5
                 if entry.sampling.wantLogprobs {

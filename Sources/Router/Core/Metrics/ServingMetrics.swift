@@ -13,6 +13,7 @@ public final class ServingMetrics: Sendable {
     static let requestBounds = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                                 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
     static let stepBounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+    static let maskBounds = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1]
 
     struct State {
         var timeToFirstToken = Histogram(upperBounds: firstTokenBounds)
@@ -21,6 +22,7 @@ public final class ServingMetrics: Sendable {
         var queueTime = Histogram(upperBounds: requestBounds)
         /// Indexed by rank; grown when a rank first reports.
         var stepSeconds: [Histogram] = []
+        var maskSeconds = Histogram(upperBounds: maskBounds)
         var promptTokens = 0
         var generationTokens = 0
         var finished: [FinishReason: Int] = [:]
@@ -56,6 +58,9 @@ public final class ServingMetrics: Sendable {
             state.finished[reason, default: 0] += 1
         }
     }
+
+    /// The router computed one structured-output token mask in `seconds`.
+    func constraintMask(seconds: Double) { state.withLockedValue { $0.maskSeconds.observe(seconds) } }
 
     /// One rank's compute time for one step.
     public func step(rank: Int, seconds: Double) {
@@ -104,6 +109,9 @@ public final class ServingMetrics: Sendable {
                       series: state.stepSeconds.enumerated().map { rank, histogram in
                           (model + [("rank", "\(rank)")], histogram)
                       })
+        out.histogram("tessel:structured_output_mask_seconds",
+                      help: "Seconds the router spent computing one constrained sequence's allowed-token mask.",
+                      series: [(model, state.maskSeconds)])
         return out.text
     }
 }

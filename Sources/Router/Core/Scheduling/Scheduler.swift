@@ -94,6 +94,9 @@ final class ScheduledSequence {
     var promptLogprobsDelivered = false
     var cancelled = false
     var preemptions = 0
+    /// Structured output's state, advanced by every token generated (kept across preemption:
+    /// the generated tokens are kept too).
+    let constraint: (any TokenConstraint)?
 
     init(id: UInt64, request: SequenceRequest, arrival: UInt64,
          continuation: AsyncThrowingStream<SequenceEvent, any Error>.Continuation) {
@@ -102,6 +105,7 @@ final class ScheduledSequence {
         self.arrival = arrival
         self.continuation = continuation
         self.tokens = request.promptTokens
+        constraint = request.constraint?.makeState()
     }
 
     var promptCount: Int { request.promptTokens.count }
@@ -418,6 +422,11 @@ public actor Scheduler {
         if request.sampling.repetitionPenalty != 1, entry.sample {
             entry.promptTokens = Array(sequence.tokens[..<sequence.promptCount])
         }
+        if entry.sample, let constraint = sequence.constraint {
+            let started = ContinuousClock.now
+            entry.allowedTokens = constraint.allowedTokens().wireBytes
+            metrics.constraintMask(seconds: (ContinuousClock.now - started).timeInterval)
+        }
         return entry
     }
 
@@ -508,6 +517,13 @@ public actor Scheduler {
                 topLogprobs: wantsLogprobs
                     ? outcome.topLogprobs.prefix(sequence.request.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
                     : [])
+            if let constraint = sequence.constraint, !constraint.accept(outcome.token) {
+                // The worker sampled outside the mask it was sent: a bug, not the client's.
+                retire(sequence)
+                sequence.continuation.finish(throwing: GenerationError.sequenceRefused(
+                    "the workers sampled token \(outcome.token), which the structured-output grammar does not allow here"))
+                continue
+            }
             sequence.tokens.append(outcome.token)
             sequence.generatedCount += 1
             if let previous = sequence.lastTokenAt {
@@ -544,6 +560,7 @@ public actor Scheduler {
 
     private func finishReason(of sequence: ScheduledSequence, last token: TokenID) -> FinishReason? {
         if sequence.request.stopTokenIDs.contains(token) { return .stop }
+        if sequence.constraint?.isFinished == true { return .stop }
         if sequence.generatedCount >= sequence.request.maxNewTokens { return .length }
         if sequence.tokens.count >= limits.maxContextLength { return .length }
         // The next token would need a block the cache can never give this sequence.

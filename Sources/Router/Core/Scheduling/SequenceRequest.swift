@@ -16,6 +16,8 @@ public struct SequenceRequest: Sendable, Equatable {
     public var promptLogprobs: Int?
     /// Which of the request's `n` choices this is: distinct random streams for the same seed.
     public var sampleIndex: Int
+    /// Structured output: what the generated tokens must match (nil: anything).
+    public var constraint: OutputConstraint?
     /// Lower runs first under the `priority` scheduling policy (vLLM's request field).
     public var priority: Int
     /// The HTTP request it belongs to, for log lines.
@@ -23,8 +25,9 @@ public struct SequenceRequest: Sendable, Equatable {
 
     public init(promptTokens: [TokenID], sampling: SamplingParameters = SamplingParameters(), logprobs: Int? = nil,
                 maxNewTokens: Int, stopTokenIDs: Set<TokenID> = [], promptLogprobs: Int? = nil, sampleIndex: Int = 0,
-                priority: Int = 0) {
+                priority: Int = 0, constraint: OutputConstraint? = nil) {
         self.logprobs = logprobs
+        self.constraint = constraint
         self.priority = priority
         self.promptTokens = promptTokens
         self.sampling = sampling
