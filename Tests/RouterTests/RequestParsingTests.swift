@@ -89,7 +89,7 @@ struct RequestParsingTests {
     }
 
     @Test("a field nothing honours is a 400 naming it; null fields count as absent", arguments: [
-        (#"{"prompt":"x","response_format":{"type":"json_object"}}"#, "response_format", "unsupported_parameter"),
+        (#"{"prompt":"x","guided_json":{}}"#, "guided_json", "unsupported_parameter"),
         (#"{"prompt":"x","frobnicate":1}"#, "frobnicate", "unrecognized_argument"),
         (#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#,
          "stream_options.continuous_usage_stats", "unrecognized_argument"),
@@ -139,6 +139,35 @@ struct RequestParsingTests {
         #expect(assistant["content"] == .string(""))
         guard case .array(let calls)? = assistant["tool_calls"] else { Issue.record("no tool_calls"); return }
         #expect(calls.first?["function"]?["arguments"] == .object([("a", .int(1))]))
+    }
+
+    @Test("response_format and structured_outputs are read into one structured-output request")
+    func structuredOutputFields() throws {
+        let user = #""messages":[{"role":"user","content":"x"}]"#
+        #expect(try chat("{\(user)," + #""response_format":{"type":"json_object"}}"#).options.structuredOutput == .jsonObject)
+        #expect(try chat("{\(user)," + #""response_format":{"type":"text"}}"#).options.structuredOutput == nil)
+        #expect(try chat("{\(user)," + #""response_format":{"type":"json_schema","json_schema":{"name":"n","strict":true,"schema":{"type":"integer"}}}}"#)
+                    .options.structuredOutput == .jsonSchema(name: "n", schema: .object([("type", "integer")])))
+        #expect(try completion(#"{"prompt":"x","structured_outputs":{"choice":["yes","no"]}}"#).options.structuredOutput == .choice(["yes", "no"]))
+        #expect(try completion(#"{"prompt":"x","structured_outputs":{"regex":"[0-9]+"}}"#).options.structuredOutput == .regex("[0-9]+"))
+        #expect(try completion(#"{"prompt":"x","structured_outputs":{"json":"{\"type\":\"null\"}"}}"#).options.structuredOutput
+                == .jsonSchema(name: nil, schema: .object([("type", "null")])))
+        for (json, param) in [
+            ("{\(user)," + #""response_format":{"type":"yaml"}}"#, "response_format.type"),
+            ("{\(user)," + #""response_format":{"type":"json_schema"}}"#, "response_format.json_schema"),
+            ("{\(user)," + #""response_format":{"type":"json_schema","json_schema":{"name":"n"}}}"#, "response_format.json_schema.schema"),
+            ("{\(user)," + #""response_format":{"type":"json_object","schema":{}}}"#, "response_format.schema"),
+            ("{\(user)," + #""response_format":"json"}"#, "response_format"),
+            (#"{"prompt":"x","structured_outputs":{"grammar":"root ::= x"}}"#, "structured_outputs.grammar"),
+            (#"{"prompt":"x","structured_outputs":{"choice":[]}}"#, "structured_outputs.choice"),
+            (#"{"prompt":"x","structured_outputs":{"choice":["a"],"regex":"b"}}"#, "structured_outputs"),
+            (#"{"prompt":"x","structured_outputs":{"regex":"a"},"response_format":{"type":"json_object"}}"#, "structured_outputs"),
+        ] {
+            let error = rejection {
+                if json.contains("messages") { _ = try chat(json) } else { _ = try completion(json) }
+            }
+            #expect(error?.param == param, "\(json)")
+        }
     }
 
     @Test("chat: content parts are joined, other keys pass through, bad messages are named", arguments: [

@@ -205,6 +205,9 @@ public struct OpenAIEndpoints: Sendable {
         if let problem = options.sampling.problem(vocabularySize: model.vocabularySize) {
             throw .invalidValue(problem.field, problem.detail)
         }
+        if options.structuredOutput != nil {
+            throw .invalidRequest("structured output is not available yet", param: "response_format", code: "unsupported_parameter")
+        }
         if options.priority != 0, configuration.policy != .priority {
             throw .invalidValue("priority", "needs the server started with --scheduling-policy priority, got \(options.priority)")
         }

@@ -7,6 +7,19 @@ public enum PromptInput: Sendable, Equatable {
     case tokens([TokenID])
 }
 
+/// What the output must match (structured output): OpenAI's `response_format` and vLLM's
+/// `structured_outputs` extension.
+public enum StructuredOutputRequest: Sendable, Equatable {
+    /// Any JSON object (`{"type": "json_object"}`).
+    case jsonObject
+    /// A JSON document valid under the schema (`json_schema`, or vLLM's `json`).
+    case jsonSchema(name: String?, schema: JSONValue)
+    /// Text matching the regular expression (vLLM's `regex`).
+    case regex(String)
+    /// Exactly one of the strings (vLLM's `choice`).
+    case choice([String])
+}
+
 /// Generation parameters shared by `/v1/completions` and `/v1/chat/completions`.
 public struct GenerationOptions: Sendable, Equatable {
     /// nil: the endpoint's default (16 for completions, the rest of the context for chat).
@@ -23,6 +36,7 @@ public struct GenerationOptions: Sendable, Equatable {
     public var priority: Int = 0
     /// OpenAI's `user`: accepted and written to the request's log line.
     public var user: String?
+    public var structuredOutput: StructuredOutputRequest?
     public var ignoreEOS = false
     public var skipSpecialTokens = true
     public var stream = false
@@ -108,15 +122,13 @@ final class RequestFields {
 
     /// Fields clients send that this server does not honour (yet), with what to do instead.
     static let unsupported: [String: String] = [
-        "response_format": "structured output is not supported yet",
         "functions": "the deprecated 'functions' field is not supported; use 'tools'",
         "function_call": "the deprecated 'function_call' field is not supported; use 'tool_choice'",
         "best_of": "best_of is not supported; use n",
-        "structured_outputs": "structured output is not supported yet",
-        "guided_json": "structured output is not supported yet",
-        "guided_regex": "structured output is not supported yet",
-        "guided_choice": "structured output is not supported yet",
-        "guided_grammar": "structured output is not supported yet",
+        "guided_json": "the guided_* fields are vLLM's old names; use structured_outputs {\"json\": …}",
+        "guided_regex": "the guided_* fields are vLLM's old names; use structured_outputs {\"regex\": …}",
+        "guided_choice": "the guided_* fields are vLLM's old names; use structured_outputs {\"choice\": …}",
+        "guided_grammar": "grammars other than JSON schema, regex and choice are not supported",
     ]
 
     /// Throws for the first non-null field (in the body's order) that nothing read; `prefix`
@@ -250,6 +262,13 @@ extension GenerationOptions {
             priority = value
         }
         user = try fields.string("user")
+        if let value = fields.value("response_format") { structuredOutput = try Self.responseFormat(value) }
+        if let value = fields.value("structured_outputs") {
+            guard structuredOutput == nil else {
+                throw .invalidRequest("send either 'response_format' or 'structured_outputs', not both", param: "structured_outputs")
+            }
+            structuredOutput = try Self.structuredOutputs(value)
+        }
         ignoreEOS = try fields.bool("ignore_eos") ?? false
         skipSpecialTokens = try fields.bool("skip_special_tokens") ?? true
         stream = try fields.bool("stream") ?? false
@@ -263,6 +282,78 @@ extension GenerationOptions {
                 throw .invalidType("stream_options.include_usage", expected: "a boolean", got: value["include_usage"] ?? .null)
             }
             try options.refuseUnread(prefix: "stream_options.")
+        }
+    }
+}
+
+extension GenerationOptions {
+    /// OpenAI's `response_format`: `text`, `json_object`, or `json_schema` with `{name, schema, strict}`.
+    static func responseFormat(_ value: JSONValue) throws(APIError) -> StructuredOutputRequest? {
+        guard case .object = value else { throw .invalidType("response_format", expected: "an object", got: value) }
+        let fields = try RequestFields(body: value)
+        guard let type = try fields.string("type") else { throw .missing("response_format.type") }
+        switch type {
+        case "text":
+            try fields.refuseUnread(prefix: "response_format.")
+            return nil
+        case "json_object":
+            try fields.refuseUnread(prefix: "response_format.")
+            return .jsonObject
+        case "json_schema":
+            guard let inner = fields.value("json_schema") else { throw .missing("response_format.json_schema") }
+            let schemaFields: RequestFields
+            do { schemaFields = try RequestFields(body: inner) } catch {
+                throw .invalidType("response_format.json_schema", expected: "an object", got: inner)
+            }
+            let name: String?
+            do { name = try schemaFields.string("name") } catch {
+                throw .invalidType("response_format.json_schema.name", expected: "a string", got: inner["name"] ?? .null)
+            }
+            // `strict` asks for what is always done here: the output is held to the schema.
+            _ = schemaFields.value("strict")
+            _ = schemaFields.value("description")
+            guard let schema = schemaFields.value("schema") else { throw .missing("response_format.json_schema.schema") }
+            try schemaFields.refuseUnread(prefix: "response_format.json_schema.")
+            try fields.refuseUnread(prefix: "response_format.")
+            return .jsonSchema(name: name, schema: schema)
+        default:
+            throw .invalidValue("response_format.type", "must be 'text', 'json_object' or 'json_schema', got '\(type)'")
+        }
+    }
+
+    /// vLLM's `structured_outputs`: exactly one of `json` (a schema), `regex` or `choice`.
+    static func structuredOutputs(_ value: JSONValue) throws(APIError) -> StructuredOutputRequest {
+        guard case .object(let members) = value else {
+            throw .invalidType("structured_outputs", expected: "an object", got: value)
+        }
+        let given = members.filter { !$0.1.isNull }
+        guard given.count == 1, let (key, inner) = given.first else {
+            throw .invalidValue("structured_outputs", "must hold exactly one of 'json', 'regex' or 'choice'")
+        }
+        switch (key, inner) {
+        case ("json", .object): return .jsonSchema(name: nil, schema: inner)
+        case ("json", .string(let text)):
+            guard let schema = try? JSONValue.parse(text) else {
+                throw .invalidValue("structured_outputs.json", "is a string that is not a JSON schema")
+            }
+            return .jsonSchema(name: nil, schema: schema)
+        case ("regex", .string(let pattern)): return .regex(pattern)
+        case ("choice", .array(let items)):
+            var choices: [String] = []
+            for item in items {
+                guard case .string(let text) = item else {
+                    throw .invalidType("structured_outputs.choice", expected: "a list of strings", got: item)
+                }
+                choices.append(text)
+            }
+            guard !choices.isEmpty else { throw .invalidValue("structured_outputs.choice", "must not be empty") }
+            return .choice(choices)
+        case ("json", _), ("regex", _), ("choice", _):
+            throw .invalidType("structured_outputs.\(key)", expected: key == "choice" ? "a list of strings" : key == "regex" ? "a string" : "a schema object",
+                               got: inner)
+        default:
+            throw .invalidRequest("'structured_outputs.\(key)' is not supported: only 'json', 'regex' and 'choice' are",
+                                  param: "structured_outputs.\(key)", code: "unsupported_parameter")
         }
     }
 }
