@@ -24,7 +24,8 @@ private func withServer<Value: Sendable>(
                                      kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
     let model = ServedModel(name: "test-model", tokenizer: ByteTokenizer(),
                             chatTemplate: try template.map { try ChatTemplate(source: $0) },
-                            maxContextLength: runner.model.maxContextLength, vocabularySize: runner.model.vocabSize)
+                            maxContextLength: runner.model.maxContextLength, vocabularySize: runner.model.vocabSize,
+                            toolCallFormat: .hermes)
     let endpoints = OpenAIEndpoints(model: model, scheduler: scheduler)
     let loop = StepLoop(scheduler: scheduler, runner: runner)
     let loopTask = Task { try await loop.run() }
