@@ -44,9 +44,15 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["ModelFormats"],
                 path: "Sources/Router/Tokenizers", swiftSettings: optimised),
         .target(name: "Jinja", path: "Sources/Router/Jinja"),
+        // JSON documents as the API reads and writes them.
+        .target(name: "JSON", dependencies: ["Jinja"], path: "Sources/Router/JSON", swiftSettings: optimised),
+        // Structured output: schemas and regexes compiled to automata, token masks from them;
+        // the scheduler computes a mask before every constrained step, so it is a hot path.
+        .target(name: "Grammar", dependencies: ["JSON", "Tokenizers", "Wire"],
+                path: "Sources/Router/Grammar", swiftSettings: optimised),
         .target(name: "RouterCore",
                 dependencies: [
-                    "ModelFormats", "Wire", "Tokenizers", "Jinja",
+                    "ModelFormats", "Wire", "Tokenizers", "Jinja", "JSON", "Grammar",
                     .product(name: "Hummingbird", package: "hummingbird"),
                     .product(name: "HummingbirdCore", package: "hummingbird"),
                     .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -98,7 +104,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "WorkerCore", "RouterCore", "tessel-fake-worker"],
                     path: "Tests/WireTests"),
         .testTarget(name: "RouterTests",
-                    dependencies: ["RouterCore", "Tokenizers", "Jinja", "Wire",
+                    dependencies: ["RouterCore", "Tokenizers", "Jinja", "Wire", "JSON", "Grammar",
                                    .product(name: "HummingbirdTesting", package: "hummingbird"),
                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                    .product(name: "Logging", package: "swift-log")],

@@ -50,9 +50,12 @@ def test_seed_with_n_choices_replays_every_choice(client, model_name):
 
 @pytest.mark.parametrize("extra, param", [
     ({"frobnicate": 1}, "frobnicate"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "h", "schema": {"type": "string", "format": "hostname"}}}},
+     "response_format"),
+    ({"structured_outputs": {"regex": "(a)\\1"}}, "structured_outputs"),
+    # The default model's template writes no tool-call format.
     ({"tool_choice": "auto", "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-     "tool_choice"),
+     "tools"),
     ({"logit_bias": {"99999999": 5}}, "logit_bias"),
 ])
 def test_a_field_not_honoured_is_a_400_naming_it(client, model_name, extra, param):

@@ -3,6 +3,7 @@ template families: its own (no tool format: --tool-call-parser hermes), Qwen2.5'
 markers) and Llama 3.1's (JSON calls)."""
 import json
 
+import jsonschema
 import openai
 import pytest
 import requests
@@ -93,3 +94,67 @@ def test_tools_without_a_tool_format_are_refused(client, model_name):
     reply = client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "Hi"}],
                                            tools=WEATHER, tool_choice="none", max_tokens=2)
     assert reply.choices[0].message.tool_calls is None
+
+
+CLOCK = {"type": "function", "function": {
+    "name": "get_time", "description": "The local time in a time zone.",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
+                   "required": ["zone"], "additionalProperties": False}}}
+TOOLS = WEATHER + [CLOCK]
+SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
+
+
+def check_calls(calls):
+    assert calls, "a forced choice must call a tool"
+    for call in calls:
+        assert call.type == "function" and call.id
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+def test_required_tool_choice_round_trips(family):
+    """tool_choice 'required' is enforced by the grammar: the answer is calls of the given
+    tools with arguments valid under their schemas; the calls and their results then go back
+    through the template and the model answers."""
+    _, _, client, name = family
+    messages = [{"role": "user", "content": "What is the weather in Paris, and the time in CET?"}]
+    reply = client.chat.completions.create(model=name, messages=messages, tools=TOOLS, tool_choice="required",
+                                           max_tokens=120, temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    check_calls(choice.message.tool_calls)
+    results = [{"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C" if call.function.name == "get_weather" else "14:05"}
+               for call in choice.message.tool_calls]
+    follow = client.chat.completions.create(model=name, messages=messages + [choice.message.model_dump(exclude_none=True)] + results,
+                                            tools=TOOLS, tool_choice="none", max_tokens=12, temperature=0)
+    assert follow.choices[0].finish_reason in ("stop", "length")
+    assert follow.choices[0].message.content and follow.choices[0].message.tool_calls is None
+
+    # Streamed, the same calls arrive as OpenAI streams them: id, type and name once per index, then arguments.
+    stream = client.chat.completions.create(model=name, messages=messages, tools=TOOLS, tool_choice="required",
+                                            max_tokens=120, temperature=0, stream=True)
+    calls, finish = {}, None
+    for chunk in stream:
+        for delta_call in chunk.choices[0].delta.tool_calls or []:
+            entry = calls.setdefault(delta_call.index, {"id": None, "name": None, "arguments": ""})
+            if delta_call.id:
+                assert entry["id"] is None, "the id comes once per call"
+                entry["id"], entry["name"] = delta_call.id, delta_call.function.name
+            entry["arguments"] += delta_call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert [(c["name"], json.loads(c["arguments"])) for _, c in sorted(calls.items())] == \
+        [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
+
+
+def test_named_tool_choice_and_one_call_without_parallel_calls(family):
+    _, _, client, name = family
+    messages = [{"role": "user", "content": "Tell me about the weather in Oslo."}]
+    named = client.chat.completions.create(model=name, messages=messages, tools=TOOLS, max_tokens=60, temperature=0.7, seed=3,
+                                           tool_choice={"type": "function", "function": {"name": "get_time"}})
+    calls = named.choices[0].message.tool_calls
+    check_calls(calls)
+    assert [call.function.name for call in calls] == ["get_time"]
+    single = client.chat.completions.create(model=name, messages=messages, tools=TOOLS, tool_choice="required",
+                                            parallel_tool_calls=False, max_tokens=120, temperature=0.9, seed=4)
+    check_calls(single.choices[0].message.tool_calls)
+    assert len(single.choices[0].message.tool_calls) == 1

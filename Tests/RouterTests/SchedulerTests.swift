@@ -596,7 +596,7 @@ private final class SpellingConstraint: TokenConstraint {
         self.refuse = refuse
     }
 
-    func allowedTokens() -> TokenMask {
+    func allowedTokens(remainingTokens: Int) -> TokenMask {
         var mask = TokenMask(vocabularySize: 258)
         mask.insert(position < word.count ? word[position] : 0)
         return mask

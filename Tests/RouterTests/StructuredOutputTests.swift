@@ -1,4 +1,5 @@
 import Foundation
+@testable import Grammar
 @testable import RouterCore
 import Testing
 import Tokenizers
@@ -212,6 +213,58 @@ import Wire
         #expect(end.allSatisfy(last.contains))
         #expect(matcher.accept(end.first!))
         #expect(matcher.isFinished)
+    }
+
+    /// Every committed end-to-end schema compiles, and its example document (validated by
+    /// `jsonschema` when scripts/fixtures/structured_output_schemas.py wrote it) is in the masks
+    /// token after token, as the default model's tokenizer splits it, and ends complete.
+    @Test func committedSchemasAcceptTheirExamples() throws {
+        let tokenizer = try #require(Self.smolLM2, "the SmolLM2 tokenizer fixture (Tests/TokenizersTests/Fixtures/smollm2) is missing")
+        let vocabulary = GrammarVocabulary(tokenizer: tokenizer, endTokens: tokenizer.specialTokens.stop)
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("EndToEnd/fixtures")
+        let names = try FileManager.default.contentsOfDirectory(atPath: fixtures.appendingPathComponent("schemas").path)
+            .filter { $0.hasSuffix(".json") }.sorted()
+        #expect(names.count >= 50, "run python scripts/fixtures/structured_output_schemas.py")
+        for name in names {
+            let schema = try JSONValue.parse(try Data(contentsOf: fixtures.appendingPathComponent("schemas/\(name)")))
+            let example = try String(contentsOf: fixtures.appendingPathComponent("schema-examples/\(name)"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let matcher = GrammarMatcher(automaton: try StructuredOutputRequest.jsonSchema(name: nil, schema: schema).grammar(),
+                                         vocabulary: vocabulary)
+            for token in tokenizer.encode(example, addSpecialTokens: false, parseSpecial: false) {
+                guard matcher.allowedTokens().contains(token), matcher.accept(token) else {
+                    Issue.record("\(name): token \(token) (\(String(decoding: tokenizer.pieceBytes(token, skipSpecialTokens: false), as: UTF8.self))) refused")
+                    break
+                }
+            }
+            #expect(matcher.isComplete, "\(name): the example ends before the schema is satisfied")
+        }
+    }
+
+    /// As the token budget runs out the mask narrows to what still completes the output in
+    /// time (end token included); when nothing can, to what gets closest.
+    @Test func masksNarrowAsTheBudgetRunsOut() throws {
+        let request = try Self.schema(#"{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}"#)
+        let matcher = GrammarMatcher(automaton: try request.grammar(), vocabulary: Self.bytes)
+        #expect(matcher.accept(bytes: Array(#"{"a": "xyz"#.utf8)))
+        let quote = TokenID(UInt8(ascii: "\"")), brace = TokenID(UInt8(ascii: "}"))
+        let free = matcher.allowedTokens(remainingTokens: 500)
+        #expect(free == matcher.allowedTokens() && free.count > 100)
+        // `x"}` and the end still fit: one more ASCII character, not an escape or a multi-byte one.
+        let tight = matcher.allowedTokens(remainingTokens: 4)
+        #expect(tight.count == 95 && tight.contains(TokenID(UInt8(ascii: "x"))) && !tight.contains(TokenID(UInt8(ascii: "\\"))))
+        #expect(!tight.contains(TokenID(0xC3)))
+        let closing = matcher.allowedTokens(remainingTokens: 3)
+        #expect(closing.count == 1 && closing.contains(quote))
+        #expect(matcher.allowedTokens(remainingTokens: 1) == closing)  // nothing fits: the closest
+        #expect(matcher.accept(quote))
+        let last = matcher.allowedTokens(remainingTokens: 2)
+        #expect(last.count == 1 && last.contains(brace))
+        #expect(matcher.accept(brace))
+        let end = matcher.allowedTokens(remainingTokens: 1)
+        #expect(end.count == 1 && end.contains(ByteTokenizer.eos))
+        #expect(matcher.allowedTokens(remainingTokens: 3).count > 1)  // whitespace may still come
     }
 
     /// A UTF-8 character split across tokens is followed byte by byte.

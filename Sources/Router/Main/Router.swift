@@ -13,7 +13,7 @@ struct Router: AsyncParsableCommand {
         commandName: "router",
         abstract: "Tessel's router: the OpenAI-compatible HTTP API in front of the model workers.",
         version: TesselVersion.current,
-        subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self],
+        subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self, BenchGrammar.self],
         defaultSubcommand: Serve.self)
 }
 

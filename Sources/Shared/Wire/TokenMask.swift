@@ -49,13 +49,22 @@ public struct TokenMask: Sendable, Equatable {
     // MARK: Wire encoding
 
     public var wireBytes: Data {
-        var bytes = Data(capacity: words.count * 8)
-        for word in words {
-            var little = word.littleEndian
-            withUnsafeBytes(of: &little) { bytes.append(contentsOf: $0) }
+        // The words' bytes in little-endian order, up to the last non-zero byte.
+        var length = 0
+        if let last = words.lastIndex(where: { $0 != 0 }) {
+            length = last * 8 + (64 - words[last].leadingZeroBitCount + 7) / 8
         }
-        while bytes.count > 1, bytes.last == 0 { bytes.removeLast() }
-        if bytes.isEmpty { bytes.append(0) }
+        guard length > 0 else { return Data([0]) }
+        var bytes = Data(count: length)
+        bytes.withUnsafeMutableBytes { raw in
+            for index in 0..<(length + 7) / 8 {
+                let little = words[index].littleEndian
+                withUnsafeBytes(of: little) { word in
+                    let count = min(8, length - index * 8)
+                    raw.baseAddress!.advanced(by: index * 8).copyMemory(from: word.baseAddress!, byteCount: count)
+                }
+            }
+        }
         return bytes
     }
 

@@ -53,6 +53,16 @@ public struct ToolCall: Sendable, Equatable {
     }
 }
 
+/// A call the grammar forces (`tool_choice` "required" or a named function): the whole output
+/// is JSON in a shape fixed by the server, not the family's own markers, and it is parsed once
+/// it ends (as vLLM enforces these choices).
+public enum ForcedToolCall: Sendable, Equatable {
+    /// `[{"name": …, "parameters": {…}}, …]`: one or more calls of any of the tools.
+    case anyTool
+    /// The output is this function's arguments object.
+    case function(String)
+}
+
 /// What the parser releases from a stream of output text.
 public enum ToolCallEvent: Sendable, Equatable {
     case content(String)
@@ -66,6 +76,8 @@ public struct ToolCallStream: Sendable {
     public let format: ToolCallFormat
     /// At most one call is released when the client turned `parallel_tool_calls` off.
     public let parallel: Bool
+    /// Set when the grammar forced the output into a call.
+    public let forced: ForcedToolCall?
     private var pending = ""
     private var inCall = false
     /// Llama 3 decides once, at the first non-blank text, whether the answer is a call.
@@ -74,9 +86,10 @@ public struct ToolCallStream: Sendable {
     /// The content released so far.
     public private(set) var content = ""
 
-    public init(format: ToolCallFormat, parallel: Bool = true) {
+    public init(format: ToolCallFormat, parallel: Bool = true, forced: ForcedToolCall? = nil) {
         self.format = format
         self.parallel = parallel
+        self.forced = forced
     }
 
     /// Feeds released text; returns what is now known.
@@ -91,8 +104,9 @@ public struct ToolCallStream: Sendable {
     }
 
     /// The whole output at once.
-    public static func parse(_ text: String, format: ToolCallFormat, parallel: Bool = true) -> (content: String, calls: [ToolCall]) {
-        var stream = ToolCallStream(format: format, parallel: parallel)
+    public static func parse(_ text: String, format: ToolCallFormat, parallel: Bool = true,
+                             forced: ForcedToolCall? = nil) -> (content: String, calls: [ToolCall]) {
+        var stream = ToolCallStream(format: format, parallel: parallel, forced: forced)
         _ = stream.feed(text)
         _ = stream.finish()
         return (stream.content, stream.calls)
@@ -115,6 +129,22 @@ public struct ToolCallStream: Sendable {
             guard parallel || calls.isEmpty else { return }
             calls.append(call)
             events.append(.call(call))
+        }
+        if let forced {
+            // Held until the end: a cut-off output is given back as content.
+            guard final else { return events }
+            let parsed = try? JSONValue.parse(pending)
+            switch (forced, parsed) {
+            case (.function(let name), .object?):
+                emitCall(ToolCall(id: format.makeCallID(), name: name, arguments: parsed!.serialized))
+            case (.anyTool, .array(let items)?):
+                let calls = items.compactMap { Self.call(from: $0, argumentKeys: ["parameters"], format: format) }
+                if calls.count == items.count, !calls.isEmpty { calls.forEach(emitCall) } else { emitContent(pending) }
+            default:
+                emitContent(pending)
+            }
+            pending = ""
+            return events
         }
         while true {
             if format == .llama3JSON {

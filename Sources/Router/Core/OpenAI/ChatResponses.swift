@@ -36,7 +36,8 @@ extension OpenAIEndpoints {
             var message: [(String, JSONValue)] = [("role", "assistant"), ("content", .string(output.text))]
             var finish = reason.rawValue
             if let format = context.toolCalls {
-                let parsed = ToolCallStream.parse(output.text, format: format, parallel: context.request.parallelToolCalls)
+                let parsed = ToolCallStream.parse(output.text, format: format, parallel: context.request.parallelToolCalls,
+                                                  forced: context.forcedToolCall)
                 if !parsed.calls.isEmpty {
                     let content = parsed.content.trimmingCharacters(in: .whitespacesAndNewlines)
                     message = [("role", "assistant"), ("content", content.isEmpty ? .null : .string(content)),
@@ -73,7 +74,8 @@ extension OpenAIEndpoints {
         let task = Task {
             var outputs = run.plans.map { makeOutput(for: $0, options: context.request.options) }
             var parsers = context.toolCalls.map { format in
-                Array(repeating: ToolCallStream(format: format, parallel: context.request.parallelToolCalls), count: outputs.count)
+                Array(repeating: ToolCallStream(format: format, parallel: context.request.parallelToolCalls,
+                                      forced: context.forcedToolCall), count: outputs.count)
             }
             // Every choice opens with the assistant role, as OpenAI's stream does.
             for index in outputs.indices {

@@ -61,6 +61,9 @@ public struct OpenAIEndpoints: Sendable {
             }
         }
         let promptLogprobs = request.echo ? request.logprobs : nil
+        let constraint = try request.options.structuredOutput.map { structured throws(APIError) in
+            try outputConstraint(structured, field: request.options.structuredOutputField)
+        }
         var plans: [ChoicePlan] = []
         for (promptIndex, tokens) in prompts.enumerated() {
             let maxTokens = try maxNewTokens(promptCount: tokens.count, requested: request.options.maxTokens, default: 16)
@@ -69,7 +72,7 @@ public struct OpenAIEndpoints: Sendable {
                     index: promptIndex * request.options.n + choice, promptIndex: promptIndex,
                     request: sequenceRequest(tokens, options: request.options, maxTokens: maxTokens,
                                              logprobs: request.logprobs, promptLogprobs: promptLogprobs,
-                                             sampleIndex: choice)))
+                                             sampleIndex: choice, constraint: constraint)))
             }
         }
         let run = try await submit(plans, seed: request.options.seed, record: record)
@@ -96,6 +99,17 @@ public struct OpenAIEndpoints: Sendable {
         try checkLimits(request.options)
         if let user = request.options.user { record?.user(user) }
         let toolCalls = try toolCallFormat(for: request)
+        let forced = try forcedToolCall(for: request)
+        var constraint: OutputConstraint?
+        if let (_, structured) = forced {
+            guard request.options.structuredOutput == nil else {
+                throw .invalidRequest("tool_choice 'required' or a named function already fixes the output's shape; send it without \(request.options.structuredOutputField)",
+                                      param: "tool_choice", code: "invalid_value")
+            }
+            constraint = try outputConstraint(structured, field: "tools")
+        } else if let structured = request.options.structuredOutput {
+            constraint = try outputConstraint(structured, field: request.options.structuredOutputField)
+        }
         // The markers of some families are special tokens: the parser must see them.
         if toolCalls?.needsSpecialTokens == true { request.options.skipSpecialTokens = false }
         let tokens = try chatPromptTokens(request, now: now)
@@ -105,11 +119,13 @@ public struct OpenAIEndpoints: Sendable {
         for choice in 0..<request.options.n {
             plans.append(ChoicePlan(index: choice, promptIndex: 0,
                                     request: sequenceRequest(tokens, options: request.options, maxTokens: maxTokens,
-                                                             logprobs: logprobs, promptLogprobs: nil, sampleIndex: choice)))
+                                                             logprobs: logprobs, promptLogprobs: nil, sampleIndex: choice,
+                                                             constraint: constraint)))
         }
         let run = try await submit(plans, seed: request.options.seed, record: record)
         let context = ChatContext(id: makeResponseID(prefix: "chatcmpl-"), created: Int(now.timeIntervalSince1970),
-                                  model: model.name, request: request, promptTokenCount: tokens.count, toolCalls: toolCalls)
+                                  model: model.name, request: request, promptTokenCount: tokens.count, toolCalls: toolCalls,
+                                  forcedToolCall: forced?.0)
         record?.prompted(tokens: context.promptTokenCount)
         if request.options.stream {
             return .stream(streamChat(run, context: context))
@@ -135,16 +151,58 @@ public struct OpenAIEndpoints: Sendable {
         guard request.tools != nil, request.toolChoice != .none else { return nil }
         guard let format = model.toolCallFormat else {
             throw .invalidRequest(
-                "the model's chat template writes no tool-call format this server can parse; start the router with --tool-call-parser (hermes, llama3_json or mistral), or send tool_choice 'none'",
+                "'tools' needs a tool-call format, and the model's chat template writes none this server can parse; start the router with --tool-call-parser (hermes, llama3_json or mistral), or send tool_choice 'none'",
                 param: "tools", code: "tool_calls_unavailable")
         }
-        switch request.toolChoice {
-        case .required, .function:
-            throw .invalidRequest("tool_choice 'required' or a named function needs structured output, which is not available yet; use 'auto'",
-                                  param: "tool_choice", code: "unsupported_parameter")
-        case .auto, .none:
-            return format
+        return format
+    }
+
+    /// The call `tool_choice` forces and the grammar that forces it: for a named function its
+    /// arguments under the tool's `parameters`; for "required" a list of `{"name", "parameters"}`
+    /// (just one when `parallel_tool_calls` is false). Nil when the model may answer freely.
+    func forcedToolCall(for request: ChatCompletionRequest) throws(APIError) -> (ForcedToolCall, StructuredOutputRequest)? {
+        let tools = request.tools ?? []
+        func parameters(_ tool: JSONValue) -> JSONValue {
+            tool["function"]?["parameters"] ?? .object([("type", "object"), ("properties", .object([])), ("additionalProperties", false)])
         }
+        func name(_ tool: JSONValue) -> String? {
+            guard case .string(let name)? = tool["function"]?["name"] else { return nil }
+            return name
+        }
+        switch request.toolChoice {
+        case .auto, .none:
+            return nil
+        case .function(let wanted):
+            guard let tool = tools.first(where: { name($0) == wanted }) else { return nil }
+            return (.function(wanted), .jsonSchema(name: wanted, schema: parameters(tool)))
+        case .required:
+            let calls: [JSONValue] = tools.compactMap { tool in
+                guard let name = name(tool) else { return nil }
+                return .object([("type", "object"),
+                                ("properties", .object([("name", .object([("const", .string(name))])), ("parameters", parameters(tool))])),
+                                ("required", .array(["name", "parameters"]))])
+            }
+            var list: [(String, JSONValue)] = [("type", "array"), ("items", .object([("anyOf", .array(calls))])), ("minItems", 1)]
+            if !request.parallelToolCalls { list.append(("maxItems", 1)) }
+            return (.anyTool, .jsonSchema(name: "tool_calls", schema: .object(list)))
+        }
+    }
+
+    /// The constraint a request's output is held to (compiled once per distinct grammar); a
+    /// schema the engine cannot hold to is a 400 naming the field and the keyword.
+    func outputConstraint(_ structured: StructuredOutputRequest, field: String) throws(APIError) -> OutputConstraint {
+        let tables: GrammarMaskTables
+        do {
+            tables = try model.grammars.tables(for: structured, vocabulary: model.grammarVocabulary)
+        } catch {
+            let what: String
+            switch structured {
+            case .jsonSchema(let name, _): what = "schema for \(field)" + (name.map { " '\($0)'" } ?? "")
+            case .jsonObject, .regex, .choice: what = field
+            }
+            throw .invalidRequest("Invalid \(what): \(error)", param: field, code: "invalid_schema")
+        }
+        return OutputConstraint(description: structured.description) { GrammarMatcher(tables: tables) }
     }
 
     /// The prompt text of a chat request, by the model's template. Tools are rendered unless
@@ -205,9 +263,6 @@ public struct OpenAIEndpoints: Sendable {
         if let problem = options.sampling.problem(vocabularySize: model.vocabularySize) {
             throw .invalidValue(problem.field, problem.detail)
         }
-        if options.structuredOutput != nil {
-            throw .invalidRequest("structured output is not available yet", param: "response_format", code: "unsupported_parameter")
-        }
         if options.priority != 0, configuration.policy != .priority {
             throw .invalidValue("priority", "needs the server started with --scheduling-policy priority, got \(options.priority)")
         }
@@ -233,14 +288,14 @@ public struct OpenAIEndpoints: Sendable {
     }
 
     func sequenceRequest(_ tokens: [TokenID], options: GenerationOptions, maxTokens: Int, logprobs: Int?,
-                         promptLogprobs: Int?, sampleIndex: Int) -> SequenceRequest {
+                         promptLogprobs: Int?, sampleIndex: Int, constraint: OutputConstraint?) -> SequenceRequest {
         var stops = Set(options.stopTokenIDs)
         if !options.ignoreEOS { stops.formUnion(model.stopTokenIDs) }
         return SequenceRequest(
             promptTokens: tokens,
             sampling: options.sampling, logprobs: logprobs,
             maxNewTokens: maxTokens, stopTokenIDs: stops, promptLogprobs: promptLogprobs, sampleIndex: sampleIndex,
-            priority: options.priority)
+            priority: options.priority, constraint: constraint)
     }
 
     /// Submits every choice, or none: a choice refused by the scheduler cancels the others.
@@ -355,4 +410,6 @@ struct ChatContext: Sendable {
     var promptTokenCount: Int
     /// The format tool calls are parsed from the output in; nil: the output is all content.
     var toolCalls: ToolCallFormat?
+    /// Set when `tool_choice` forces a call: the output is the server's JSON shape.
+    var forcedToolCall: ForcedToolCall?
 }

@@ -7,19 +7,6 @@ public enum PromptInput: Sendable, Equatable {
     case tokens([TokenID])
 }
 
-/// What the output must match (structured output): OpenAI's `response_format` and vLLM's
-/// `structured_outputs` extension.
-public enum StructuredOutputRequest: Sendable, Equatable {
-    /// Any JSON object (`{"type": "json_object"}`).
-    case jsonObject
-    /// A JSON document valid under the schema (`json_schema`, or vLLM's `json`).
-    case jsonSchema(name: String?, schema: JSONValue)
-    /// Text matching the regular expression (vLLM's `regex`).
-    case regex(String)
-    /// Exactly one of the strings (vLLM's `choice`).
-    case choice([String])
-}
-
 /// Generation parameters shared by `/v1/completions` and `/v1/chat/completions`.
 public struct GenerationOptions: Sendable, Equatable {
     /// nil: the endpoint's default (16 for completions, the rest of the context for chat).
@@ -36,7 +23,10 @@ public struct GenerationOptions: Sendable, Equatable {
     public var priority: Int = 0
     /// OpenAI's `user`: accepted and written to the request's log line.
     public var user: String?
+    /// What the output must match (`response_format` or `structured_outputs`).
     public var structuredOutput: StructuredOutputRequest?
+    /// The field it came from, named in errors.
+    public var structuredOutputField = "response_format"
     public var ignoreEOS = false
     public var skipSpecialTokens = true
     public var stream = false
@@ -268,6 +258,7 @@ extension GenerationOptions {
                 throw .invalidRequest("send either 'response_format' or 'structured_outputs', not both", param: "structured_outputs")
             }
             structuredOutput = try Self.structuredOutputs(value)
+            structuredOutputField = "structured_outputs"
         }
         ignoreEOS = try fields.bool("ignore_eos") ?? false
         skipSpecialTokens = try fields.bool("skip_special_tokens") ?? true

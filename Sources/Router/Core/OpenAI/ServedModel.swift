@@ -15,6 +15,10 @@ public struct ServedModel: Sendable {
     public var toolCallFormat: ToolCallFormat?
     /// Unix time the server started, reported as the model's `created`.
     public var created: Int
+    /// The vocabulary's token bytes arranged for structured-output masks; built once.
+    public let grammarVocabulary: GrammarVocabulary
+    /// Compiled structured-output grammars, shared by the requests that send the same one.
+    public let grammars = GrammarCache()
 
     public init(name: String, tokenizer: any Tokenizer, chatTemplate: ChatTemplate?, maxContextLength: Int,
                 vocabularySize: Int, toolCallFormat: ToolCallFormat? = nil, created: Int = Int(Date().timeIntervalSince1970)) {
@@ -25,10 +29,13 @@ public struct ServedModel: Sendable {
         self.maxContextLength = maxContextLength
         self.vocabularySize = vocabularySize
         self.created = created
+        grammarVocabulary = GrammarVocabulary(tokenizer: tokenizer, endTokens: Self.stopTokenIDs(of: tokenizer))
     }
 
     /// The ids that end generation unless `ignore_eos`: eos, eot and the model's other stop ids.
-    public var stopTokenIDs: Set<TokenID> {
+    public var stopTokenIDs: Set<TokenID> { Self.stopTokenIDs(of: tokenizer) }
+
+    public static func stopTokenIDs(of tokenizer: any Tokenizer) -> Set<TokenID> {
         var ids = tokenizer.specialTokens.stop
         if let eos = tokenizer.specialTokens.eos { ids.insert(eos) }
         if let eot = tokenizer.specialTokens.eot { ids.insert(eot) }

@@ -1,11 +1,14 @@
+import Grammar
 import Tokenizers
 import Wire
 
 /// The state of one sequence's constrained output (structured output): which tokens may come
 /// next, advanced by each sampled token. Owned by one sequence and used only on the scheduler.
 public protocol TokenConstraint: AnyObject {
-    /// The tokens allowed next; never empty while `isFinished` is false.
-    func allowedTokens() -> TokenMask
+    /// The tokens allowed next, when at most `remainingTokens` more may be generated (this one
+    /// included): a constraint narrows them as the budget runs out, so the output can still be
+    /// completed within it. Never empty while `isFinished` is false.
+    func allowedTokens(remainingTokens: Int) -> TokenMask
     /// Advances past a sampled token; false when it was not allowed.
     func accept(_ token: TokenID) -> Bool
     /// The output is complete and nothing may follow it: the sequence ends with `stop`.
@@ -29,3 +32,5 @@ public struct OutputConstraint: Sendable, Equatable {
 
     public static func == (lhs: OutputConstraint, rhs: OutputConstraint) -> Bool { lhs.description == rhs.description }
 }
+
+extension GrammarMatcher: TokenConstraint {}

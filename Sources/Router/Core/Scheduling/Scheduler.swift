@@ -424,7 +424,8 @@ public actor Scheduler {
         }
         if entry.sample, let constraint = sequence.constraint {
             let started = ContinuousClock.now
-            entry.allowedTokens = constraint.allowedTokens().wireBytes
+            let remaining = max(1, sequence.request.maxNewTokens - sequence.generatedCount)
+            entry.allowedTokens = constraint.allowedTokens(remainingTokens: remaining).wireBytes
             metrics.constraintMask(seconds: (ContinuousClock.now - started).timeInterval)
         }
         return entry

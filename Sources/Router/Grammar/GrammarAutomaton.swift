@@ -18,6 +18,10 @@ public final class GrammarAutomaton: Sendable {
     let ruleStart: [Int32]
     /// The rule the whole output must match.
     let rootRule: Int32
+    /// The fewest bytes from each state to the end of its rule (rule calls included), or
+    /// `unreachable`: how far the output is from complete, for the token budget.
+    let distance: [Int32]
+    static let unreachable = Int32.max / 4
 
     var stateCount: Int { isFinal.count }
 
@@ -87,6 +91,34 @@ public final class GrammarAutomaton: Sendable {
         self.ruleOfState = ruleOfState
         self.ruleStart = starts.map { number[$0]! }
         self.rootRule = Int32(root)
+        distance = Self.distances(edgeStart: edgeStart, edgeTarget: edgeTarget, callStart: callStart, callRule: callRule,
+                                  callReturn: callReturn, isFinal: isFinal, ruleStart: ruleStart)
+    }
+
+    /// Shortest paths to each rule's end, relaxed to a fixed point (a call costs the callee's
+    /// shortest match). States are numbered in build order, so backward sweeps converge fast.
+    private static func distances(edgeStart: [Int32], edgeTarget: [Int32], callStart: [Int32], callRule: [Int32],
+                                  callReturn: [Int32], isFinal: [Bool], ruleStart: [Int32]) -> [Int32] {
+        var distance = isFinal.map { $0 ? Int32(0) : unreachable }
+        var changed = true
+        while changed {
+            changed = false
+            for state in distance.indices.reversed() {
+                var best = distance[state]
+                for edge in Int(edgeStart[state])..<Int(edgeStart[state + 1]) {
+                    best = min(best, 1 + distance[Int(edgeTarget[edge])])
+                }
+                for call in Int(callStart[state])..<Int(callStart[state + 1]) {
+                    let through = distance[Int(ruleStart[Int(callRule[call])])] + distance[Int(callReturn[call])]
+                    best = min(best, min(through, unreachable))
+                }
+                if best < distance[state] {
+                    distance[state] = best
+                    changed = true
+                }
+            }
+        }
+        return distance
     }
 }
 

@@ -1,3 +1,5 @@
+import JSON
+
 /// Compiles a structured-output request (a JSON Schema, JSON mode, a regex or a choice) into
 /// grammar rules over bytes. Rule 0 is the whole output; `$ref` targets, the any-JSON-value
 /// grammar and object-property chains are further rules, so recursion stays finite.
