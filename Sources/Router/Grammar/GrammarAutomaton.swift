@@ -22,13 +22,16 @@ public final class GrammarAutomaton: Sendable {
     /// `unreachable`: how far the output is from complete, for the token budget.
     let distance: [Int32]
     static let unreachable = Int32.max / 4
+    /// Rules built the same way in every grammar (and calling no other rule), by name: their
+    /// states' masks are shared through the vocabulary.
+    let sharedRuleNames: [Int32: String]
 
     var stateCount: Int { isFinal.count }
 
     /// The most automaton states a grammar may have (large maxLength / maxItems unroll).
     static let maximumStates = 400_000
 
-    init(rules: [GrammarNode], root: Int) throws(GrammarError) {
+    init(rules: [GrammarNode], root: Int, sharedRules: [Int: String] = [:]) throws(GrammarError) {
         var builder = ThompsonBuilder()
         var starts: [Int] = [], accepts: [Int] = []
         for index in rules.indices {
@@ -91,6 +94,7 @@ public final class GrammarAutomaton: Sendable {
         self.ruleOfState = ruleOfState
         self.ruleStart = starts.map { number[$0]! }
         self.rootRule = Int32(root)
+        sharedRuleNames = Dictionary(uniqueKeysWithValues: sharedRules.map { (Int32($0.key), $0.value) })
         distance = Self.distances(edgeStart: edgeStart, edgeTarget: edgeTarget, callStart: callStart, callRule: callRule,
                                   callReturn: callReturn, isFinal: isFinal, ruleStart: ruleStart)
     }

@@ -5,6 +5,9 @@ import Wire
 /// A tokenizer's vocabulary arranged for mask computation: every token's bytes in a trie, so a
 /// prefix shared by many tokens is matched once. Built once per served model.
 public final class GrammarVocabulary: Sendable {
+    /// State masks of rules every grammar builds the same way (any JSON string), by rule name
+    /// and state offset: computed once per vocabulary, not once per grammar.
+    let sharedStateMasks = Mutex<[String: GrammarStateMasks]>([:])
     public let vocabularySize: Int
     /// Tokens that end generation; allowed when the output is complete.
     public let endTokens: [TokenID]
@@ -153,17 +156,21 @@ struct StackTable {
     }
 }
 
+/// A state's own masks (see `GrammarMaskTables`).
+struct GrammarStateMasks: Sendable {
+    /// Bit t of word t / 64: token t is read inside the rule.
+    var inside: [UInt64]
+    /// Trie nodes past which the rule may have ended inside a token.
+    var boundaries: [Int32]
+}
+
 /// What one automaton state allows on its own, computed once per state and shared by every
 /// sequence of the grammar (XGrammar's split into context-independent and -dependent tokens):
 /// the tokens read entirely inside the state's rule (entering and leaving sub-rules as needed),
 /// and the trie nodes at which the rule can end partway through a token. Past such a node,
 /// what follows depends on the caller, so the matcher walks it with its own stack.
 public final class GrammarMaskTables: Sendable {
-    struct StateMasks: Sendable {
-        /// Bit t of word t / 64: token t is read inside the rule.
-        var inside: [UInt64]
-        var boundaries: [Int32]
-    }
+    typealias StateMasks = GrammarStateMasks
 
     let automaton: GrammarAutomaton
     let vocabulary: GrammarVocabulary
@@ -179,6 +186,18 @@ public final class GrammarMaskTables: Sendable {
     }
 
     func masks(for state: Int32) -> StateMasks {
+        let rule = automaton.ruleOfState[Int(state)]
+        if let name = automaton.sharedRuleNames[rule] {
+            let key = "\(name)+\(state - automaton.ruleStart[Int(rule)])"
+            if let known = vocabulary.sharedStateMasks.withLock({ $0[key] }) { return known }
+            let masks = ownMasks(for: state)
+            vocabulary.sharedStateMasks.withLock { $0[key] = masks }
+            return masks
+        }
+        return ownMasks(for: state)
+    }
+
+    private func ownMasks(for state: Int32) -> StateMasks {
         tables.withLock { tables in
             if let known = tables.states[state] { return known }
             var masks = StateMasks(inside: vocabulary.emptyMaskWords, boundaries: [])

@@ -31,6 +31,7 @@ struct SchemaCompiler {
     /// Rule index of each `$ref` target compiled so far (by its reference text).
     private var referenceRules: [String: Int] = [:]
     private var anyValueRule: Int?
+    private var anyStringRule: Int?
 
     private init(root: JSONValue) {
         self.root = root
@@ -53,7 +54,8 @@ struct SchemaCompiler {
             body = .choice(choices.map { GrammarNode.text($0) })
         }
         compiler.rules[0] = body
-        return try GrammarAutomaton(rules: compiler.rules, root: 0)
+        return try GrammarAutomaton(rules: compiler.rules, root: 0,
+                                    sharedRules: compiler.anyStringRule.map { [$0: "json-string"] } ?? [:])
     }
 
     private mutating func addRule(_ node: GrammarNode = .empty) -> Int {
@@ -85,9 +87,18 @@ struct SchemaCompiler {
         let rule = addRule()
         anyValueRule = rule
         rules[rule] = .choice([
-            try anyObject(), anyArray(), Self.quoted(.repeating(Self.stringCharacter, min: 0, max: nil)),
+            try anyObject(), anyArray(), anyString(),
             try Self.number(integer: false, bounds: NumberBounds(), path: "$"), .text("true"), .text("false"), .text("null"),
         ])
+        return .rule(rule)
+    }
+
+    /// Any JSON string, as one rule every unconstrained string calls: its content state is
+    /// then one automaton state, whose mask (nearly the whole vocabulary) is computed once.
+    mutating func anyString() -> GrammarNode {
+        if let rule = anyStringRule { return .rule(rule) }
+        let rule = addRule(Self.quoted(.repeating(Self.stringCharacter, min: 0, max: nil)))
+        anyStringRule = rule
         return .rule(rule)
     }
 
@@ -97,7 +108,7 @@ struct SchemaCompiler {
 
     /// `{` (string `:` value (`,` string `:` value)*)? `}`.
     mutating func map(values: GrammarNode) throws(GrammarError) -> GrammarNode {
-        let member = GrammarNode.sequence([Self.quoted(.repeating(Self.stringCharacter, min: 0, max: nil)), whitespace,
+        let member = GrammarNode.sequence([anyString(), whitespace,
                                            .byte(0x3A), whitespace, values])
         return .sequence([.byte(0x7B), whitespace,
                           .optional(.sequence([member, .repeating(.sequence([whitespace, .byte(0x2C), whitespace, member]), min: 0, max: nil), whitespace])),
@@ -330,7 +341,7 @@ struct SchemaCompiler {
         return .sequence([.byte(0x5B), whitespace, minimum == 0 ? .optional(body) : body, whitespace, .byte(0x5D)])
     }
 
-    private func stringSchema(_ schema: JSONValue, path: String) throws(GrammarError) -> GrammarNode {
+    private mutating func stringSchema(_ schema: JSONValue, path: String) throws(GrammarError) -> GrammarNode {
         let minimum = try Self.count(schema, "minLength", path: path)
         let maximum = try Self.count(schema, "maxLength", path: path)
         if let maximum, maximum > 10_000 { throw .tooLarge(path: path) }
@@ -350,6 +361,7 @@ struct SchemaCompiler {
             if minimum != nil || maximum != nil { throw .unsupportedKeyword(minimum != nil ? "minLength" : "maxLength", path: path + " (beside pattern or format)") }
             return Self.quoted(content)
         }
+        if minimum == nil, maximum == nil { return anyString() }
         return Self.quoted(.repeating(Self.stringCharacter, min: minimum ?? 0, max: maximum))
     }
 
