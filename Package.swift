@@ -24,8 +24,9 @@ let package = Package(
     ],
     targets: [
         // C libraries, one system-library target each, wrapped by one Swift type each.
-        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
-                       providers: [.apt(["libzmq3-dev"])]),
+        // libzmq's pkg-config flags name include directories its header does not need (and
+        // SwiftPM warns about them): the module map links it, zmq.h is in /usr/include.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
         .systemLibrary(name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
                        providers: [.apt(["libhwloc-dev"])]),
 

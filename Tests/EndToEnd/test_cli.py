@@ -4,6 +4,8 @@ import os
 import pathlib
 import subprocess
 
+import requests
+
 from conftest import BIN_DIR, REPO
 
 VOCAB = REPO / "Tests" / "TokenizersTests" / "Fixtures" / "vocab"
@@ -84,3 +86,38 @@ def test_bad_serving_flags_are_refused_at_start(model_path):
         r = router("--model", str(model_path), "--port", "1", *flags)
         assert r.returncode != 0, f"{flags} was accepted"
         assert named in r.stderr, r.stderr
+
+
+def test_help_shows_the_serve_options_under_vllms_names():
+    """`router --help` is a newcomer's first look: serving is what `router` does, so its
+    options are what the help shows, with the side commands after them."""
+    r = router("--help")
+    assert r.returncode == 0, r.stderr
+    for flag in ("--model", "--max-model-len", "--api-key", "--kv-cache-memory", "--served-model-name", "--max-num-seqs",
+                 "--max-num-batched-tokens", "--chat-template", "--tool-call-parser", "--disable-log-requests"):
+        assert flag in r.stdout, f"{flag} missing from router --help"
+    for command in ("tokenize", "chat-template", "bench-grammar"):
+        assert f"router {command}" in r.stdout
+
+
+def test_max_model_len_caps_the_context_and_load_progress_is_printed(model_path):
+    from conftest import serving
+    with serving("--model", str(model_path), "--max-model-len", "64", "--disable-log-requests") as server:
+        models = requests.get(server.base + "/v1/models", timeout=10).json()
+        name = models["data"][0]["id"]
+        assert models["data"][0]["max_model_len"] == 64
+        one = requests.get(server.base + f"/v1/models/{name}", timeout=10)
+        assert one.status_code == 200 and one.json() == models["data"][0]
+        missing = requests.get(server.base + "/v1/models/no-such-model", timeout=10)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "model_not_found" and "no-such-model" in missing.json()["error"]["message"]
+        long = requests.post(server.base + "/v1/completions", json={"model": name, "prompt": "word " * 80, "max_tokens": 4},
+                             timeout=30)
+        assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+        ok = requests.post(server.base + "/v1/completions", json={"model": name, "prompt": "Hi", "max_tokens": 4}, timeout=30)
+        assert ok.status_code == 200
+        output = server.output()
+    assert "loading weights: 100%" in output
+    assert "POST /v1/completions" not in output, "--disable-log-requests still wrote access-log lines"
+    r = router("--model", str(model_path), "--port", "1", "--max-model-len", "100000", "--worker-startup-timeout", "60")
+    assert r.returncode != 0 and "--max-model-len 100000" in r.stderr, r.stderr

@@ -15,6 +15,35 @@ struct Router: AsyncParsableCommand {
         version: TesselVersion.current,
         subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self, BenchGrammar.self],
         defaultSubcommand: Serve.self)
+
+    /// `router --help` is the help of what `router` alone does, serving, with the other
+    /// commands listed after it (ArgumentParser would list only the commands).
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] else {
+            await mainAsCommandLine(arguments)
+            return
+        }
+        let others = configuration.subcommands.filter { $0 != Serve.self }.map { command in
+            let name = command._commandName
+            return "  router \(name)".padding(toLength: 26, withPad: " ", startingAt: 0) + command.configuration.abstract
+        }
+        print(helpMessage(for: Serve.self).replacingOccurrences(of: "USAGE: router serve", with: "USAGE: router [serve]"))
+        print("OTHER COMMANDS (router COMMAND --help for each):\n" + others.joined(separator: "\n"))
+    }
+
+    private static func mainAsCommandLine(_ arguments: [String]) async {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// What can stop the router before it serves, each naming what was wrong and where.
@@ -24,6 +53,7 @@ enum RouterStartupError: Error, CustomStringConvertible {
     case chatTemplateUnreadable(path: String, reason: String)
     case tensorParallelismUnavailable(workers: Int)
     case workersUnavailable(reason: String)
+    case contextTooLong(requested: Int, model: Int)
 
     var description: String {
         switch self {
@@ -37,6 +67,8 @@ enum RouterStartupError: Error, CustomStringConvertible {
             return "--workers \(workers): tensor parallelism is not available yet; use --workers 1"
         case .workersUnavailable(let reason):
             return "workers did not start: \(reason)"
+        case .contextTooLong(let requested, let model):
+            return "--max-model-len \(requested) is longer than the model's context of \(model) tokens"
         }
     }
 }
@@ -83,6 +115,11 @@ struct Serve: AsyncParsableCommand {
         "How the model writes tool calls: hermes, llama3_json or mistral (default: read from the chat template's markers).",
         valueName: "format"))
     var toolCallParser: ToolCallFormat?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Longest context (prompt plus completion) a request may use, in tokens; at most the model's own. Default: the model's.",
+        valueName: "tokens"))
+    var maxModelLen: Int?
 
     @Option(name: .long, help: "Most sequences in one batch step.")
     var maxNumSeqs: Int = 64
@@ -160,6 +197,9 @@ struct Serve: AsyncParsableCommand {
         valueName: "key"))
     var apiKey: String?
 
+    @Flag(name: .long, help: "Write no access-log line per request.")
+    var disableLogRequests = false
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -167,6 +207,7 @@ struct Serve: AsyncParsableCommand {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
+        if let maxModelLen, maxModelLen < 1 { throw ValidationError("--max-model-len must be at least 1") }
         if let maxQueuedRequests, maxQueuedRequests < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
         try Self.checkSeconds(stepTimeTarget, "--step-time-target", zero: "off")
@@ -278,8 +319,16 @@ struct Serve: AsyncParsableCommand {
             throw RouterStartupError.workersUnavailable(reason: "\(error)")
         }
         let info = cluster.model
+        var contextLength = info.maxContextLength
+        if let maxModelLen {
+            guard maxModelLen <= info.maxContextLength else {
+                await cluster.shutdown()
+                throw RouterStartupError.contextTooLong(requested: maxModelLen, model: info.maxContextLength)
+            }
+            contextLength = maxModelLen
+        }
         logger.info("workers ready", metadata: [
-            "architecture": "\(info.architecture)", "context": "\(info.maxContextLength)",
+            "architecture": "\(info.architecture)", "context": "\(contextLength)",
             "kv_blocks": "\(info.kvBlockCount)", "kv_block_size": "\(info.kvBlockSize)",
         ])
 
@@ -288,11 +337,11 @@ struct Serve: AsyncParsableCommand {
                                                   prefixCaching: !noPrefixCaching,
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
                                                   policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
-            limits: SchedulerModelLimits(maxContextLength: info.maxContextLength, kvBlockCount: info.kvBlockCount,
+            limits: SchedulerModelLimits(maxContextLength: contextLength, kvBlockCount: info.kvBlockCount,
                                          kvBlockSize: info.kvBlockSize),
             metrics: metrics)
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
-                                 maxContextLength: info.maxContextLength, vocabularySize: info.vocabSize,
+                                 maxContextLength: contextLength, vocabularySize: info.vocabSize,
                                  toolCallFormat: toolCallParser)
         let endpointsAPI = OpenAIEndpoints(model: served, scheduler: scheduler)
         let stepLoop = StepLoop(scheduler: scheduler, runner: cluster, logger: Self.logger("tessel.steps", like: logger),
@@ -305,7 +354,8 @@ struct Serve: AsyncParsableCommand {
             settings: HTTPServerSettings(host: host, port: port, maxRequestBytes: ByteSize(parsing: maxRequestBytes)!.bytes,
                                          idleTimeout: Self.duration(seconds: keepAliveTimeout),
                                          requestReadTimeout: Self.duration(seconds: requestReadTimeout),
-                                         maxConnections: maxConnections, apiKey: effectiveAPIKey),
+                                         maxConnections: maxConnections, apiKey: effectiveAPIKey,
+                                         logRequests: !disableLogRequests),
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")

@@ -22,11 +22,14 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public var maxConnections: Int
     /// The bearer token `/v1/…` requests must carry; nil: no authentication.
     public var apiKey: String?
+    /// One access-log line per request (`--disable-log-requests` turns them off).
+    public var logRequests: Bool
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
                 idleTimeout: Duration? = .seconds(5), requestReadTimeout: Duration? = .seconds(10),
-                maxConnections: Int = 1000, apiKey: String? = nil) {
+                maxConnections: Int = 1000, apiKey: String? = nil, logRequests: Bool = true) {
         self.apiKey = apiKey
+        self.logRequests = logRequests
         self.requestReadTimeout = requestReadTimeout
         self.host = host
         self.port = port
@@ -47,7 +50,7 @@ public enum OpenAIServer {
                                   health: @escaping WorkerHealthProbe) -> Router<ServerRequestContext> {
         let router = Router(context: ServerRequestContext.self)
         // Outermost, so that it sees the response every error became.
-        router.add(middleware: AccessLogMiddleware(logger: logger))
+        router.add(middleware: AccessLogMiddleware(logger: logger, logs: settings.logRequests))
         router.add(middleware: OpenAIErrorMiddleware())
         if let key = settings.apiKey { router.add(middleware: APIKeyMiddleware(key: key)) }
         let limit = settings.maxRequestBytes
@@ -87,6 +90,9 @@ public enum OpenAIServer {
                 let full = try await response()
                 return Response(status: full.status, headers: full.headers)
             }
+        }
+        router.get("v1/models/{id}") { _, context in
+            jsonResponse(try endpoints.model(id: context.parameters.require("id")), status: .ok)
         }
         router.post("v1/completions") { request, context -> Response in
             let body = try await collect(request, limit: limit)
@@ -258,6 +264,8 @@ struct AccessLogMiddleware: RouterMiddleware {
     static var requestIDField: HTTPField.Name { HTTPField.Name("x-request-id")! }
 
     let logger: Logger
+    /// False: the id is still given and carried, no line is written.
+    let logs: Bool
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -266,6 +274,7 @@ struct AccessLogMiddleware: RouterMiddleware {
         context.record = record
         var response = try await next(request, context)
         response.headers[Self.requestIDField] = record.id
+        guard logs else { return response }
         let body = response.body, logger = self.logger
         let method = request.method.rawValue, path = request.uri.path, status = response.status.code
         response.body = ResponseBody(contentLength: body.contentLength) { writer in

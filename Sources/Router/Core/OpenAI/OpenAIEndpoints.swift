@@ -25,19 +25,24 @@ public struct OpenAIEndpoints: Sendable {
     // MARK: /v1/models
 
     public func models() -> JSONValue {
+        .object([("object", "list"), ("data", .array([modelObject]))])
+    }
+
+    /// `GET /v1/models/{id}`: the served model, or a 404 naming the id.
+    public func model(id: String) throws(APIError) -> JSONValue {
+        guard id == model.name else { throw .modelNotFound(id) }
+        return modelObject
+    }
+
+    private var modelObject: JSONValue {
         .object([
-            ("object", "list"),
-            ("data", .array([
-                .object([
-                    ("id", .string(model.name)),
-                    ("object", "model"),
-                    ("created", .int(model.created)),
-                    ("owned_by", "tessel"),
-                    ("root", .string(model.name)),
-                    ("parent", .null),
-                    ("max_model_len", .int(model.maxContextLength)),
-                ]),
-            ])),
+            ("id", .string(model.name)),
+            ("object", "model"),
+            ("created", .int(model.created)),
+            ("owned_by", "tessel"),
+            ("root", .string(model.name)),
+            ("parent", .null),
+            ("max_model_len", .int(model.maxContextLength)),
         ])
     }
 

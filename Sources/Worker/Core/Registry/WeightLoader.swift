@@ -1,5 +1,6 @@
 import CKernels
 import ModelFormats
+import Synchronization
 
 /// Turns checkpoint tensors into the graph's weights: each matrix stays in its stored encoding
 /// where it lies in the file's memory map. Only what has no kernel is converted, once, at load:
@@ -12,6 +13,8 @@ public struct WeightLoader: Sendable {
     /// `--dtype`: the float encoding float weights are converted to (nil: kept as stored).
     public let floatConversion: WeightEncoding?
     public let log: @Sendable (String) -> Void
+    /// Bytes read so far of all the checkpoint's tensors, logged as percentage lines.
+    public let progress: LoadProgress
 
     public init(store: any WeightStore, supportedEncodings: Set<TensorEncoding>, floatConversion: WeightEncoding?,
                 log: @escaping @Sendable (String) -> Void) {
@@ -19,6 +22,11 @@ public struct WeightLoader: Sendable {
         self.supportedEncodings = supportedEncodings
         self.floatConversion = floatConversion
         self.log = log
+        let total = store.tensorNames.reduce(0) { sum, name in
+            guard let descriptor = store.descriptor(name) else { return sum }
+            return sum + descriptor.encoding.byteCount(elements: descriptor.elementCount)
+        }
+        progress = LoadProgress(totalBytes: total, log: log)
     }
 
     /// The tensor's descriptor after checking it exists with the expected shape and an encoding
@@ -43,8 +51,12 @@ public struct WeightLoader: Sendable {
             throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
         }
         let stored = WeightEncoding(descriptor.encoding)
+        defer { progress.advance(by: descriptor.encoding.byteCount(elements: descriptor.elementCount)) }
         if let stored, !(floatConversion != nil && !stored.isBlockQuantized && stored != floatConversion) {
-            return WeightMatrix(mapped: try store.mappedTensor(name), encoding: stored)
+            let mapped = try store.mappedTensor(name)
+            // Read in now, so the load (not the first request) waits for the disk.
+            progress.touch(mapped.bytes)
+            return WeightMatrix(mapped: mapped, encoding: stored)
         }
         guard descriptor.encoding.canDecodeToFloat, descriptor.encoding != .f64,
               stored != nil || descriptor.encoding.blockSize > 1 else {
@@ -67,6 +79,7 @@ public struct WeightLoader: Sendable {
         }
         let buffer = FloatBuffer(count: count)
         try store.readFloats(name, rows: nil, into: buffer.buffer)
+        progress.advance(by: descriptor.encoding.byteCount(elements: descriptor.elementCount))
         return buffer
     }
 
@@ -95,6 +108,50 @@ public struct WeightLoader: Sendable {
         }
         return WeightMatrix(encoding: target, rows: rows, columns: columns, stride: rowBytes,
                             base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
+    }
+}
+
+/// How much of a checkpoint's weight bytes the load has read: a line at every tenth, as
+/// `loading weights: 40% (39.2 of 98.0 MB)` (a worker's stderr reaches the router's console
+/// line by line, so lines rather than a redrawn bar).
+public final class LoadProgress: Sendable {
+    public let totalBytes: Int
+    private let log: @Sendable (String) -> Void
+    private struct Counts {
+        var done = 0
+        var reportedTenths = 0
+        /// Bytes read while touching pages, kept so the reads are not optimised away.
+        var touched: UInt8 = 0
+    }
+    private let counts = Mutex(Counts())
+
+    public init(totalBytes: Int, log: @escaping @Sendable (String) -> Void) {
+        self.totalBytes = totalBytes
+        self.log = log
+    }
+
+    public func advance(by bytes: Int) {
+        guard totalBytes > 0 else { return }
+        let line: String? = counts.withLock { counts in
+            counts.done = min(totalBytes, counts.done + bytes)
+            let tenths = counts.done * 10 / totalBytes
+            guard tenths > counts.reportedTenths else { return nil }
+            counts.reportedTenths = tenths
+            return "loading weights: \(tenths * 10)% (\(Self.megabytes(counts.done)) of \(Self.megabytes(totalBytes)) MB)"
+        }
+        if let line { log(line) }
+    }
+
+    /// Reads one byte of every page.
+    func touch(_ bytes: UnsafeRawBufferPointer) {
+        var sum: UInt8 = 0
+        for offset in stride(from: 0, to: bytes.count, by: 4096) { sum &+= bytes[offset] }
+        counts.withLock { $0.touched &+= sum }
+    }
+
+    private static func megabytes(_ bytes: Int) -> String {
+        let tenths = (bytes * 10 + 500_000) / 1_000_000
+        return "\(tenths / 10).\(tenths % 10)"
     }
 }
 
