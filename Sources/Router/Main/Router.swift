@@ -77,8 +77,8 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model over the OpenAI API (the default command).",
         discussion: """
-            Spawns the workers (or attaches to --worker-endpoints), then serves /v1/completions, \
-            /v1/chat/completions, /v1/models, /health, /metrics, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
+            Spawns the workers (or attaches to --worker-endpoints), then serves a chat page at /, \
+            /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics, /version, /tokenize and /detokenize. SIGTERM or SIGINT stops taking requests, \
             finishes the running ones, and shuts the workers down.
             """)
 

@@ -91,6 +91,13 @@ public enum OpenAIServer {
                 return Response(status: full.status, headers: full.headers)
             }
         }
+        let page: @Sendable () -> Response = {
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: ChatPage.html)))
+        }
+        router.get("/") { _, _ in page() }
+        router.head("/") { _, _ in Response(status: .ok, headers: page().headers) }
         router.get("v1/models/{id}") { _, context in
             jsonResponse(try endpoints.model(id: context.parameters.require("id")), status: .ok)
         }
@@ -115,6 +122,7 @@ public enum OpenAIServer {
 
     /// The methods each route answers, as registered in `makeRouter`: what a 405 lists in Allow.
     static let allowedMethods: [String: [HTTPRequest.Method]] = [
+        "/": [.get, .head],
         "/health": [.get, .head],
         "/v1/models": [.get, .head],
         "/v1/completions": [.post],
