@@ -126,7 +126,7 @@ def test_oversize_body_is_413(server, model_name):
 
 
 def test_idle_and_stalled_connections_are_closed(server):
-    # Defaults: an idle keep-alive connection is closed after 5 s; a request's headers must be
+    # Defaults: an idle keep-alive connection is closed after 10 s; a request's headers must be
     # complete 10 s after their first byte, however slowly they trickle.
     import socket
     import time
@@ -150,5 +150,5 @@ def test_idle_and_stalled_connections_are_closed(server):
     stalled_seconds = time.monotonic() - started
     idle.close()
     stalled.close()
-    assert 4 <= idle_seconds < 8, idle_seconds
+    assert 9 <= idle_seconds < 13, idle_seconds
     assert 9 <= stalled_seconds < 13, stalled_seconds

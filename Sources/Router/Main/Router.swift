@@ -181,7 +181,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "Seconds an idle keep-alive connection may wait for the first byte of its next request before it is closed (0: never).",
         valueName: "seconds"))
-    var keepAliveTimeout: Double = 5
+    var keepAliveTimeout: Double = 10
 
     @Option(name: .long, help: ArgumentHelp(
         "Seconds a request's headers may take from its first byte, and its body from its headers; a connection that overruns is closed (0: no limit).",

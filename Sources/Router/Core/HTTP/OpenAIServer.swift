@@ -12,7 +12,9 @@ public struct HTTPServerSettings: Sendable, Equatable {
     /// Largest request body accepted, in bytes; a larger one is a 413.
     public var maxRequestBytes: Int
     /// How long a keep-alive connection may wait for the first byte of its next request before
-    /// it is closed (uvicorn's default is 5 s). nil: never.
+    /// it is closed. Longer than the 5 s after which httpx (the official OpenAI client's
+    /// transport) stops reusing an idle connection: with equal clocks a client can send a request
+    /// on a connection just as the server closes it. nil: never.
     public var idleTimeout: Duration?
     /// From a request's first byte, how long its headers may take; from its head, its body. A
     /// connection that overruns is closed. nil: no limit.
@@ -26,7 +28,7 @@ public struct HTTPServerSettings: Sendable, Equatable {
     public var logRequests: Bool
 
     public init(host: String = "127.0.0.1", port: Int = 8000, maxRequestBytes: Int = 32 * 1024 * 1024,
-                idleTimeout: Duration? = .seconds(5), requestReadTimeout: Duration? = .seconds(10),
+                idleTimeout: Duration? = .seconds(10), requestReadTimeout: Duration? = .seconds(10),
                 maxConnections: Int = 1000, apiKey: String? = nil, logRequests: Bool = true) {
         self.apiKey = apiKey
         self.logRequests = logRequests
