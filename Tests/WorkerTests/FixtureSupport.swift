@@ -74,6 +74,10 @@ func blockTable(first: Int32 = 0, tokens: Int, blockSize: Int = ModelExecutor.kv
     (0..<Int32((tokens + blockSize - 1) / blockSize)).map { first + $0 }
 }
 
+enum GreedyDecodingError: Error {
+    case noSampledToken(step: Int)
+}
+
 extension ModelExecutor {
     /// Greedy decoding step by step (prompt as one step, then one token per step).
     func greedy(_ prompt: [Int32], count: Int, id: UInt64 = 1, firstBlock: Int32 = 0) throws -> [Int32] {
@@ -81,7 +85,7 @@ extension ModelExecutor {
         var output: [Int32] = []
         var work = SequenceWork(id: id, tokens: prompt, startPosition: 0, blockTable: table)
         for _ in 0..<count {
-            let outcome = try #require(try execute([work]).first?.sampled)
+            guard let outcome = execute([work]).first?.sampled else { throw GreedyDecodingError.noSampledToken(step: output.count) }
             output.append(outcome.token)
             work.startPosition += work.tokens.count
             work.tokens = [outcome.token]

@@ -104,7 +104,7 @@ public struct OpenAIEndpoints: Sendable {
         try checkLimits(request.options)
         if let user = request.options.user { record?.user(user) }
         let toolCalls = try toolCallFormat(for: request)
-        let forced = try forcedToolCall(for: request)
+        let forced = forcedToolCall(for: request)
         var constraint: OutputConstraint?
         if let (_, structured) = forced {
             guard request.options.structuredOutput == nil else {
@@ -165,7 +165,7 @@ public struct OpenAIEndpoints: Sendable {
     /// The call `tool_choice` forces and the grammar that forces it: for a named function its
     /// arguments under the tool's `parameters`; for "required" a list of `{"name", "parameters"}`
     /// (just one when `parallel_tool_calls` is false). Nil when the model may answer freely.
-    func forcedToolCall(for request: ChatCompletionRequest) throws(APIError) -> (ForcedToolCall, StructuredOutputRequest)? {
+    func forcedToolCall(for request: ChatCompletionRequest) -> (ForcedToolCall, StructuredOutputRequest)? {
         let tools = request.tools ?? []
         func parameters(_ tool: JSONValue) -> JSONValue {
             tool["function"]?["parameters"] ?? .object([("type", "object"), ("properties", .object([])), ("additionalProperties", false)])
