@@ -267,6 +267,47 @@ import Wire
         #expect(matcher.allowedTokens(remainingTokens: 3).count > 1)  // whitespace may still come
     }
 
+    /// On a real vocabulary, the budgeted mask is what its definition says, token by token: a
+    /// masked token stays when the shortest completion after it still fits before the end token.
+    @Test func budgetedMasksMatchTheirDefinition() throws {
+        let tokenizer = try #require(Self.smolLM2, "the SmolLM2 tokenizer fixture (Tests/TokenizersTests/Fixtures/smollm2) is missing")
+        let vocabulary = GrammarVocabulary(tokenizer: tokenizer, endTokens: tokenizer.specialTokens.stop)
+        let request = try Self.schema(#"""
+        {"type": "object", "properties": {"title": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+         "rating": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["title", "tags", "rating"]}
+        """#)
+        let document = #"{"title": "A long walk through the hills", "tags": ["travel", "hills"], "rating": 4}"#
+        let matcher = GrammarMatcher(automaton: try request.grammar(), vocabulary: vocabulary)
+        var random = SystemRandomNumberGenerator()
+        for token in tokenizer.encode(document, addSpecialTokens: false, parseSpecial: false) {
+            let free = matcher.allowedTokens()
+            let needed = matcher.shortestCompletionBytes
+            for remaining in [needed + 1, needed + 2, needed + 4, needed + 12] {
+                let budgeted = matcher.allowedTokens(remainingTokens: remaining)
+                var fits: [TokenID] = [], all: [TokenID] = []
+                for _ in 0..<48 {
+                    let candidate = TokenID(Int.random(in: 0..<vocabulary.vocabularySize, using: &random))
+                    guard free.contains(candidate) else { continue }
+                    let after = matcher.copy()
+                    #expect(after.accept(candidate))
+                    all.append(candidate)
+                    if after.shortestCompletionBytes <= remaining - 2 { fits.append(candidate) }
+                }
+                let sampled = matcher.copy()
+                _ = sampled.accept(token)
+                if sampled.shortestCompletionBytes <= remaining - 2 { fits.append(token) }
+                all.append(token)
+                // Where something fits, exactly what fits is kept (else the closest are, unchecked here).
+                guard !fits.isEmpty else { continue }
+                for candidate in all where !vocabulary.endTokens.contains(candidate) {
+                    #expect(budgeted.contains(candidate) == fits.contains(candidate),
+                            "token \(candidate) with \(remaining) left (\(needed) needed)")
+                }
+            }
+            #expect(matcher.accept(token))
+        }
+    }
+
     /// A UTF-8 character split across tokens is followed byte by byte.
     @Test func charactersSplitAcrossTokens() throws {
         let request = try Self.schema(#"{"type": "string", "maxLength": 1}"#)

@@ -162,6 +162,10 @@ struct GrammarStateMasks: Sendable {
     var inside: [UInt64]
     /// Trie nodes past which the rule may have ended inside a token.
     var boundaries: [Int32]
+    /// The most bytes, over the tokens read inside, that the shortest completion of the rule
+    /// (and of the rules it entered) can need after one of them: with the caller's stack cost
+    /// added, a bound on the distance after any inside token.
+    var maxInsideDistance: Int32 = 0
 }
 
 /// What one automaton state allows on its own, computed once per state and shared by every
@@ -217,7 +221,14 @@ public final class GrammarMaskTables: Sendable {
             defer { buffer.removeLast(buffer.count - end) }
             guard buffer.count > end else { continue }
             let childNode = Int(vocabulary.childNode[child])
-            vocabulary.insertTokens(at: childNode, into: &masks.inside)
+            if vocabulary.tokenStart[childNode] < vocabulary.tokenStart[childNode + 1] {
+                vocabulary.insertTokens(at: childNode, into: &masks.inside)
+                var nearest = GrammarAutomaton.unreachable
+                for configuration in buffer[end...] {
+                    nearest = min(nearest, automaton.distance[Configuration.state(configuration)] + stacks.cost[Int(Configuration.stack(configuration))])
+                }
+                masks.maxInsideDistance = max(masks.maxInsideDistance, nearest)
+            }
             if buffer[end...].contains(where: { Configuration.stack($0) == 0 && automaton.isFinal[Configuration.state($0)] }),
                vocabulary.childStart[childNode] < vocabulary.childStart[childNode + 1] {
                 masks.boundaries.append(Int32(childNode))
@@ -249,7 +260,13 @@ public final class GrammarMatcher {
     private let tables: GrammarMaskTables
     private var stacks = StackTable()
     private var configurations: [UInt64]
-    private var maskCache: [[UInt64]: TokenMask] = [:]
+    private var maskCache: [[UInt64]: CachedMask] = [:]
+    private struct CachedMask {
+        var allowed: TokenMask
+        /// The tokens found past a rule's end (by boundary walks): only these can lengthen the
+        /// shortest completion beyond the states' inside bounds.
+        var crossing: [TokenID]
+    }
     private var finished = false
     /// Reused space for configuration sets while walking.
     private var scratch: [UInt64] = []
@@ -300,9 +317,12 @@ public final class GrammarMatcher {
         }
     }
 
-    public func allowedTokens() -> TokenMask {
+    public func allowedTokens() -> TokenMask { cachedMask().allowed }
+
+    private func cachedMask() -> CachedMask {
         if let cached = maskCache[configurations] { return cached }
         var mask = vocabulary.emptyMaskWords
+        var crossing: [TokenID] = []
         if isComplete {
             for token in vocabulary.endTokens where Int(token) < vocabulary.vocabularySize {
                 mask[Int(token) >> 6] |= 1 << UInt64(token & 63)
@@ -321,12 +341,12 @@ public final class GrammarMatcher {
             scratch.append(Configuration.pack(state: stacks.top[Int(stack)], stack: stacks.parent[Int(stack)]))
             stacks.close(&scratch, from: 0, automaton: automaton)
             let end = scratch.count
-            for node in nodes { walk(node: Int(node), start: 0, end: end, into: &mask) }
+            for node in nodes { walk(node: Int(node), start: 0, end: end, into: &mask, crossing: &crossing) }
         }
-        let allowed = TokenMask(words: mask)
+        let entry = CachedMask(allowed: TokenMask(words: mask), crossing: crossing)
         if maskCache.count >= Self.maximumCachedMasks { maskCache.removeAll(keepingCapacity: true) }
-        maskCache[configurations] = allowed
-        return allowed
+        maskCache[configurations] = entry
+        return entry
     }
 
     /// How many tokens before the end of the budget the matcher starts checking that the
@@ -338,8 +358,24 @@ public final class GrammarMatcher {
     /// vocabularies served), a token is allowed only if the output can still be completed, end
     /// token included, in what is left after it; when none can, those that get closest are.
     public func allowedTokens(remainingTokens: Int) -> TokenMask {
-        let mask = allowedTokens()
+        let cached = cachedMask()
+        let mask = cached.allowed
         guard Int(shortestCompletion(configurations)) + 1 + Self.budgetWindow >= remainingTokens else { return mask }
+        // After this token and before the end token, `limit` more bytes at most.
+        let limit = remainingTokens - 2
+        let insideFits = configurations.allSatisfy { configuration in
+            let bound = tables.masks(for: Int32(Configuration.state(configuration))).maxInsideDistance
+                + stacks.cost[Int(Configuration.stack(configuration))]
+            return Int(bound) <= limit
+        }
+        if insideFits {
+            // Every inside token fits: only the crossing ones need their distance.
+            var words = mask.words
+            for token in cached.crossing where Int(distance(after: token)) > limit {
+                words[Int(token) >> 6] &= ~(1 << UInt64(token & 63))
+            }
+            if words.contains(where: { $0 != 0 }) { return TokenMask(words: words) }
+        }
         var kept = vocabulary.emptyMaskWords
         var closest = vocabulary.emptyMaskWords
         var closestDistance = GrammarAutomaton.unreachable
@@ -354,7 +390,7 @@ public final class GrammarMatcher {
                     continue
                 }
                 let after = distance(after: token)
-                if Int(after) + 1 <= remainingTokens - 1 { kept[wordIndex] |= bit }
+                if Int(after) <= limit { kept[wordIndex] |= bit }
                 if after < closestDistance {
                     closestDistance = after
                     closest = vocabulary.emptyMaskWords
@@ -364,6 +400,9 @@ public final class GrammarMatcher {
         }
         return TokenMask(words: kept.contains { $0 != 0 } ? kept : closest)
     }
+
+    /// The fewest bytes that complete the output from here.
+    var shortestCompletionBytes: Int { Int(shortestCompletion(configurations)) }
 
     /// The fewest bytes that complete the output from a configuration set.
     private func shortestCompletion(_ set: some Collection<UInt64>) -> Int32 {
@@ -391,14 +430,17 @@ public final class GrammarMatcher {
 
     /// Depth-first over the trie below `node`: a child is followed while some configuration
     /// reads its byte; every token met on the way is allowed.
-    private func walk(node: Int, start: Int, end: Int, into mask: inout [UInt64]) {
+    private func walk(node: Int, start: Int, end: Int, into mask: inout [UInt64], crossing: inout [TokenID]) {
         for child in Int(vocabulary.childStart[node])..<Int(vocabulary.childStart[node + 1]) {
             stacks.step(&scratch, from: start, to: end, byte: vocabulary.childByte[child], automaton: automaton)
             defer { scratch.removeLast(scratch.count - end) }
             guard scratch.count > end else { continue }
             let childNode = Int(vocabulary.childNode[child])
             vocabulary.insertTokens(at: childNode, into: &mask)
-            walk(node: childNode, start: end, end: scratch.count, into: &mask)
+            for index in Int(vocabulary.tokenStart[childNode])..<Int(vocabulary.tokenStart[childNode + 1]) {
+                crossing.append(vocabulary.tokenAt[index])
+            }
+            walk(node: childNode, start: end, end: scratch.count, into: &mask, crossing: &crossing)
         }
     }
 
