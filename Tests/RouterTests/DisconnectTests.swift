@@ -201,6 +201,17 @@ struct DisconnectTests {
             let afterSeconds = try #require(await patient.secondsUntilClosed(timeout: 3))
             #expect(afterSeconds < 2.5, "kept idle for \(afterSeconds)")
             patient.close()
+
+            // The next request read before the last response's end was written (a client sends
+            // as soon as it has the body; here both are sent at once): that end does not start
+            // the idle clock under the long answer now owed.
+            let eager = try RawHTTPConnection(port: port)
+            eager.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                       + "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            let both = await eager.read(until: "\"usage\"")
+            #expect(both.hasPrefix("HTTP/1.1 200") && both.components(separatedBy: "HTTP/1.1 200").count == 3,
+                    "the second answer was cut: \(both.prefix(300))")
+            eager.close()
         }
     }
 }

@@ -26,6 +26,12 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
     private let idle: TimeAmount?
     private let request: TimeAmount?
     private var phase = Phase.idle
+    /// Requests read in full whose responses have not ended. A client may send its next request
+    /// as soon as it has the last byte of a response, before the server has written that
+    /// response's end: the connection is idle only when every request read has been answered.
+    private var unanswered = 0
+    /// Responses ended before their request was read in full (an early 401 or 413).
+    private var answeredEarly = 0
     private var timer: Scheduled<Void>?
 
     init(idle: Duration?, request: Duration?) {
@@ -64,14 +70,27 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
         switch unwrapInboundIn(data) {
         case .head: enter(.body, context: context)
         case .body: break
-        case .end: enter(.responding, context: context)
+        case .end:
+            if answeredEarly > 0 {
+                answeredEarly -= 1
+                enter(.idle, context: context)
+            } else {
+                unanswered += 1
+                enter(.responding, context: context)
+            }
         }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
-            enter(.idle, context: context)
+            if unanswered == 0 {
+                answeredEarly += 1
+            } else {
+                unanswered -= 1
+                // A next request already under way keeps its own clock (none once it is read).
+                if unanswered == 0, phase == .responding { enter(.idle, context: context) }
+            }
         }
         context.write(data, promise: promise)
     }
