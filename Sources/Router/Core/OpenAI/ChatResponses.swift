@@ -74,8 +74,9 @@ extension OpenAIEndpoints {
         let task = Task {
             var outputs = run.plans.map { makeOutput(for: $0, options: context.request.options) }
             var parsers = context.toolCalls.map { format in
-                Array(repeating: ToolCallStream(format: format, parallel: context.request.parallelToolCalls,
-                                      forced: context.forcedToolCall), count: outputs.count)
+                let parser = ToolCallStream(format: format, parallel: context.request.parallelToolCalls,
+                                            forced: context.forcedToolCall)
+                return Array(repeating: parser, count: outputs.count)
             }
             // Every choice opens with the assistant role, as OpenAI's stream does.
             for index in outputs.indices {
