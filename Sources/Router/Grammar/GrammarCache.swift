@@ -1,10 +1,15 @@
 import Synchronization
+import Tokenizers
 
 /// Compiled grammars by their source, so a schema sent again (every call of an agent, every
 /// request of a form) reuses its automaton and the state masks its earlier requests filled in.
-/// Least recently used entries go first.
+/// Least recently used entries go first. It also holds the vocabulary arranged for masks,
+/// built on the first structured request rather than at start-up.
 public final class GrammarCache: Sendable {
     public let capacity: Int
+    private let tokenizer: any Tokenizer
+    private let endTokens: Set<TokenID>
+    private let builtVocabulary = Mutex<GrammarVocabulary?>(nil)
     private struct Entries {
         var tables: [String: GrammarMaskTables] = [:]
         /// Sources, least recently used first.
@@ -12,12 +17,25 @@ public final class GrammarCache: Sendable {
     }
     private let entries = Mutex(Entries())
 
-    public init(capacity: Int = 64) {
+    /// `endTokens` end a constrained output once it is complete.
+    public init(tokenizer: any Tokenizer, endTokens: Set<TokenID>, capacity: Int = 64) {
+        self.tokenizer = tokenizer
+        self.endTokens = endTokens
         self.capacity = capacity
     }
 
+    /// The tokenizer's vocabulary as masks read it.
+    public var vocabulary: GrammarVocabulary {
+        builtVocabulary.withLock { built in
+            if let built { return built }
+            let vocabulary = GrammarVocabulary(tokenizer: tokenizer, endTokens: endTokens)
+            built = vocabulary
+            return vocabulary
+        }
+    }
+
     /// The tables for `request`, compiled on first use.
-    public func tables(for request: StructuredOutputRequest, vocabulary: GrammarVocabulary) throws(GrammarError) -> GrammarMaskTables {
+    public func tables(for request: StructuredOutputRequest) throws(GrammarError) -> GrammarMaskTables {
         let key = request.description
         if let known = entries.withLock({ entries -> GrammarMaskTables? in
             guard let known = entries.tables[key] else { return nil }

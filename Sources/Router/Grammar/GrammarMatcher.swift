@@ -239,6 +239,11 @@ public final class GrammarMaskTables: Sendable {
 }
 
 extension GrammarVocabulary {
+    /// Token t's bytes (none for special tokens).
+    func bytes(of token: TokenID) -> ArraySlice<UInt8> {
+        pieces[Int(pieceStart[Int(token)])..<Int(pieceStart[Int(token) + 1])]
+    }
+
     /// A mask's words with no token set (masks are built as plain words in the hot loops).
     var emptyMaskWords: [UInt64] { [UInt64](repeating: 0, count: (vocabularySize + 63) / 64) }
 
@@ -416,16 +421,22 @@ public final class GrammarMatcher {
 
     /// The fewest bytes that complete the output after `token` (unreachable if it is refused).
     private func distance(after token: TokenID) -> Int32 {
+        read(vocabulary.bytes(of: token)).map { shortestCompletion($0) } ?? GrammarAutomaton.unreachable
+    }
+
+    /// The configurations after `bytes` from the current ones (in `scratch`), nil when a byte
+    /// is refused. Nothing of the matcher's position changes.
+    private func read<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> ArraySlice<UInt64>? {
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: configurations)
         var start = 0
-        for byte in vocabulary.pieces[Int(vocabulary.pieceStart[Int(token)])..<Int(vocabulary.pieceStart[Int(token) + 1])] {
+        for byte in bytes {
             let end = scratch.count
             stacks.step(&scratch, from: start, to: end, byte: byte, automaton: automaton)
-            guard scratch.count > end else { return GrammarAutomaton.unreachable }
+            guard scratch.count > end else { return nil }
             start = end
         }
-        return shortestCompletion(scratch[start...])
+        return scratch[start...]
     }
 
     /// Depth-first over the trie below `node`: a child is followed while some configuration
@@ -452,21 +463,15 @@ public final class GrammarMatcher {
             return true
         }
         guard token >= 0, Int(token) < vocabulary.vocabularySize else { return false }
-        let bytes = vocabulary.pieces[Int(vocabulary.pieceStart[Int(token)])..<Int(vocabulary.pieceStart[Int(token) + 1])]
+        let bytes = vocabulary.bytes(of: token)
         return !bytes.isEmpty && accept(bytes: bytes)
     }
 
     /// Feeds text directly (a token's bytes; tests and the benchmark's document walk). Nothing
     /// changes when some byte is refused.
     func accept<Bytes: Sequence<UInt8>>(bytes: Bytes) -> Bool {
-        var current = configurations
-        for byte in bytes {
-            let end = current.count
-            stacks.step(&current, from: 0, to: end, byte: byte, automaton: automaton)
-            guard current.count > end else { return false }
-            current.removeFirst(end)
-        }
-        configurations = current.sorted()
+        guard let next = read(bytes) else { return false }
+        configurations = next.sorted()
         return true
     }
 }

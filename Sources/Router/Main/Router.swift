@@ -21,7 +21,7 @@ struct Router: AsyncParsableCommand {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
         guard arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] else {
-            await mainAsCommandLine(arguments)
+            await main(arguments)
             return
         }
         let others = configuration.subcommands.filter { $0 != Serve.self }.map { command in
@@ -30,19 +30,6 @@ struct Router: AsyncParsableCommand {
         }
         print(helpMessage(for: Serve.self).replacingOccurrences(of: "USAGE: router serve", with: "USAGE: router [serve]"))
         print("OTHER COMMANDS (router COMMAND --help for each):\n" + others.joined(separator: "\n"))
-    }
-
-    private static func mainAsCommandLine(_ arguments: [String]) async {
-        do {
-            var command = try parseAsRoot(arguments)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
     }
 }
 

@@ -84,8 +84,13 @@ public enum OpenAIServer {
             headers[.contentType] = PrometheusExposition.contentType
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
+        let pageResponse: @Sendable () async throws -> Response = {
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: ChatPage.html)))
+        }
         // GET routes answer HEAD too: the same status and headers, no body.
-        for (path, response) in [("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse),
+        for (path, response) in [("/", pageResponse), ("health", healthResponse), ("v1/models", modelsResponse), ("version", versionResponse),
                                  ("metrics", metricsResponse)] {
             router.get(RouterPath(path)) { _, _ in try await response() }
             router.head(RouterPath(path)) { _, _ in
@@ -93,13 +98,6 @@ public enum OpenAIServer {
                 return Response(status: full.status, headers: full.headers)
             }
         }
-        let page: @Sendable () -> Response = {
-            var headers = HTTPFields()
-            headers[.contentType] = "text/html; charset=utf-8"
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: ChatPage.html)))
-        }
-        router.get("/") { _, _ in page() }
-        router.head("/") { _, _ in Response(status: .ok, headers: page().headers) }
         router.get("v1/models/{id}") { _, context in
             jsonResponse(try endpoints.model(id: context.parameters.require("id")), status: .ok)
         }

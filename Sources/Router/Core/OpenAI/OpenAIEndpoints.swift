@@ -198,7 +198,7 @@ public struct OpenAIEndpoints: Sendable {
     func outputConstraint(_ structured: StructuredOutputRequest, field: String) throws(APIError) -> OutputConstraint {
         let tables: GrammarMaskTables
         do {
-            tables = try model.grammars.tables(for: structured, vocabulary: model.grammarVocabulary)
+            tables = try model.grammars.tables(for: structured)
         } catch {
             let what: String
             switch structured {

@@ -15,10 +15,8 @@ public struct ServedModel: Sendable {
     public var toolCallFormat: ToolCallFormat?
     /// Unix time the server started, reported as the model's `created`.
     public var created: Int
-    /// The vocabulary's token bytes arranged for structured-output masks; built once.
-    public let grammarVocabulary: GrammarVocabulary
     /// Compiled structured-output grammars, shared by the requests that send the same one.
-    public let grammars = GrammarCache()
+    public let grammars: GrammarCache
 
     public init(name: String, tokenizer: any Tokenizer, chatTemplate: ChatTemplate?, maxContextLength: Int,
                 vocabularySize: Int, toolCallFormat: ToolCallFormat? = nil, created: Int = Int(Date().timeIntervalSince1970)) {
@@ -29,7 +27,7 @@ public struct ServedModel: Sendable {
         self.maxContextLength = maxContextLength
         self.vocabularySize = vocabularySize
         self.created = created
-        grammarVocabulary = GrammarVocabulary(tokenizer: tokenizer, endTokens: Self.stopTokenIDs(of: tokenizer))
+        grammars = GrammarCache(tokenizer: tokenizer, endTokens: Self.stopTokenIDs(of: tokenizer))
     }
 
     /// The ids that end generation unless `ignore_eos`: eos, eot and the model's other stop ids.
