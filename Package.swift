@@ -38,8 +38,11 @@ let package = Package(
                 dependencies: ["CZeroMQ", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 path: "Sources/Shared/Wire"),
 
-        .target(name: "Collectives", dependencies: ["CHwloc"],
-                path: "Sources/Collectives"),
+        // Collectives: shared-memory groups of the ranks of one host (C: atomics and futexes on
+        // a segment mapped by several processes), hwloc topology and pinning.
+        .target(name: "CCollectives", path: "Sources/CCollectives", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Collectives", dependencies: ["CHwloc", "CCollectives"],
+                path: "Sources/Collectives", swiftSettings: optimised),
 
         // Router side.
         .target(name: "Tokenizers", dependencies: ["ModelFormats"],
@@ -65,7 +68,7 @@ let package = Package(
                 ],
                 path: "Sources/Router/Core"),
         .executableTarget(name: "router",
-                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats",
+                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats", "Collectives",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
@@ -93,15 +96,18 @@ let package = Package(
         .executableTarget(name: "tessel-fuzz", dependencies: ["RouterCore", "Jinja", "Tokenizers"],
                           path: "Tests/Fuzz", exclude: ["corpus", "make-corpus.py"]),
 
+        // Test support: ranks of a tensor-parallel group on threads of one test process.
+        .target(name: "RankThreads", path: "Tests/RankThreads"),
+
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"],
                     path: "Tests/ModelFormatsTests", resources: [.copy("Fixtures")]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"],
                     path: "Tests/TokenizersTests", resources: [.copy("Fixtures")]),
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"],
                     path: "Tests/JinjaTests", resources: [.copy("Fixtures")]),
-        .testTarget(name: "WorkerTests", dependencies: ["WorkerCore", "CKernels", "ModelFormats", "Collectives"],
+        .testTarget(name: "WorkerTests", dependencies: ["WorkerCore", "CKernels", "ModelFormats", "Collectives", "RankThreads"],
                     path: "Tests/WorkerTests", resources: [.copy("Fixtures")]),
-        .testTarget(name: "CollectivesTests", dependencies: ["Collectives"], path: "Tests/CollectivesTests"),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "CCollectives", "RankThreads"], path: "Tests/CollectivesTests"),
         .testTarget(name: "WireTests", dependencies: ["Wire", "WorkerCore", "RouterCore", "tessel-fake-worker"],
                     path: "Tests/WireTests"),
         .testTarget(name: "RouterTests",

@@ -17,3 +17,17 @@ def children_named(parent: int, name: str) -> list[int]:
         if int(fields[1]) == parent and comm == name:
             found.append(int(entry))
     return found
+
+
+def worker_ranks(parent: int) -> dict[int, int]:
+    """The router's spawned workers by rank (from each one's `--rank N`)."""
+    ranks = {}
+    for pid in children_named(parent, "worker"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--rank" in args:
+            ranks[int(args[args.index(b"--rank") + 1])] = pid
+    return ranks

@@ -78,22 +78,36 @@ struct RegistryAndValidationTests {
         }
     }
 
-    @Test("world size above 1 says tensor parallelism is not available yet")
+    @Test("a world above 1 needs a group to meet in; ranks outside the world are refused")
     func tensorParallel() throws {
-        #expect(throws: ModelLoadError.tensorParallelismUnavailable(worldSize: 2)) {
+        #expect(throws: ModelLoadError.missingGroup(worldSize: 2)) {
             try ModelExecutor.load(model: Fixtures.url("tiny-llama").path, rank: 1, worldSize: 2, kvCacheTokens: 64)
         }
         #expect(throws: ModelLoadError.invalidRank(rank: 3, worldSize: 2)) { try TensorParallelPlan(rank: 3, worldSize: 2) }
         #expect(try TensorParallelPlan(rank: 0, worldSize: 1).units(of: 9) == 0..<9)
     }
 
-    @Test("9 query heads over 2 ranks split 5 + 4; 1 KV head over 2 ranks leaves rank 1 none to own")
-    func unevenSplit() {
-        #expect(TensorParallelPlan.units(of: 9, rank: 0, worldSize: 2) == 0..<5)
+    @Test("heads split by KV group: 9/3 over 2 ranks is 6 + 3 query heads, over 4 ranks KV head 0 is shared")
+    func attentionSplit() throws {
+        func shard(_ rank: Int, _ world: Int, _ heads: Int, _ kvHeads: Int) throws -> AttentionShard {
+            try TensorParallelPlan(rank: rank, worldSize: world).attentionHeads(queryHeads: heads, kvHeads: kvHeads)
+        }
+        #expect(try shard(0, 2, 9, 3) == AttentionShard(queryHeads: 0..<6, kvHeads: 0..<2))
+        #expect(try shard(1, 2, 9, 3) == AttentionShard(queryHeads: 6..<9, kvHeads: 2..<3))
+        #expect(try shard(0, 4, 9, 3) == AttentionShard(queryHeads: 0..<2, kvHeads: 0..<1))
+        #expect(try shard(1, 4, 9, 3) == AttentionShard(queryHeads: 2..<3, kvHeads: 0..<1))
+        #expect(try shard(2, 4, 9, 3) == AttentionShard(queryHeads: 3..<6, kvHeads: 1..<2))
+        #expect(try shard(3, 4, 9, 3) == AttentionShard(queryHeads: 6..<9, kvHeads: 2..<3))
+        // One KV head over two ranks: both hold it, the query heads split 3 + 3.
+        #expect(try shard(1, 2, 6, 1) == AttentionShard(queryHeads: 3..<6, kvHeads: 0..<1))
+        #expect(throws: TensorParallelError.tooFewQueryHeads(kvHead: 0, queryHeads: 2, ranks: 4)) { try shard(0, 4, 2, 1) }
+        #expect(throws: TensorParallelError.headsNotGrouped(queryHeads: 9, kvHeads: 2)) { try shard(0, 2, 9, 2) }
         #expect(TensorParallelPlan.units(of: 9, rank: 1, worldSize: 2) == 5..<9)
-        #expect(TensorParallelPlan.units(of: 1, rank: 1, worldSize: 2).isEmpty)
-        #expect(LlamaArchitecture.registration.sharding["query"] == .outputRows(.attentionHeads))
+        #expect(try TensorParallelPlan(rank: 3, worldSize: 4).elements(of: 1536, block: 256) == 1280..<1536)
+        #expect(LlamaArchitecture.registration.sharding["query"] == .outputRows(.queryHeads))
+        #expect(LlamaArchitecture.registration.sharding["key"] == .outputRows(.kvHeads))
         #expect(LlamaArchitecture.registration.sharding["down"] == .inputColumns(.mlpColumns))
+        #expect(LlamaArchitecture.registration.sharding["embedding"] == .outputRows(.vocabulary))
     }
 
     @Test("config errors name the key and the value")

@@ -38,7 +38,6 @@ enum RouterStartupError: Error, CustomStringConvertible {
     case defaultModelMissing(path: String)
     case modelUnreadable(path: String, reason: String)
     case chatTemplateUnreadable(path: String, reason: String)
-    case tensorParallelismUnavailable(workers: Int)
     case workersUnavailable(reason: String)
     case contextTooLong(requested: Int, model: Int)
 
@@ -50,8 +49,6 @@ enum RouterStartupError: Error, CustomStringConvertible {
             return "cannot load model \(path): \(reason)"
         case .chatTemplateUnreadable(let path, let reason):
             return "cannot use chat template \(path): \(reason)"
-        case .tensorParallelismUnavailable(let workers):
-            return "--workers \(workers): tensor parallelism is not available yet; use --workers 1"
         case .workersUnavailable(let reason):
             return "workers did not start: \(reason)"
         case .contextTooLong(let requested, let model):
@@ -274,8 +271,6 @@ struct Serve: AsyncParsableCommand {
 
     private func serve(logger: Logger) async throws {
         let endpoints = workerEndpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        let workerCount = endpoints?.count ?? workers
-        if workerCount > 1 { throw RouterStartupError.tensorParallelismUnavailable(workers: workerCount) }
 
         let source = try resolveModel()
         let tokenizer: any Tokenizer
@@ -293,6 +288,11 @@ struct Serve: AsyncParsableCommand {
         options.kvCacheTokens = kvCacheTokens
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
+        if endpoints == nil, workers > 1 {
+            let placement = WorkerPlacement(workers: workers)
+            options.rankProcessors = placement.processorSets
+            logger.info("worker placement", metadata: ["placement": "\(placement.summary)"])
+        }
         let clusterLogger = Self.logger("tessel.cluster", like: logger)
         let cluster: WorkerCluster
         do {

@@ -71,6 +71,20 @@ struct WorkerCommand: ParsableCommand {
         valueName: "list"))
     var cpus: String?
 
+    @Option(help: ArgumentHelp(
+        "Shared-memory name where the ranks of one host meet (e.g. tessel-llama; the same on every rank). Needed when the world size is above 1; spawned workers get one from the router.",
+        valueName: "name"))
+    var group: String?
+
+    @Option(name: .customLong("collective-timeout"), help: ArgumentHelp(
+        "Seconds a rank waits at a collective for a peer that is alive but has not arrived; a dead peer fails it at once. Then the step fails and the worker exits.",
+        valueName: "seconds"))
+    var collectiveTimeout: Double = 10
+
+    @Option(name: .customLong("numa-node"),
+            help: "NUMA node to bind threads and memory to (default: rank modulo the host's node count).")
+    var numaNode: Int?
+
     @Option(name: .customLong("parent-pid"),
             help: "Exit when this process is no longer the parent (set by a router that spawns its workers).")
     var parentPID: Int32?
@@ -92,6 +106,15 @@ struct WorkerCommand: ParsableCommand {
         }
         if let threads, threads <= 0 {
             throw ValidationError("--threads must be positive; got \(threads)")
+        }
+        if world > 1, group == nil {
+            throw ValidationError("--shard \(shard): a world size above 1 needs --group, the name the ranks meet under")
+        }
+        if let group, group.isEmpty || group.contains("/") || group.utf8.count > 200 {
+            throw ValidationError("--group must be a short name without '/'; got '\(group)'")
+        }
+        guard collectiveTimeout > 0 else {
+            throw ValidationError("--collective-timeout must be positive; got \(collectiveTimeout)")
         }
         _ = try engineOptions()
         if let cpus { _ = try Self.processorList(cpus) }
@@ -160,7 +183,11 @@ struct WorkerCommand: ParsableCommand {
 
         let executor: ModelExecutor
         do {
-            executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, options: options, pool: pool,
+            let settings = group.map {
+                GroupSettings(name: "/\($0)", timeout: .milliseconds(Int(collectiveTimeout * 1000)))
+            }
+            executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
+                                              options: options, pool: pool,
                                               log: { message in logger.notice("\(message)") })
         } catch {
             exitWithError("worker rank \(rank): cannot load model \(model): \(error)")
@@ -177,7 +204,9 @@ struct WorkerCommand: ParsableCommand {
             let service = try WorkerService(executor: executor, rank: rank, worldSize: worldSize, endpoint: listen,
                                             logger: logger, stopSignal: stopSignal)
             service.parentProcessID = parentPID
-            try service.run()
+            if case .groupBroken(let reason) = try service.run() {
+                exitWithError("worker rank \(rank): \(reason)")
+            }
         } catch {
             exitWithError("worker rank \(rank): \(error)")
         }
@@ -192,7 +221,7 @@ struct WorkerCommand: ParsableCommand {
         var sets: [[Int]]?
         do {
             let found = try Topology()
-            let node = found.numaNode(forRank: rank)
+            let node = numaNode ?? found.numaNode(forRank: rank)
             try found.bindProcess(toNUMANode: node)
             if let cpus {
                 sets = try Self.processorList(cpus).map { [$0] }

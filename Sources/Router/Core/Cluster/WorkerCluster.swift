@@ -37,6 +37,9 @@ public struct WorkerClusterOptions: Sendable {
     public var metrics: ServingMetrics?
     /// Extra environment variables for spawned workers.
     public var environment: [String: String] = [:]
+    /// Per spawned rank, the OS processors it runs on (its `--cpus`), e.g. disjoint cores of
+    /// one NUMA node; nil: each worker takes the cores of its rank's NUMA node.
+    public var rankProcessors: [[Int]]?
 
     public init() {}
 }
@@ -74,6 +77,9 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         var model: String
         var threads: Int
         var socketDirectory: String
+        /// The shared-memory name the ranks meet under (the same across restarts: a restarted
+        /// group meets in a fresh segment of that name).
+        var group: String
     }
 
     public var model: ClusterModelInfo {
@@ -132,8 +138,13 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         }
         let directory = try makePrivateSocketDirectory()
         let endpoints = (0..<workers).map { "ipc://\(directory)/rank-\($0).sock" }
+        if let sets = options.rankProcessors {
+            precondition(sets.count == workers && !sets.contains(where: \.isEmpty), "one non-empty processor set per rank")
+        }
         let threads = options.threadsPerWorker ?? max(1, ProcessInfo.processInfo.activeProcessorCount / workers)
-        let plan = SpawnPlan(executable: executable, model: model, threads: threads, socketDirectory: directory)
+        let group = "tessel-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let plan = SpawnPlan(executable: executable, model: model, threads: threads, socketDirectory: directory,
+                             group: group)
         let cluster: WorkerCluster
         do {
             cluster = try WorkerCluster(endpoints: endpoints, spawnPlan: plan, options: options, logger: logger)
@@ -192,8 +203,14 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
     private func spawn(rank: Int) throws {
         guard let plan = spawnPlan else { return }
         var arguments = ["--rank", "\(rank)", "--shard", "\(rank)/\(worldSize)", "--model", plan.model,
-                         "--listen", endpoints[rank], "--threads", "\(plan.threads)",
-                         "--parent-pid", "\(getpid())"]
+                         "--listen", endpoints[rank], "--parent-pid", "\(getpid())"]
+        if let processors = options.rankProcessors?[rank] {
+            arguments += ["--cpus", processors.map(String.init).joined(separator: ","),
+                          "--threads", "\(options.threadsPerWorker ?? processors.count)"]
+        } else {
+            arguments += ["--threads", "\(plan.threads)"]
+        }
+        if worldSize > 1 { arguments += ["--group", plan.group] }
         if let tokens = options.kvCacheTokens { arguments += ["--kv-cache-tokens", "\(tokens)"] }
         arguments += options.engineArguments
         var environment = ProcessInfo.processInfo.environment
@@ -209,7 +226,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             })
         lock.withLock { processes[rank] = process }
         logger.info("started worker", metadata: ["rank": "\(rank)", "pid": "\(process.pid)",
-                                                 "endpoint": "\(endpoints[rank])", "threads": "\(plan.threads)"])
+                                                 "endpoint": "\(endpoints[rank])", "arguments": "\(arguments.joined(separator: " "))"])
     }
 
     private func workerExited(rank: Int, generation: UInt64, pid: Int32, status: String, lastOutput: String) {

@@ -1,3 +1,5 @@
+import Collectives
+
 /// One chunk of a step's tokens, flattened across its sequences, in buffers the executor owns.
 /// Tokens of one sequence appear in position order, so a token's earlier context is already in
 /// the cache (from earlier steps, earlier chunks, or earlier rows of this chunk).
@@ -37,6 +39,20 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// final-normed hidden state into `hidden` (`batch.count × hiddenSize`).
     func forward(_ batch: TokenBatch, cache: KVCachePool, hidden: UnsafeMutablePointer<Float>)
 
-    /// Logits (`rows × vocabSize`) of final-normed hidden states.
+    /// Logits (`rows × vocabSize`) of final-normed hidden states; in a tensor-parallel group
+    /// every rank calls it and rank 0 gets the whole vocabulary's.
     func logits(hidden: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>)
+
+    /// The first failed collective of a tensor-parallel group (then the step's results are
+    /// garbage and the group is broken for good); nil when the model runs alone.
+    var collectiveFailure: CollectiveError? { get }
+
+    /// Looks whether the group's other processes are alive (a failure then shows in
+    /// `collectiveFailure`): an idle rank meets no collective that would notice a dead peer.
+    func checkGroup()
+}
+
+extension CausalLanguageModel {
+    public var collectiveFailure: CollectiveError? { nil }
+    public func checkGroup() {}
 }

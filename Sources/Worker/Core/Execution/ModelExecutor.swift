@@ -8,6 +8,8 @@ public final class ModelExecutor: @unchecked Sendable {
     public let model: any CausalLanguageModel
     public let cache: KVCachePool
     public let pool: ComputePool
+    /// Whether this rank samples: rank 0 of a tensor-parallel group (the others only compute).
+    public let samples: Bool
     private let sampler: TokenSampler
 
     /// Final hidden states of the current chunk, then gathered rows and their logits.
@@ -36,15 +38,16 @@ public final class ModelExecutor: @unchecked Sendable {
     static let defaultCacheCeilingBytes = 4 << 30
 
     /// Loads `model` (a .gguf file, a Hugging Face directory, or a cache entry `org/name`) for
-    /// this rank onto `pool`.
-    public static func load(model: String, rank: Int = 0, worldSize: Int = 1, options: EngineOptions,
-                            pool: ComputePool, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelExecutor {
+    /// this rank onto `pool`; the ranks of a group meet in `group` once their weights are loaded.
+    public static func load(model: String, rank: Int = 0, worldSize: Int = 1, group: GroupSettings? = nil,
+                            options: EngineOptions, pool: ComputePool,
+                            log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelExecutor {
         let plan = try TensorParallelPlan(rank: rank, worldSize: worldSize)
         let checkpoint = try ModelCheckpoint.open(model)
-        let context = ModelLoadContext(plan: plan, options: options, pool: pool, log: log)
+        let context = ModelLoadContext(plan: plan, options: options, pool: pool, group: group, log: log)
         let (registration, graph) = try ArchitectureRegistry.builtIn.loadModel(checkpoint, context: context)
         return try ModelExecutor(model: graph, architecture: registration.name, fingerprint: checkpoint.fingerprint,
-                                 options: options, pool: pool)
+                                 options: options, pool: pool, samples: rank == 0)
     }
 
     /// For tools and tests: a pool of `threads` unpinned threads.
@@ -57,7 +60,7 @@ public final class ModelExecutor: @unchecked Sendable {
     }
 
     public init(model: any CausalLanguageModel, architecture: String, fingerprint: String, options: EngineOptions,
-                pool: ComputePool) throws {
+                pool: ComputePool, samples: Bool = true) throws {
         let shape = model.cacheShape
         let dtype = options.resolvedKVCacheDType(weights: model.weightEncoding)
         let bytesPerToken = shape.bytesPerToken(dtype)
@@ -77,6 +80,7 @@ public final class ModelExecutor: @unchecked Sendable {
         let blocks = tokens / Self.kvBlockSize
         self.model = model
         self.pool = pool
+        self.samples = samples
         cache = KVCachePool(shape: shape, dtype: dtype, blockCount: blocks, blockSize: Self.kvBlockSize)
         sampler = TokenSampler(vocabSize: model.vocabSize)
         hidden = FloatBuffer(count: model.maxChunkTokens * model.hiddenSize)
@@ -145,6 +149,8 @@ public final class ModelExecutor: @unchecked Sendable {
     }
 
     private func consume(_ item: SequenceWork, index: Int, logits: UnsafePointer<Float>, outcome: inout SequenceOutcome) {
+        // The other ranks' logits are only their part of the vocabulary; rank 0 answers.
+        guard samples else { return }
         let count = item.tokens.count
         if item.wantPromptLogprobs, index < count - 1 {
             outcome.promptLogprobs.append(promptLogprob(logits, next: item.tokens[index + 1], top: item.topLogprobs))
@@ -176,6 +182,7 @@ public final class ModelExecutor: @unchecked Sendable {
             carried.hidden.withUnsafeBufferPointer { state in
                 model.logits(hidden: state.baseAddress!, rows: 1, into: logitRows.pointer)
             }
+            guard samples else { continue }
             outcomes[index].promptLogprobs.append(
                 promptLogprob(logitRows.pointer, next: item.tokens[0], top: item.topLogprobs))
         }

@@ -197,6 +197,19 @@ public struct WeightMatrix: @unchecked Sendable {
                             base: base + offset, owner: owner, name: name)
     }
 
+    /// A row-major copy of this matrix in an owned buffer, rows packed without stride padding;
+    /// the pages it was read from are released when they lie in `mapping`.
+    public func compacted(releasing mapping: MappedFile?) -> WeightMatrix {
+        precondition(layout == .rows, "\(name): only row-major matrices are compacted")
+        let buffer = WeightBuffer(count: rows * rowBytes)
+        for row in 0..<rows { (buffer.pointer + row * rowBytes).copyMemory(from: self.row(row), byteCount: rowBytes) }
+        if rows > 0, let mapping, owner === mapping {
+            mapping.releaseResidentPages(UnsafeRawBufferPointer(start: base, count: (rows - 1) * stride + rowBytes))
+        }
+        return WeightMatrix(encoding: encoding, rows: rows, columns: columns, stride: rowBytes,
+                            base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
+    }
+
     /// This matrix repacked once into `kernel`'s interleaved row groups, in an owned buffer;
     /// the rows it came from are released from memory when they lie in a file's mapping (they
     /// are read back from the file if anything touches them again, such as a tied embedding).

@@ -6,8 +6,8 @@ public enum ModelLoadError: Error, CustomStringConvertible, Equatable {
     case missingTensor(file: String, tensor: String)
     case shapeMismatch(file: String, tensor: String, expected: [Int], found: [Int])
     case unsupportedEncoding(file: String, tensor: String, encoding: String)
-    case tensorParallelismUnavailable(worldSize: Int)
     case invalidRank(rank: Int, worldSize: Int)
+    case missingGroup(worldSize: Int)
     case invalidCacheSize(tokens: Int, detail: String)
 
     public var description: String {
@@ -24,8 +24,8 @@ public enum ModelLoadError: Error, CustomStringConvertible, Equatable {
             "\(file): tensor '\(tensor)' has shape \(found), expected \(expected)"
         case .unsupportedEncoding(let file, let tensor, let encoding):
             "\(file): tensor '\(tensor)' is stored as \(encoding), which this architecture cannot load"
-        case .tensorParallelismUnavailable(let worldSize):
-            "tensor parallelism is not available yet: world size \(worldSize) requested, only 1 is supported"
+        case .missingGroup(let worldSize):
+            "a world size of \(worldSize) needs a group to meet in (--group)"
         case .invalidRank(let rank, let worldSize):
             "rank \(rank) is outside 0..<\(worldSize)"
         case .invalidCacheSize(let tokens, let detail):

@@ -1,4 +1,5 @@
 import CKernels
+import Collectives
 import ModelFormats
 import Synchronization
 
@@ -44,8 +45,11 @@ public struct WeightLoader: Sendable {
         return descriptor
     }
 
-    /// A `[rows, columns]` weight in the encoding its kernels read.
-    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+    /// A `[rows, columns]` weight in the encoding its kernels read, or the part of it
+    /// `slice` names (a tensor-parallel rank's rows or columns). Only the slice's pages are read
+    /// in: rows stay in the file's mapping, columns are copied out of it once (a row-parallel
+    /// slice is strided through every row) and the mapped pages released.
+    public func matrix(_ name: String, shape: [Int], slice: WeightSlice = .whole) throws -> WeightMatrix {
         let descriptor = try descriptor(name, shape: shape)
         guard descriptor.shape.count == 2 else {
             throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
@@ -54,9 +58,15 @@ public struct WeightLoader: Sendable {
         defer { progress.advance(by: descriptor.encoding.byteCount(elements: descriptor.elementCount)) }
         if let stored, !(floatConversion != nil && !stored.isBlockQuantized && stored != floatConversion) {
             let mapped = try store.mappedTensor(name)
+            let whole = WeightMatrix(mapped: mapped, encoding: stored)
+            let part: WeightMatrix
+            do { part = try slice.apply(to: whole) } catch let error as WeightSliceError {
+                throw ModelLoadError.invalidConfig(file: store.path, detail: error.description)
+            }
+            if case .columns = slice { return part.compacted(releasing: mapped.mapping) }
             // Read in now, so the load (not the first request) waits for the disk.
-            progress.touch(mapped.bytes)
-            return WeightMatrix(mapped: mapped, encoding: stored)
+            progress.touch(UnsafeRawBufferPointer(start: part.base, count: part.byteCount))
+            return part
         }
         guard descriptor.encoding.canDecodeToFloat, descriptor.encoding != .f64,
               stored != nil || descriptor.encoding.blockSize > 1 else {
@@ -64,11 +74,11 @@ public struct WeightLoader: Sendable {
         }
         if let stored, !stored.isBlockQuantized, let floatConversion {
             log("\(name): \(stored) converted to \(floatConversion) at load (--dtype)")
-            return try convert(name, descriptor: descriptor, to: floatConversion)
+            return try convert(name, descriptor: descriptor, to: floatConversion, slice: slice)
         }
         let target: WeightEncoding = descriptor.elementsPerRow % 32 == 0 ? .q8_0 : .f16
         log("\(name): \(descriptor.encoding) has no kernel here; converted to \(target) at load")
-        return try convert(name, descriptor: descriptor, to: target)
+        return try convert(name, descriptor: descriptor, to: target, slice: slice)
     }
 
     /// A small float vector (norm weights, biases), decoded.
@@ -83,31 +93,60 @@ public struct WeightLoader: Sendable {
         return buffer
     }
 
-    /// Decodes row by row and re-encodes into an owned buffer; no whole-tensor float copy.
-    private func convert(_ name: String, descriptor: TensorDescriptor, to target: WeightEncoding) throws -> WeightMatrix {
-        let rows = descriptor.rowCount, columns = descriptor.elementsPerRow
-        let rowBytes = target.byteCount(elements: columns)
-        let buffer = WeightBuffer(count: rows * rowBytes)
-        let scratch = FloatBuffer(count: columns)
-        for row in 0..<rows {
+    /// Decodes row by row and re-encodes the slice into an owned buffer; no whole-tensor float copy.
+    private func convert(_ name: String, descriptor: TensorDescriptor, to target: WeightEncoding,
+                         slice: WeightSlice) throws -> WeightMatrix {
+        let allColumns = descriptor.elementsPerRow
+        var rows = 0..<descriptor.rowCount, columns = 0..<allColumns
+        switch slice {
+        case .whole: break
+        case .rows(let range): rows = range
+        case .columns(let range): columns = range
+        }
+        guard rows.lowerBound >= 0, rows.upperBound <= descriptor.rowCount,
+              columns.lowerBound >= 0, columns.upperBound <= allColumns, columns.count % target.blockSize == 0 else {
+            throw ModelLoadError.invalidConfig(file: store.path, detail:
+                "\(name): slice rows \(rows) columns \(columns) does not fit \(descriptor.shape) in \(target) blocks")
+        }
+        let rowBytes = target.byteCount(elements: columns.count)
+        let buffer = WeightBuffer(count: rows.count * rowBytes)
+        let scratch = FloatBuffer(count: allColumns)
+        for (index, row) in rows.enumerated() {
             try store.readFloats(name, rows: row..<(row + 1), into: scratch.buffer)
-            let out = buffer.pointer + row * rowBytes
+            let out = buffer.pointer + index * rowBytes, source = scratch.pointer + columns.lowerBound
             switch target {
             case .f32:
-                out.copyMemory(from: scratch.pointer, byteCount: rowBytes)
+                out.copyMemory(from: source, byteCount: rowBytes)
             case .f16:
                 // The KV cache's float-to-half conversion: one rounding rule for every f16/bf16 write.
-                tk_kv_store(TK_KV_F16, scratch.pointer, out, columns)
+                tk_kv_store(TK_KV_F16, source, out, columns.count)
             case .bf16:
-                tk_kv_store(TK_KV_BF16, scratch.pointer, out, columns)
+                tk_kv_store(TK_KV_BF16, source, out, columns.count)
             case .q8_0:
-                tk_quantize_row_q8_0(scratch.pointer, out, columns)
+                tk_quantize_row_q8_0(source, out, columns.count)
             default:
                 preconditionFailure("no converter to \(target)")
             }
         }
-        return WeightMatrix(encoding: target, rows: rows, columns: columns, stride: rowBytes,
+        return WeightMatrix(encoding: target, rows: rows.count, columns: columns.count, stride: rowBytes,
                             base: UnsafeRawPointer(buffer.pointer), owner: buffer, name: name)
+    }
+}
+
+/// Which part of a weight a rank loads.
+public enum WeightSlice: Sendable, Equatable {
+    case whole
+    /// Output rows: a column-parallel projection's share (Q/K/V, gate/up, vocabulary rows).
+    case rows(Range<Int>)
+    /// Input columns on block boundaries: a row-parallel projection's share (o_proj, down).
+    case columns(Range<Int>)
+
+    func apply(to matrix: WeightMatrix) throws -> WeightMatrix {
+        switch self {
+        case .whole: matrix
+        case .rows(let range): try matrix.slicingRows(range)
+        case .columns(let range): try matrix.slicingColumns(range)
+        }
     }
 }
 
@@ -161,13 +200,31 @@ public struct ModelLoadContext: Sendable {
     public let plan: TensorParallelPlan
     public let options: EngineOptions
     public let pool: ComputePool
+    /// Where the ranks meet (nil for a group of one).
+    public let group: GroupSettings?
     public let log: @Sendable (String) -> Void
 
-    public init(plan: TensorParallelPlan, options: EngineOptions, pool: ComputePool, log: @escaping @Sendable (String) -> Void) {
+    public init(plan: TensorParallelPlan, options: EngineOptions, pool: ComputePool, group: GroupSettings? = nil,
+                log: @escaping @Sendable (String) -> Void) {
         self.plan = plan
         self.options = options
         self.pool = pool
+        self.group = group
         self.log = log
+    }
+
+    /// Meets the other ranks once the weights are loaded, with slots of `slotBytes` (equal on
+    /// every rank); nil for a group of one. `fingerprint` describes the model and geometry and
+    /// must be equal on every rank.
+    public func joinGroup(slotBytes: Int, fingerprint: String) throws -> TensorParallelGroup? {
+        guard plan.isSharded else { return nil }
+        guard let group else { throw ModelLoadError.missingGroup(worldSize: plan.worldSize) }
+        log("joining tensor-parallel group \(group.name) as rank \(plan.rank) of \(plan.worldSize)")
+        var hash: UInt64 = 0xcbf29ce484222325
+        for byte in "\(fingerprint) \(plan.worldSize) \(slotBytes)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
+        let joined = try SharedMemoryGroup(name: group.name, rank: plan.rank, worldSize: plan.worldSize, slotBytes: slotBytes,
+                                           fingerprint: hash, joinTimeout: group.joinTimeout, timeout: group.timeout)
+        return TensorParallelGroup(group: joined, pool: pool)
     }
 
     /// The kernels' instruction-set level (the CPU's best under `TESSEL_KERNELS`) and the

@@ -11,10 +11,18 @@ public protocol StepExecuting: AnyObject {
     var progress: ProgressCounter { get }
     /// The router says these sequences are finished; drop any per-sequence state.
     func releaseSequences(_ ids: [UInt64])
+    /// Set once the tensor-parallel group this executor computes in is broken (a peer died or
+    /// stalled in a collective): the step that met it failed, and no later one can succeed.
+    var groupFailure: String? { get }
+    /// Called while idle: records a group failure if a peer's process is gone.
+    func checkGroup()
 }
 
 extension StepExecuting {
     /// Executors whose per-sequence state lives entirely in the router-managed KV blocks have
     /// nothing to drop.
     public func releaseSequences(_ ids: [UInt64]) {}
+
+    public var groupFailure: String? { nil }
+    public func checkGroup() {}
 }

@@ -40,6 +40,8 @@ public enum WorkerExitReason: Sendable, Equatable {
     case stopSignal
     /// The process that spawned the worker is gone (see `parentProcessID`).
     case parentExited
+    /// A collective of the tensor-parallel group failed: the group must start afresh.
+    case groupBroken(String)
 }
 
 /// The worker's request loop: binds its endpoint and answers the router's messages one at a time
@@ -102,7 +104,15 @@ public final class WorkerService {
             let incoming: IncomingRouterMessage
             do {
                 guard let received = try socket.withSocket({ try $0.receiveRouterMessage(timeout: pollInterval) })
-                else { continue }
+                else {
+                    executor.checkGroup()
+                    if let failure = executor.groupFailure {
+                        logger.error("the tensor-parallel group is broken; exiting so it can start afresh",
+                                     metadata: ["error": "\(failure)"])
+                        return .groupBroken(failure)
+                    }
+                    continue
+                }
                 incoming = received
             } catch let error as WireError {
                 // A garbled message loses only itself; there is no request id to answer it with.
@@ -122,6 +132,11 @@ public final class WorkerService {
             if exit {
                 logger.info("shutting down at the router's request")
                 return .shutdownRequested
+            }
+            if let failure = executor.groupFailure {
+                logger.error("the tensor-parallel group is broken; exiting so it can start afresh",
+                             metadata: ["error": "\(failure)"])
+                return .groupBroken(failure)
             }
         }
         logger.info("stopping on signal")
@@ -197,6 +212,7 @@ public final class WorkerService {
         do {
             let work = try StepConversion.work(from: step)
             let outcomes = try executor.execute(work)
+            if let failure = executor.groupFailure { throw StepFailure.groupBroken(failure) }
             stepsExecuted += 1
             let elapsed = ContinuousClock.now - started
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
@@ -334,6 +350,17 @@ enum HandshakeMismatch: Error, CustomStringConvertible {
             return "world size mismatch: router expects \(router) ranks, this worker was started with --shard …/\(worker)"
         case .rank(let router, let worker):
             return "rank mismatch: router expected rank \(router) at this endpoint, this worker is rank \(worker)"
+        }
+    }
+}
+
+/// A step that could not complete as a whole.
+enum StepFailure: Error, CustomStringConvertible {
+    case groupBroken(String)
+
+    var description: String {
+        switch self {
+        case .groupBroken(let detail): "\(detail); the worker exits and its group restarts"
         }
     }
 }

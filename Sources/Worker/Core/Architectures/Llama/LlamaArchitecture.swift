@@ -17,18 +17,18 @@ public enum LlamaArchitecture {
         ggufArchitectures: ["llama"],
         supportedEncodings: supportedEncodings,
         sharding: [
-            LlamaWeightName.query.rawValue: .outputRows(.attentionHeads),
+            LlamaWeightName.query.rawValue: .outputRows(.queryHeads),
             LlamaWeightName.key.rawValue: .outputRows(.kvHeads),
             LlamaWeightName.value.rawValue: .outputRows(.kvHeads),
-            LlamaWeightName.output.rawValue: .inputColumns(.attentionHeads),
+            LlamaWeightName.output.rawValue: .inputColumns(.queryHeads),
             LlamaWeightName.gate.rawValue: .outputRows(.mlpColumns),
             LlamaWeightName.up.rawValue: .outputRows(.mlpColumns),
             LlamaWeightName.down.rawValue: .inputColumns(.mlpColumns),
-            LlamaWeightName.embedding.rawValue: .replicated,
+            LlamaWeightName.embedding.rawValue: .outputRows(.vocabulary),
             LlamaWeightName.attentionNorm.rawValue: .replicated,
             LlamaWeightName.mlpNorm.rawValue: .replicated,
             LlamaWeightName.finalNorm.rawValue: .replicated,
-            LlamaWeightName.lmHead.rawValue: .replicated,
+            LlamaWeightName.lmHead.rawValue: .outputRows(.vocabulary),
         ],
         load: { checkpoint, context in try LlamaArchitecture.load(checkpoint, context: context) })
 
@@ -59,11 +59,21 @@ public enum LlamaArchitecture {
 
     static func load(_ checkpoint: ModelCheckpoint, context: ModelLoadContext) throws -> LlamaModel {
         let config = try config(for: checkpoint)
+        let shard: LlamaShard
+        do { shard = try LlamaShard(config: config, plan: context.plan) } catch let error as TensorParallelError {
+            throw ModelLoadError.invalidConfig(file: checkpoint.architectureFile, detail: error.description)
+        }
         let adapter = LlamaWeightAdapter(format: checkpoint.format, loader: context.weightLoader(checkpoint, supportedEncodings: supportedEncodings),
-                                         config: config, kernels: context.kernels)
+                                         config: config, kernels: context.kernels, sharding: registration.sharding, shard: shard)
         let widest = max(config.hiddenSize, config.intermediateSize, config.headCount * config.headDimension)
-        let engine = MatmulEngine(pool: context.pool, maxRows: context.options.chunkTokens, maxColumns: widest)
-        return LlamaModel(config: config, weights: try adapter.load(), rotaryLayout: adapter.rotaryLayout, engine: engine)
+        let chunk = context.options.chunkTokens
+        let engine = MatmulEngine(pool: context.pool, maxRows: chunk, maxColumns: widest)
+        let weights = try adapter.load()
+        // The largest collective: a chunk's hidden states, or the LM head's rows of logits.
+        let collective = max(chunk * config.hiddenSize, LlamaModel.logitRowsPerGather * TensorParallelPlan.units(of: config.vocabSize, rank: 0, worldSize: context.plan.worldSize).count)
+        let group = try context.joinGroup(slotBytes: collective * MemoryLayout<Float>.stride,
+                                          fingerprint: "\(checkpoint.fingerprint) \(config.hiddenSize) \(chunk)")
+        return LlamaModel(config: config, weights: weights, rotaryLayout: adapter.rotaryLayout, engine: engine, group: group)
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -45,6 +45,9 @@ struct LlamaWeightAdapter: Sendable {
     let config: LlamaConfig
     /// What every matrix's kernels are chosen from.
     let kernels: KernelChoice
+    /// The registration's table of how each weight divides among ranks, and this rank's share.
+    let sharding: [String: ShardAxis]
+    let shard: LlamaShard
 
     private var names: [LlamaWeightName: String] {
         format == .gguf ? Self.ggufNames : Self.huggingFaceNames
@@ -76,7 +79,26 @@ struct LlamaWeightAdapter: Sendable {
     var rotaryLayout: RotaryLayout { format == .gguf ? .interleaved : .rotateHalf }
 
     func matrix(_ weight: LlamaWeightName, layer: Int? = nil) throws -> WeightMatrix {
-        try loader.matrix(checkpointName(weight, layer: layer), shape: shape(of: weight))
+        try loader.matrix(checkpointName(weight, layer: layer), shape: shape(of: weight), slice: slice(weight, layer: layer))
+    }
+
+    /// This rank's part of `weight`, as the sharding table divides it.
+    func slice(_ weight: LlamaWeightName, layer: Int?) throws -> WeightSlice {
+        guard shard.plan.isSharded else { return .whole }
+        func range(_ unit: ShardUnit) throws -> Range<Int> {
+            guard unit == .mlpColumns else { return shard.range(unit) }
+            // Gate/up rows and down columns split alike, on the down projection's blocks.
+            let down = checkpointName(.down, layer: layer)
+            guard let descriptor = loader.store.descriptor(down) else {
+                throw ModelLoadError.missingTensor(file: loader.store.path, tensor: down)
+            }
+            return shard.plan.elements(of: config.intermediateSize, block: descriptor.encoding.blockSize)
+        }
+        switch sharding[weight.rawValue] ?? .replicated {
+        case .replicated: return .whole
+        case .outputRows(let unit): return .rows(try range(unit))
+        case .inputColumns(let unit): return .columns(try range(unit))
+        }
     }
 
     func vector(_ weight: LlamaWeightName, layer: Int? = nil) throws -> FloatBuffer {
@@ -104,7 +126,7 @@ struct LlamaWeightAdapter: Sendable {
         // multiplies their residual, for much less rounding error at little cost (decode reads
         // the same weight bytes once).
         return LlamaWeights(embedding: Embedding(embedding), layers: layers, finalNorm: try vector(.finalNorm),
-                            lmHead: Linear(head, kernels: kernels, residualPass: true))
+                            lmHead: Linear(head, kernels: kernels, residualPass: true), shard: shard)
     }
 }
 
@@ -123,6 +145,8 @@ struct LlamaWeights: Sendable {
     let finalNorm: FloatBuffer
     /// Over the embedding table itself when tied.
     let lmHead: Linear
+    /// Which heads and vocabulary rows these weights hold.
+    let shard: LlamaShard
 
     /// The encoding most of the matrix bytes are in.
     var dominantEncoding: WeightEncoding {
@@ -133,5 +157,34 @@ struct LlamaWeights: Sendable {
             }
         }
         return bytes.max { $0.value < $1.value }?.key ?? embedding.table.encoding
+    }
+}
+
+/// What one rank of a Llama holds: its query and KV heads and its rows of the vocabulary
+/// (the MLP's columns depend on each layer's encoding and are worked out per weight).
+struct LlamaShard: Sendable {
+    let plan: TensorParallelPlan
+    let attention: AttentionShard
+    let vocabulary: Range<Int>
+    let headDimension: Int
+
+    init(config: LlamaConfig, plan: TensorParallelPlan) throws {
+        self.plan = plan
+        attention = try plan.attentionHeads(queryHeads: config.headCount, kvHeads: config.kvHeadCount)
+        vocabulary = plan.units(of: config.vocabSize)
+        headDimension = config.headDimension
+    }
+
+    var queryHeads: Int { attention.queryHeads.count }
+    var kvHeads: Int { attention.kvHeads.count }
+
+    /// Rows (or columns) of a head- or vocabulary-split weight.
+    func range(_ unit: ShardUnit) -> Range<Int> {
+        switch unit {
+        case .queryHeads: attention.queryHeads.lowerBound * headDimension..<attention.queryHeads.upperBound * headDimension
+        case .kvHeads: attention.kvHeads.lowerBound * headDimension..<attention.kvHeads.upperBound * headDimension
+        case .vocabulary: vocabulary
+        case .mlpColumns: preconditionFailure("MLP columns depend on the layer's encoding")
+        }
     }
 }

@@ -1,0 +1,127 @@
+"""Tensor parallelism through the API: `router --workers N` spawns N ranks that split the model
+(attention by KV group, MLP by columns, the vocabulary by rows) and meet in shared memory.
+Exact activations (`--activations f32`) make every split equal to one worker up to rounding."""
+import os
+import pathlib
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+import psutil_free as proc_tools
+from conftest import REPO, RouterProcess, serving
+
+FIXTURES = REPO / "Tests" / "WorkerTests" / "Fixtures"
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    ",
+]
+
+
+def completion(router, name, prompt, max_tokens=24, **extra):
+    body = {"model": name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "logprobs": 1, **extra}
+    r = requests.post(router.base + "/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]
+
+
+def model_name(router):
+    return requests.get(router.base + "/v1/models", timeout=10).json()["data"][0]["id"]
+
+
+def assert_close(ours, reference, what):
+    assert len(ours) == len(reference), what
+    for i, (a, b) in enumerate(zip(ours, reference)):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), f"{what}: token {i}: logprob {a} vs {b}"
+
+
+@pytest.fixture(scope="module")
+def single_worker_answers(model_path):
+    with serving("--model", str(model_path), "--workers", "1", "--activations", "f32") as router:
+        name = model_name(router)
+        return [completion(router, name, prompt) for prompt in PROMPTS]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_default_model_over_n_workers_equals_one_worker(model_path, single_worker_answers, workers):
+    with serving("--model", str(model_path), "--workers", str(workers), "--activations", "f32") as router:
+        assert len(proc_tools.worker_ranks(router.proc.pid)) == workers
+        name = model_name(router)
+        for prompt, reference in zip(PROMPTS, single_worker_answers):
+            ours = completion(router, name, prompt)
+            assert ours["text"] == reference["text"], prompt
+            assert_close(ours["logprobs"]["token_logprobs"], reference["logprobs"]["token_logprobs"], prompt)
+
+
+@pytest.mark.parametrize("model,workers", [("tiny-gqa9x3", 1), ("tiny-gqa9x3", 2), ("tiny-gqa9x3", 4),
+                                           ("tiny-mqa", 1), ("tiny-mqa", 2)])
+def test_uneven_splits_match_transformers(model, workers):
+    """9 query heads over 3 KV heads (2 ranks: 6 + 3 heads; 4 ranks: KV head 0 on two ranks) and
+    one KV head replicated, against transformers' fp32 log-softmax and greedy tokens."""
+    import json
+    reference = json.loads((FIXTURES / f"{model}.expected.json").read_text())
+    with serving("--model", str(FIXTURES / model), "--workers", str(workers), "--activations", "f32") as router:
+        name = model_name(router)
+        for case in reference["cases"]:
+            prompt = case["prompt"]
+            ours = completion(router, name, prompt, max_tokens=len(case["greedy"]), echo=True, logprobs=0,
+                              ignore_eos=True)
+            logprobs = ours["logprobs"]["token_logprobs"]
+            for i, expected in enumerate(case["prompt_logprobs"]):
+                assert abs(logprobs[i + 1] - expected) < 2e-3, f"prompt token {i + 1}: {logprobs[i + 1]} vs {expected}"
+            greedy = requests.post(router.base + "/detokenize", json={"model": name, "tokens": case["greedy"]},
+                                   timeout=10).json()["prompt"]
+            echoed = requests.post(router.base + "/detokenize", json={"model": name, "tokens": prompt},
+                                   timeout=10).json()["prompt"]
+            assert ours["text"] == echoed + greedy
+
+
+def test_a_killed_rank_fails_requests_fast_and_the_group_serves_again(model_path):
+    router = RouterProcess("--model", str(model_path), "--workers", "2")
+    try:
+        router.wait_healthy()
+        ranks = proc_tools.worker_ranks(router.proc.pid)
+        assert sorted(ranks) == [0, 1], ranks
+        name = model_name(router)
+        body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0,
+                "ignore_eos": True}
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault(
+            "r", requests.post(router.base + "/v1/completions", json=body, timeout=60)))
+        thread.start()
+        time.sleep(1.5)
+        os.kill(ranks[1], signal.SIGKILL)
+        killed = time.time()
+        thread.join(timeout=45)
+        assert not thread.is_alive(), "the request hung on a dead rank"
+        assert time.time() - killed < 5, f"took {time.time() - killed:.1f} s to fail"
+        r = result["r"]
+        assert r.status_code >= 500, r.text
+        assert "rank" in r.json()["error"]["message"], r.text
+        # The whole group restarts: rank 0 leaves its broken group too.
+        router.wait_healthy(timeout=90)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            again = requests.post(router.base + "/v1/completions",
+                                  json={"model": name, "prompt": "Hi", "max_tokens": 4}, timeout=60)
+            if again.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert again.status_code == 200, again.text
+        now = proc_tools.worker_ranks(router.proc.pid)
+        assert now[0] != ranks[0] and now[1] != ranks[1], f"both ranks should be new processes: {ranks} -> {now}"
+    finally:
+        assert router.stop() == 0, router.output()[-3000:]
+
+
+def test_a_split_that_cuts_a_quantised_block_is_a_start_up_error():
+    """tiny-llama-q's attention output is Q4_1 (blocks of 32 columns); its 4 heads of 16 over 4
+    ranks would cut them, and the router says which tensor."""
+    import subprocess
+    from conftest import BIN_DIR, free_port
+    r = subprocess.run([str(BIN_DIR / "router"), "--model", str(FIXTURES / "tiny-llama-q.gguf"), "--workers", "4",
+                        "--port", str(free_port())], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "attn_output.weight" in r.stderr and "block boundaries" in r.stderr, r.stderr[-2000:]
