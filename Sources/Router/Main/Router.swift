@@ -72,8 +72,12 @@ struct Serve: AsyncParsableCommand {
         valueName: "path"))
     var model: String?
 
-    @Option(name: .long, help: "Number of local worker processes to spawn (1 until tensor parallelism lands).")
+    @Option(name: .long, help: "Number of local worker processes to spawn: the model is split over them (tensor parallelism), each on its own NUMA node or its own cores.")
     var workers: Int = 1
+
+    @Option(name: .customLong("worker-threads"), help: ArgumentHelp(
+        "Compute threads per spawned worker (default: one per core it is given).", valueName: "count"))
+    var workerThreads: Int?
 
     @Option(name: .long, help: ArgumentHelp(
         "Comma-separated endpoints of workers started elsewhere, rank 0 first (e.g. tcp://10.0.0.2:5555); no workers are spawned.",
@@ -189,6 +193,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
+        if let workerThreads, workerThreads < 1 { throw ValidationError("--worker-threads must be at least 1") }
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
         if let maxModelLen, maxModelLen < 1 { throw ValidationError("--max-model-len must be at least 1") }
@@ -286,6 +291,7 @@ struct Serve: AsyncParsableCommand {
         var options = WorkerClusterOptions()
         options.metrics = metrics
         options.kvCacheTokens = kvCacheTokens
+        options.threadsPerWorker = workerThreads
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
         if endpoints == nil, workers > 1 {

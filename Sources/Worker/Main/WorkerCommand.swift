@@ -13,7 +13,7 @@ struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "A Tessel worker: serve one shard of a model (the default), or measure the kernels.",
-        subcommands: [WorkerCommand.self, BenchKernels.self, BenchModel.self],
+        subcommands: [WorkerCommand.self, BenchKernels.self, BenchModel.self, BenchCollectives.self],
         defaultSubcommand: WorkerCommand.self)
 }
 
