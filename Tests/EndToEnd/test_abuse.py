@@ -113,7 +113,10 @@ def test_short_request_is_not_held_back_by_a_long_prefill(engine, name):
         time.sleep(0.2)
     long.join()
     assert len(during) >= 3, f"the 4000-token prefill ended too soon to test ({result})"
-    limit = max(3 * solo, 0.3)
+    # A short request waits for the step in flight (the 0.2 s step target) and then its own:
+    # up to about two steps on this loaded 2-core machine. Without the step target it would wait
+    # for the whole 4000-token prefill (seconds).
+    limit = max(3 * solo, 0.5)
     assert max(during) <= limit, f"short TTFT during the long prefill {during} (solo {solo:.3f} s, limit {limit:.3f} s)"
 
 
