@@ -37,6 +37,9 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     private let handle: OpaquePointer
     /// Collectives so far; the next one is `sequence + 1`.
     private var sequence: UInt32 = 0
+    /// Read before every collective: an atomic flag, so the fast path takes no lock; the error
+    /// itself is kept under a lock, read only once something failed.
+    private let failed = Atomic<Bool>(false)
     private let failureState = Mutex<CollectiveError?>(nil)
 
     /// A range-splitting runner: calls its body once per part with that part's index range
@@ -68,7 +71,11 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     deinit { tc_group_close(handle) }
 
     /// The first collective failure, if any (then every later collective returns at once).
-    public var failure: CollectiveError? { failureState.withLock { $0 } }
+    public var failure: CollectiveError? {
+        failed.load(ordering: .acquiring) ? failureState.withLock { $0 } : nil
+    }
+
+    private var hasFailed: Bool { failed.load(ordering: .acquiring) }
 
     public var slotFloats: Int { slotBytes / MemoryLayout<Float>.stride }
 
@@ -114,7 +121,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     /// that would notice).
     public func checkPeers() {
         var failed: Int32 = -1
-        if failure == nil, tc_group_peers_alive(handle, &failed) == 0 { fail(.peerDied(rank: Int(failed))) }
+        if !hasFailed, tc_group_peers_alive(handle, &failed) == 0 { fail(.peerDied(rank: Int(failed))) }
     }
 
     /// Returns once every rank has called it (or the group has failed).
@@ -124,7 +131,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     }
 
     private func check(bytes: Int) -> Bool {
-        guard failure == nil else { return false }
+        guard !hasFailed else { return false }
         guard bytes <= slotBytes else {
             fail(.bufferTooLarge(bytes: bytes, slotBytes: slotBytes))
             return false
@@ -135,7 +142,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     /// Arrives at the next collective and waits for the others; false (and the group failed)
     /// when a peer is dead or stalled.
     private func meet() -> Bool {
-        guard failure == nil else { return false }
+        guard !hasFailed else { return false }
         sequence &+= 1
         var failed: Int32 = -1
         let status = tc_group_arrive_and_wait(handle, sequence, spinMicroseconds * 1000, Self.nanoseconds(timeout), &failed)
@@ -149,6 +156,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
 
     private func fail(_ error: CollectiveError) {
         failureState.withLock { if $0 == nil { $0 = error } }
+        failed.store(true, ordering: .releasing)
     }
 
     private static func nanoseconds(_ duration: Duration) -> Int {

@@ -106,11 +106,7 @@ public final class WorkerService {
                 guard let received = try socket.withSocket({ try $0.receiveRouterMessage(timeout: pollInterval) })
                 else {
                     executor.checkGroup()
-                    if let failure = executor.groupFailure {
-                        logger.error("the tensor-parallel group is broken; exiting so it can start afresh",
-                                     metadata: ["error": "\(failure)"])
-                        return .groupBroken(failure)
-                    }
+                    if let broken = brokenGroup() { return broken }
                     continue
                 }
                 incoming = received
@@ -133,14 +129,17 @@ public final class WorkerService {
                 logger.info("shutting down at the router's request")
                 return .shutdownRequested
             }
-            if let failure = executor.groupFailure {
-                logger.error("the tensor-parallel group is broken; exiting so it can start afresh",
-                             metadata: ["error": "\(failure)"])
-                return .groupBroken(failure)
-            }
+            if let broken = brokenGroup() { return broken }
         }
         logger.info("stopping on signal")
         return .stopSignal
+    }
+
+    /// The loop's exit once the executor's group is broken (logged), else nil.
+    private func brokenGroup() -> WorkerExitReason? {
+        guard let failure = executor.groupFailure else { return nil }
+        logger.error("the tensor-parallel group is broken; exiting so it can start afresh", metadata: ["error": "\(failure)"])
+        return .groupBroken(failure)
     }
 
     /// Answers one message. Returns the reply and whether the loop should end after sending it.
