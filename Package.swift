@@ -97,7 +97,7 @@ let package = Package(
                           path: "Tests/Fuzz", exclude: ["corpus", "make-corpus.py"]),
 
         // Test support: ranks of a tensor-parallel group on threads of one test process.
-        .target(name: "RankThreads", path: "Tests/RankThreads"),
+        .target(name: "RankThreads", dependencies: ["Collectives"], path: "Tests/RankThreads"),
 
         .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"],
                     path: "Tests/ModelFormatsTests", resources: [.copy("Fixtures")]),

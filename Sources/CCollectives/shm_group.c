@@ -1,6 +1,7 @@
 /* Shared-memory tensor-parallel groups: see tessel_shm.h. */
 #define _GNU_SOURCE
 #include "tessel_shm.h"
+#include "tc_clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,17 +60,6 @@ struct tc_group {
     int rank;
     int world;
 };
-
-static long now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long)t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
-static void sleep_ns(long ns) {
-    struct timespec t = {ns / 1000000000L, ns % 1000000000L};
-    nanosleep(&t, NULL);
-}
 
 /* Alive: it exists and is not a zombie (an exited process its parent has not reaped yet). */
 static int process_alive(int32_t pid) {

@@ -1,31 +1,10 @@
 import CCollectives
-import Synchronization
-
-/// Why a collective could not complete. Once one fails, the group is broken for good: the
-/// worker reports the step's failure and exits, and its supervisor starts the group afresh.
-public enum CollectiveError: Error, CustomStringConvertible, Equatable, Sendable {
-    case joinFailed(group: String, rank: Int?, detail: String)
-    case peerDied(rank: Int)
-    case peerStalled(rank: Int, seconds: Double)
-    case bufferTooLarge(bytes: Int, slotBytes: Int)
-
-    public var description: String {
-        switch self {
-        case .joinFailed(_, _, let detail): "tensor-parallel group: \(detail)"
-        case .peerDied(let rank): "tensor-parallel group: rank \(rank) died"
-        case .peerStalled(let rank, let seconds):
-            "tensor-parallel group: rank \(rank) did not reach the collective within \(seconds) s"
-        case .bufferTooLarge(let bytes, let slotBytes):
-            "tensor-parallel group: a collective of \(bytes) bytes exceeds the \(slotBytes)-byte slots"
-        }
-    }
-}
 
 /// The ranks of one host meeting in a shared-memory segment (tessel_shm.h): allreduce, gather,
 /// barrier. Calls come from one thread of each rank, in the same order on every rank; the
 /// copying and summing are split over the caller's threads by the `split` argument (the
 /// compute pool), each thread taking one contiguous range.
-public final class SharedMemoryGroup: @unchecked Sendable {
+public final class SharedMemoryGroup: Communicator, @unchecked Sendable {
     public let name: String
     public let rank: Int
     public let worldSize: Int
@@ -37,14 +16,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
     private let handle: OpaquePointer
     /// Collectives so far; the next one is `sequence + 1`.
     private var sequence: UInt32 = 0
-    /// Read before every collective: an atomic flag, so the fast path takes no lock; the error
-    /// itself is kept under a lock, read only once something failed.
-    private let failed = Atomic<Bool>(false)
-    private let failureState = Mutex<CollectiveError?>(nil)
-
-    /// A range-splitting runner: calls its body once per part with that part's index range
-    /// (of floats for an allreduce, of rows for a gather).
-    public typealias Split = (_ count: Int, _ body: (Range<Int>) -> Void) -> Void
+    private let latch = FailureLatch()
 
     /// Joins the group `name` (rank 0 creates it); waits up to `joinTimeout` for every rank.
     /// `fingerprint` must be equal on every rank (the model and its shard geometry).
@@ -54,7 +26,7 @@ public final class SharedMemoryGroup: @unchecked Sendable {
         var failed: Int32 = -1
         var message = [CChar](repeating: 0, count: 512)
         let status = tc_group_join(name, Int32(rank), Int32(worldSize), slotBytes, fingerprint,
-                                   Self.nanoseconds(joinTimeout), &group, &failed, &message, message.count)
+                                   joinTimeout.nanoseconds, &group, &failed, &message, message.count)
         guard status == TC_OK, let group else {
             throw CollectiveError.joinFailed(group: name, rank: failed >= 0 ? Int(failed) : nil,
                                              detail: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
@@ -70,17 +42,15 @@ public final class SharedMemoryGroup: @unchecked Sendable {
 
     deinit { tc_group_close(handle) }
 
-    /// The first collective failure, if any (then every later collective returns at once).
-    public var failure: CollectiveError? {
-        failed.load(ordering: .acquiring) ? failureState.withLock { $0 } : nil
-    }
+    public var failure: CollectiveError? { latch.failure }
 
-    private var hasFailed: Bool { failed.load(ordering: .acquiring) }
+    public var capacityBytes: Int { slotBytes }
+
+    private var hasFailed: Bool { latch.isSet }
 
     public var slotFloats: Int { slotBytes / MemoryLayout<Float>.stride }
 
-    /// `values[i] = Σ over ranks of values[i]`, the same bits on every rank.
-    public func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, split: Split) {
+    public func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, split: CollectiveSplit) {
         guard worldSize > 1, count > 0, check(bytes: count * 4) else { return }
         let set = Int32(sequence & 1)
         let mine = tc_group_slot(handle, Int32(rank), set)!.assumingMemoryBound(to: Float.self)
@@ -92,11 +62,8 @@ public final class SharedMemoryGroup: @unchecked Sendable {
         }
     }
 
-    /// Each rank gives `rows` rows of `columns[rank]` floats (`part`, rows packed); rank 0 gets
-    /// them side by side in rows of `Σ columns` floats (`whole`, ignored on the other ranks):
-    /// rank r's columns start after those of ranks 0 ..< r.
     public func gatherColumns(_ part: UnsafePointer<Float>, rows: Int, columns: [Int],
-                              into whole: UnsafeMutablePointer<Float>, split: Split) {
+                              into whole: UnsafeMutablePointer<Float>, split: CollectiveSplit) {
         guard worldSize > 1, check(bytes: rows * (columns.max() ?? 0) * 4) else { return }
         let set = Int32(sequence & 1)
         let mine = tc_group_slot(handle, Int32(rank), set)!.assumingMemoryBound(to: Float.self)
@@ -117,14 +84,11 @@ public final class SharedMemoryGroup: @unchecked Sendable {
         }
     }
 
-    /// Fails the group if a peer's process is gone (for idle ranks, which meet no collective
-    /// that would notice).
     public func checkPeers() {
         var failed: Int32 = -1
         if !hasFailed, tc_group_peers_alive(handle, &failed) == 0 { fail(.peerDied(rank: Int(failed))) }
     }
 
-    /// Returns once every rank has called it (or the group has failed).
     public func barrier() {
         guard worldSize > 1 else { return }
         _ = meet()
@@ -145,22 +109,14 @@ public final class SharedMemoryGroup: @unchecked Sendable {
         guard !hasFailed else { return false }
         sequence &+= 1
         var failed: Int32 = -1
-        let status = tc_group_arrive_and_wait(handle, sequence, spinMicroseconds * 1000, Self.nanoseconds(timeout), &failed)
+        let status = tc_group_arrive_and_wait(handle, sequence, spinMicroseconds * 1000, timeout.nanoseconds, &failed)
         switch status {
         case TC_OK: return true
         case TC_PEER_DEAD: fail(.peerDied(rank: Int(failed)))
-        default: fail(.peerStalled(rank: Int(failed), seconds: Double(Self.nanoseconds(timeout)) / 1e9))
+        default: fail(.peerStalled(rank: Int(failed), seconds: timeout.seconds))
         }
         return false
     }
 
-    private func fail(_ error: CollectiveError) {
-        failureState.withLock { if $0 == nil { $0 = error } }
-        failed.store(true, ordering: .releasing)
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int {
-        let (seconds, attoseconds) = duration.components
-        return Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
-    }
+    private func fail(_ error: CollectiveError) { latch.record(error) }
 }

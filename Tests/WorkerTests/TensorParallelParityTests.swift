@@ -14,7 +14,10 @@ struct TensorParallelParityTests {
         var model: String
         var world: Int
         var activations: ActivationPrecision
-        var testDescription: String { "\(model) over \(world) ranks, \(activations) activations" }
+        var overTCP = false
+        var testDescription: String {
+            "\(model) over \(world) ranks, \(activations) activations\(overTCP ? ", over TCP" : "")"
+        }
     }
 
     static let variants = [
@@ -24,6 +27,8 @@ struct TensorParallelParityTests {
         Variant(model: "tiny-llama", world: 4, activations: .f32),   // 2 KV heads over 4 ranks
         Variant(model: "tiny-llama-q.gguf", world: 2, activations: .q8),  // Q8_0/Q4_1 columns on block bounds
         Variant(model: "tiny-llama-q.gguf", world: 2, activations: .f32),
+        Variant(model: "tiny-gqa9x3", world: 4, activations: .f32, overTCP: true),
+        Variant(model: "tiny-llama-q.gguf", world: 2, activations: .q8, overTCP: true),
     ]
 
     /// The logits a run sees: the prompt's last position, then each forced token's.
@@ -39,10 +44,10 @@ struct TensorParallelParityTests {
         return rows
     }
 
-    static func load(_ variant: Variant, rank: Int, group: String?) throws -> ModelExecutor {
+    static func load(_ variant: Variant, rank: Int, group: GroupSettings.Transport?) throws -> ModelExecutor {
         let options = EngineOptions(activations: variant.activations, kvCacheTokens: 2048)
         return try ModelExecutor.load(model: try Fixtures.url(variant.model).path, rank: rank, worldSize: group == nil ? 1 : variant.world,
-                                      group: group.map { GroupSettings(name: $0, joinTimeout: .seconds(30)) },
+                                      group: group.map { GroupSettings($0, joinTimeout: .seconds(30)) },
                                       options: options, pool: try ComputePool(threads: 1))
     }
 
@@ -59,9 +64,10 @@ struct TensorParallelParityTests {
             expected.append(try Self.trace(single, prompt: item.prompt, forced: path, id: UInt64(index)))
         }
         let paths = forced
-        let name = "/tessel-parity-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let transport: GroupSettings.Transport = variant.overTCP ? .tcp(freeLoopbackEndpoints(variant.world))
+            : .sharedMemory(name: "/tessel-parity-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let ranks = try onRankThreads(variant.world) { rank in
-            let executor = try Self.load(variant, rank: rank, group: name)
+            let executor = try Self.load(variant, rank: rank, group: transport)
             return try cases.enumerated().map { index, item in
                 try Self.trace(executor, prompt: item.prompt, forced: paths[index], id: UInt64(index))
             }
@@ -84,7 +90,7 @@ struct TensorParallelParityTests {
         let variant = Variant(model: "tiny-llama-q.gguf", world: 4, activations: .q8)
         let messages = try onRankThreads(4) { rank -> String in
             do {
-                _ = try Self.load(variant, rank: rank, group: name)
+                _ = try Self.load(variant, rank: rank, group: .sharedMemory(name: name))
                 return "loaded"
             } catch { return "\(error)" }
         }

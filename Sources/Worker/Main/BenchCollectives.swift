@@ -3,16 +3,17 @@ import Collectives
 import Foundation
 
 /// `worker bench-allreduce`: one rank of an allreduce latency measurement. Start one process per
-/// rank with the same --group (scripts/bench/collectives.sh does); rank 0 prints, per payload
-/// size, the p50/p99 latency beside a single-core memcpy of the same bytes on this machine.
+/// rank with the same --group or --peers (scripts/bench/collectives.sh does); rank 0 prints, per
+/// payload size, the p50/p99 latency beside a single-core memcpy of the same bytes on this machine.
 struct BenchCollectives: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-allreduce",
-        abstract: "Measure shared-memory allreduce latency between worker processes (run one per rank).")
+        abstract: "Measure allreduce latency between worker processes, in shared memory or over TCP (run one per rank).")
 
     @Option(help: "This process's rank.") var rank: Int
     @Option(help: "Ranks in the group.") var world: Int = 2
-    @Option(help: "Shared-memory name the ranks meet under (the same for every rank).") var group: String
+    @Option(help: "Shared-memory name the ranks meet under (the same for every rank).") var group: String?
+    @Option(help: "Or: every rank's TCP endpoint in rank order, tcp://host:port,… (the same for every rank).") var peers: String?
     @Option(help: "Payload sizes in KiB, comma-separated.") var sizes: String = "4,16,64,256,1024,4096"
     @Option(help: "Allreduces timed per size.") var iterations: Int = 2000
     @Option(help: "Processor to pin this rank to (default: unpinned).") var cpu: Int?
@@ -24,8 +25,19 @@ struct BenchCollectives: ParsableCommand {
         }
         if let cpu { try Topology().bindCurrentThread(toProcessors: [cpu]) }
         let largest = (kib.max() ?? 4) << 10
-        let members = try SharedMemoryGroup(name: "/\(group)", rank: rank, worldSize: world, slotBytes: largest,
+        let members: any Communicator
+        switch (group, peers) {
+        case (let group?, nil):
+            members = try SharedMemoryGroup(name: "/\(group)", rank: rank, worldSize: world, slotBytes: largest,
                                             fingerprint: UInt64(largest), joinTimeout: .seconds(60))
+        case (nil, let peers?):
+            let endpoints = try CollectiveEndpoint.list(peers)
+            guard endpoints.count == world else { throw ValidationError("--peers lists \(endpoints.count) endpoints for --world \(world)") }
+            members = try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: largest, fingerprint: UInt64(largest),
+                                      joinTimeout: .seconds(60))
+        default:
+            throw ValidationError("give one of --group (shared memory) and --peers (TCP)")
+        }
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: largest / 4)
         let copy = UnsafeMutablePointer<Float>.allocate(capacity: largest / 4)
         defer { buffer.deallocate(); copy.deallocate() }
@@ -33,7 +45,7 @@ struct BenchCollectives: ParsableCommand {
         copy.initialize(repeating: 0, count: largest / 4)
         func serial(_ count: Int, _ body: (Range<Int>) -> Void) { body(0..<count) }
         if rank == 0 {
-            print("ranks \(world); latency of one allreduce (µs), \(iterations) per size; memcpy: one core copying the same bytes")
+            print("ranks \(world) over \(peers == nil ? "shared memory" : "TCP"); latency of one allreduce (µs), \(iterations) per size; memcpy: one core copying the same bytes")
             print("size        p50      p99   memcpy  p50/memcpy")
         }
         for size in kib {

@@ -72,9 +72,14 @@ struct WorkerCommand: ParsableCommand {
     var cpus: String?
 
     @Option(help: ArgumentHelp(
-        "Shared-memory name where the ranks of one host meet (e.g. tessel-llama; the same on every rank). Needed when the world size is above 1; spawned workers get one from the router.",
+        "Shared-memory name where the ranks of one host meet (e.g. tessel-llama; the same on every rank). A world size above 1 needs this or --peers; spawned workers get one from the router.",
         valueName: "name"))
     var group: String?
+
+    @Option(help: ArgumentHelp(
+        "Where every rank meets the others over TCP, in rank order, e.g. tcp://10.0.0.1:7100,tcp://10.0.0.2:7100 (the same list on every rank; this rank listens on its own entry). For ranks on several hosts.",
+        valueName: "endpoints"))
+    var peers: String?
 
     @Option(name: .customLong("collective-timeout"), help: ArgumentHelp(
         "Seconds a rank waits at a collective for a peer that is alive but has not arrived; a dead peer fails it at once. Then the step fails and the worker exits.",
@@ -107,8 +112,18 @@ struct WorkerCommand: ParsableCommand {
         if let threads, threads <= 0 {
             throw ValidationError("--threads must be positive; got \(threads)")
         }
-        if world > 1, group == nil {
-            throw ValidationError("--shard \(shard): a world size above 1 needs --group, the name the ranks meet under")
+        if world > 1, group == nil, peers == nil {
+            throw ValidationError("--shard \(shard): a world size above 1 needs --group (ranks on one host) or --peers (over TCP)")
+        }
+        if group != nil, peers != nil {
+            throw ValidationError("--group and --peers both name where the ranks meet: give one")
+        }
+        if let peers {
+            let endpoints: [CollectiveEndpoint]
+            do { endpoints = try CollectiveEndpoint.list(peers) } catch { throw ValidationError("--peers: \(error)") }
+            guard endpoints.count == world else {
+                throw ValidationError("--peers lists \(endpoints.count) endpoints but --shard \(shard) has \(world) ranks")
+            }
         }
         if let group, group.isEmpty || group.contains("/") || group.utf8.count > 200 {
             throw ValidationError("--group must be a short name without '/'; got '\(group)'")
@@ -183,8 +198,12 @@ struct WorkerCommand: ParsableCommand {
 
         let executor: ModelExecutor
         do {
-            let settings = group.map {
-                GroupSettings(name: "/\($0)", timeout: .milliseconds(Int(collectiveTimeout * 1000)))
+            let timeout = Duration.milliseconds(Int(collectiveTimeout * 1000))
+            let settings: GroupSettings?
+            if let peers {
+                settings = GroupSettings(.tcp(try CollectiveEndpoint.list(peers)), timeout: timeout)
+            } else {
+                settings = group.map { GroupSettings(.sharedMemory(name: "/\($0)"), timeout: timeout) }
             }
             executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
                                               options: options, pool: pool,

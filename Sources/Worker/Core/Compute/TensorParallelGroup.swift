@@ -2,29 +2,58 @@ import Collectives
 
 /// Where the ranks of one tensor-parallel group meet, and how long they wait for each other.
 public struct GroupSettings: Sendable, Equatable {
-    /// The shared-memory name of the group (`/tessel-…`), equal on every rank.
-    public var name: String
+    public enum Transport: Sendable, Equatable {
+        /// The ranks of one host, in a shared-memory segment of this name (`/tessel-…`).
+        case sharedMemory(name: String)
+        /// Ranks on any hosts, over TCP: every rank's endpoint in rank order.
+        case tcp([CollectiveEndpoint])
+    }
+
+    public var transport: Transport
     /// How long a rank waits at load for the others to join.
     public var joinTimeout: Duration
     /// How long a rank waits at one collective for a peer that is alive (a dead one fails it at once).
     public var timeout: Duration
 
-    public init(name: String, joinTimeout: Duration = .seconds(600), timeout: Duration = .seconds(10)) {
-        self.name = name
+    public init(_ transport: Transport, joinTimeout: Duration = .seconds(600), timeout: Duration = .seconds(10)) {
+        self.transport = transport
         self.joinTimeout = joinTimeout
         self.timeout = timeout
     }
+
+    public var description: String {
+        switch transport {
+        case .sharedMemory(let name): "shared memory \(name)"
+        case .tcp(let endpoints): "TCP \(endpoints.map(\.description).joined(separator: ","))"
+        }
+    }
+
+    /// Joins the group as `rank` of `worldSize`, with collectives of up to `capacityBytes`.
+    func join(rank: Int, worldSize: Int, capacityBytes: Int, fingerprint: UInt64) throws -> any Communicator {
+        switch transport {
+        case .sharedMemory(let name):
+            return try SharedMemoryGroup(name: name, rank: rank, worldSize: worldSize, slotBytes: capacityBytes,
+                                         fingerprint: fingerprint, joinTimeout: joinTimeout, timeout: timeout)
+        case .tcp(let endpoints):
+            guard endpoints.count == worldSize else {
+                throw CollectiveError.joinFailed(group: description, rank: nil, detail:
+                    "\(endpoints.count) collective endpoints given for a group of \(worldSize) ranks")
+            }
+            return try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: capacityBytes, fingerprint: fingerprint,
+                                   joinTimeout: joinTimeout, timeout: timeout)
+        }
+    }
 }
 
-/// The model's collectives, run on the compute pool: the copy into and the sum out of the
-/// shared slots are split over the pool's threads.
+/// The model's collectives, run on the compute pool: with shared memory the copy into and the
+/// sum out of the shared slots are split over the pool's threads.
 public final class TensorParallelGroup: @unchecked Sendable {
-    public let group: SharedMemoryGroup
+    public let group: any Communicator
     let pool: ComputePool
     /// Floats per thread below which a copy or sum stays on one thread.
     static let floatsPerThread = 8192
 
-    init(group: SharedMemoryGroup, pool: ComputePool) {
+    init(group: any Communicator, pool: ComputePool) {
         self.group = group
         self.pool = pool
     }
@@ -45,7 +74,7 @@ public final class TensorParallelGroup: @unchecked Sendable {
         pool.progress.advance()
     }
 
-    /// Rank 0 gets every rank's columns side by side (see `SharedMemoryGroup.gatherColumns`).
+    /// Rank 0 gets every rank's columns side by side (see `Communicator.gatherColumns`).
     func gatherColumns(_ part: UnsafePointer<Float>, rows: Int, columns: [Int], into whole: UnsafeMutablePointer<Float>) {
         let pool = self.pool
         group.gatherColumns(part, rows: rows, columns: columns, into: whole) { count, body in

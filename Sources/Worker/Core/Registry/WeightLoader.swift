@@ -219,11 +219,10 @@ public struct ModelLoadContext: Sendable {
     public func joinGroup(slotBytes: Int, fingerprint: String) throws -> TensorParallelGroup? {
         guard plan.isSharded else { return nil }
         guard let group else { throw ModelLoadError.missingGroup(worldSize: plan.worldSize) }
-        log("joining tensor-parallel group \(group.name) as rank \(plan.rank) of \(plan.worldSize)")
+        log("joining tensor-parallel group (\(group.description)) as rank \(plan.rank) of \(plan.worldSize)")
         var hash: UInt64 = 0xcbf29ce484222325
         for byte in "\(fingerprint) \(plan.worldSize) \(slotBytes)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
-        let joined = try SharedMemoryGroup(name: group.name, rank: plan.rank, worldSize: plan.worldSize, slotBytes: slotBytes,
-                                           fingerprint: hash, joinTimeout: group.joinTimeout, timeout: group.timeout)
+        let joined = try group.join(rank: plan.rank, worldSize: plan.worldSize, capacityBytes: slotBytes, fingerprint: hash)
         return TensorParallelGroup(group: joined, pool: pool)
     }
 
