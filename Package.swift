@@ -38,6 +38,9 @@ let package = Package(
                 dependencies: ["CZeroMQ", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 path: "Sources/Shared/Wire"),
 
+        // Shared: the service manager's notifications (systemd Type=notify, watchdog).
+        .target(name: "ServiceNotify", path: "Sources/Shared/ServiceNotify"),
+
         // Collectives: shared-memory groups of the ranks of one host (C: atomics and futexes on
         // a segment mapped by several processes), hwloc topology and pinning.
         .target(name: "CCollectives", path: "Sources/CCollectives", cSettings: [.unsafeFlags(["-O3"])]),
@@ -68,7 +71,7 @@ let package = Package(
                 ],
                 path: "Sources/Router/Core"),
         .executableTarget(name: "router",
-                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats", "Collectives",
+                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats", "Collectives", "ServiceNotify",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
@@ -82,7 +85,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Worker/Core", swiftSettings: optimised),
         .executableTarget(name: "worker",
-                          dependencies: ["WorkerCore", "Collectives", "CKernels", "ModelFormats",
+                          dependencies: ["WorkerCore", "Collectives", "CKernels", "ModelFormats", "ServiceNotify",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/Worker/Main"),

@@ -34,6 +34,7 @@ typedef struct {
 typedef struct {
     uint64_t magic;
     uint32_t verdict, rank;
+    uint64_t group_id; /* rank 0's, passed on by every rank */
 } tn_answer;
 
 enum { TN_ACCEPTED = 0, TN_OTHER_WORLD = 1, TN_OTHER_FINGERPRINT = 2, TN_DUPLICATE_RANK = 3, TN_BAD_RANK = 4 };
@@ -49,7 +50,10 @@ struct tc_net {
     float *scratch;        /* world × max_bytes: a receive area per rank */
     size_t max_bytes;
     uint32_t sequence;
+    uint64_t group_id;
 };
+
+uint64_t tc_net_group_id(const tc_net *net) { return net->group_id; }
 
 static tc_status failf(char *message, size_t size, tc_status status, const char *format, ...) {
     if (message && size) {
@@ -190,6 +194,7 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
     net->rank = rank;
     net->world = world;
     net->max_bytes = (max_bytes + 63) / 64 * 64;
+    if (rank == 0) net->group_id = tc_random_id();
     for (int r = 0; r < TN_MAX_WORLD; r++) net->fds[r] = -1;
     if (posix_memalign((void **)&net->scratch, 64, (size_t)world * net->max_bytes) != 0) {
         free(net);
@@ -233,6 +238,7 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
                                ports[peer], rank, rank, verdict_text(answer.verdict));
                 goto failed;
             }
+            if (peer == 0) net->group_id = answer.group_id;
             net->fds[peer] = fd;
             break;
         }
@@ -263,7 +269,7 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
         else if (peer <= rank || peer >= world) verdict = TN_BAD_RANK;
         else if (net->fds[peer] >= 0) verdict = TN_DUPLICATE_RANK;
         else if (theirs.fingerprint != fingerprint) verdict = TN_OTHER_FINGERPRINT;
-        tn_answer answer = {TN_MAGIC, verdict, (uint32_t)rank};
+        tn_answer answer = {TN_MAGIC, verdict, (uint32_t)rank, net->group_id};
         int sent = move_all(fd, &answer, sizeof answer, 1, deadline) == 0;
         if (verdict != TN_ACCEPTED) {
             close(fd);

@@ -47,8 +47,9 @@ typedef struct {
     uint32_t world;
     uint64_t slot_bytes;
     uint64_t fingerprint;
+    uint64_t group_id;            /* drawn by the creator: names this formation of the group */
     _Atomic uint32_t initialised; /* set last by the creator */
-    char pad[TC_LINE - 36];
+    char pad[TC_LINE - 44];
     tc_rank_line ranks[];
 } tc_header;
 
@@ -118,6 +119,8 @@ void *tc_group_slot(const tc_group *group, int rank, int set) {
     return (char *)group->header + group->header_bytes + ((size_t)set * (size_t)group->world + (size_t)rank) * group->slot_bytes;
 }
 
+uint64_t tc_group_id(const tc_group *group) { return group->header->group_id; }
+
 void tc_group_close(tc_group *group) {
     if (!group) return;
     munmap(group->header, group->mapped_bytes);
@@ -162,6 +165,7 @@ tc_status tc_group_join(const char *name, int rank, int world, size_t slot_bytes
         header->world = (uint32_t)world;
         header->slot_bytes = slot;
         header->fingerprint = fingerprint;
+        header->group_id = tc_random_id();
         atomic_store(&header->ranks[0].pid, (int32_t)getpid());
         atomic_store(&header->initialised, 1u);
     } else {

@@ -40,6 +40,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// The largest payload of one collective, in bytes.
     var capacityBytes: Int { get }
     var failure: CollectiveError? { get }
+    /// Drawn by rank 0 when the group met, equal on every rank: names this formation of the
+    /// group, so a router can tell ranks of a fresh group from survivors of a broken one.
+    var groupID: UInt64 { get }
     /// `values[i] = Σ over ranks of values[i]`, the same bits on every rank.
     func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, split: CollectiveSplit)
     /// Each rank gives `rows` rows of `columns[rank]` floats (`part`, rows packed); rank 0 gets

@@ -46,6 +46,8 @@ public final class SharedMemoryGroup: Communicator, @unchecked Sendable {
 
     public var capacityBytes: Int { slotBytes }
 
+    public var groupID: UInt64 { tc_group_id(handle) }
+
     private var hasFailed: Bool { latch.isSet }
 
     public var slotFloats: Int { slotBytes / MemoryLayout<Float>.stride }

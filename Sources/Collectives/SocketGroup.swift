@@ -88,6 +88,8 @@ public final class SocketGroup: Communicator, @unchecked Sendable {
 
     public var failure: CollectiveError? { latch.failure }
 
+    public var groupID: UInt64 { tc_net_group_id(handle) }
+
     public func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, split: CollectiveSplit) {
         guard count > 0, check(bytes: count * 4) else { return }
         var failed: Int32 = -1

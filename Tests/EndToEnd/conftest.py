@@ -24,6 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, timeout: float, check=lambda: None, describe=lambda: "") -> None:
+    """Polls `base`/health until it answers 200; `check` may raise (a process that exited)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        check()
+        try:
+            if requests.get(base + "/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{base} not healthy after {timeout}s:\n{describe()}")
+
+
 class RouterProcess:
     def __init__(self, *args: str, env: dict | None = None):
         router = BIN_DIR / "router"
@@ -37,17 +51,10 @@ class RouterProcess:
             start_new_session=True)
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def exited():
             if self.proc.poll() is not None:
                 raise AssertionError(f"router exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if requests.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"router not healthy after {timeout}s:\n{self.output()}")
+        wait_healthy(self.base, timeout, check=exited, describe=self.output)
 
     def output(self) -> str:
         self.log.flush()

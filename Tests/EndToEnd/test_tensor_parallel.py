@@ -37,6 +37,41 @@ def assert_close(ours, reference, what):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), f"{what}: token {i}: logprob {a} vs {b}"
 
 
+def assert_kill_fails_the_request_fast(base, name, kill):
+    """Starts a long request, calls `kill` 1.5 s into it: the request must fail with a 5xx naming
+    a rank within 5 s, never hang."""
+    body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0, "ignore_eos": True}
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "r", requests.post(base + "/v1/completions", json=body, timeout=60)))
+    thread.start()
+    time.sleep(1.5)
+    kill()
+    killed = time.time()
+    thread.join(timeout=45)
+    assert not thread.is_alive(), "the request hung on a dead rank"
+    assert time.time() - killed < 5, f"took {time.time() - killed:.1f} s to fail"
+    r = result["r"]
+    assert r.status_code >= 500, r.text
+    assert "rank" in r.json()["error"]["message"], r.text
+
+
+def served_again(base, body, timeout=90):
+    """Retries `body` until the group answers it (it is restarting); returns the answer."""
+    deadline = time.time() + timeout
+    again = None
+    while time.time() < deadline:
+        try:
+            again = requests.post(base + "/v1/completions", json=body, timeout=60)
+            if again.status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    assert again is not None and again.status_code == 200, again.text if again is not None else "no answer"
+    return again.json()
+
+
 @pytest.fixture(scope="module")
 def single_worker_answers(model_path):
     with serving("--model", str(model_path), "--workers", "1", "--activations", "f32") as router:
@@ -87,31 +122,10 @@ def test_a_killed_rank_fails_requests_fast_and_the_group_serves_again(model_path
         ranks = proc_tools.worker_ranks(router.proc.pid)
         assert sorted(ranks) == [0, 1], ranks
         name = model_name(router)
-        body = {"model": name, "prompt": "Tell me a long story.", "max_tokens": 2000, "temperature": 0,
-                "ignore_eos": True}
-        result = {}
-        thread = threading.Thread(target=lambda: result.setdefault(
-            "r", requests.post(router.base + "/v1/completions", json=body, timeout=60)))
-        thread.start()
-        time.sleep(1.5)
-        os.kill(ranks[1], signal.SIGKILL)
-        killed = time.time()
-        thread.join(timeout=45)
-        assert not thread.is_alive(), "the request hung on a dead rank"
-        assert time.time() - killed < 5, f"took {time.time() - killed:.1f} s to fail"
-        r = result["r"]
-        assert r.status_code >= 500, r.text
-        assert "rank" in r.json()["error"]["message"], r.text
+        assert_kill_fails_the_request_fast(router.base, name, lambda: os.kill(ranks[1], signal.SIGKILL))
         # The whole group restarts: rank 0 leaves its broken group too.
         router.wait_healthy(timeout=90)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            again = requests.post(router.base + "/v1/completions",
-                                  json={"model": name, "prompt": "Hi", "max_tokens": 4}, timeout=60)
-            if again.status_code == 200:
-                break
-            time.sleep(0.5)
-        assert again.status_code == 200, again.text
+        served_again(router.base, {"model": name, "prompt": "Hi", "max_tokens": 4})
         now = proc_tools.worker_ranks(router.proc.pid)
         assert now[0] != ranks[0] and now[1] != ranks[1], f"both ranks should be new processes: {ranks} -> {now}"
     finally:

@@ -3,20 +3,27 @@
 #   A  --workers 1 --worker-threads 1   one worker on one core
 #   B  --workers 1                      one worker on every core
 #   C  --workers N                      N workers splitting the model, 1/N of the cores each
-# Prints batch-1 decode and STREAMS-stream aggregate tok/s for each, and C/A, C/B.
+#   D  N workers on N pretend hosts      network namespaces joined by veth (scripts/netns_hosts.py),
+#                                       the ranks meeting over TCP (--peers), the router attached
+#                                       from a host of its own; one core each (NETNS=0 leaves it out;
+#                                       it needs root)
+# Prints batch-1 decode and STREAMS-stream aggregate tok/s for each, and C/A, C/B, D/A, D/C.
 #
 #   scripts/bench/tensor-parallel.sh [MODEL]     (environment: N (2), RUNS (3), TOKENS (128),
-#                                                 STREAMS (16), TESSEL_ARGS, PYTHON)
+#                                                 STREAMS (16), NETNS (1), TESSEL_ARGS, PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL="${1:-$HOME/.cache/tessel/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 N="${N:-2}"; RUNS="${RUNS:-3}"; TOKENS="${TOKENS:-128}"; STREAMS="${STREAMS:-16}"; PYTHON="${PYTHON:-python3}"
+NETNS="${NETNS:-1}"
 [[ -e "$MODEL" ]] || { echo "tensor-parallel.sh: no model at $MODEL (scripts/fetch-model fetches the default)" >&2; exit 1; }
 swift build -c release --product worker >&2
 swift build -c release --product router >&2
 ROUTER="$(swift build -c release --show-bin-path)/router"
+WORKER="$(swift build -c release --show-bin-path)/worker"
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+HOSTS="tslbench$$"
+trap 'rm -rf "$WORK"; [[ "$NETNS" == 1 ]] && python3 scripts/netns_hosts.py down "$HOSTS"' EXIT
 
 measure() {  # label, router flags… → appends a JSON line to $WORK/label
     local label="$1"; shift
@@ -28,21 +35,49 @@ measure() {  # label, router flags… → appends a JSON line to $WORK/label
     kill -TERM "$pid"; wait "$pid" || true
 }
 
+measure_hosts() {  # N workers on hosts 1 … N, the router on host 0, all over TCP
+    local addresses ranks=() peers="" endpoints="" pids=() rank
+    mapfile -t addresses < <(python3 scripts/netns_hosts.py up "$HOSTS" $((N + 1)))
+    for ((rank = 0; rank < N; rank++)); do
+        peers+="${peers:+,}tcp://${addresses[rank + 1]}:7100"
+        endpoints+="${endpoints:+,}tcp://${addresses[rank + 1]}:7000"
+    done
+    for ((rank = 0; rank < N; rank++)); do
+        python3 scripts/netns_hosts.py exec "$HOSTS" $((rank + 1)) -- "$WORKER" --rank "$rank" --shard "$rank/$N" \
+            --model "$MODEL" --listen "tcp://${addresses[rank + 1]}:7000" --peers "$peers" --threads 1 \
+            --cpus $((rank % $(nproc))) ${TESSEL_ARGS:-} >"$WORK/D-worker$rank.log" 2>&1 &
+        pids+=($!)
+    done
+    python3 scripts/netns_hosts.py exec "$HOSTS" 0 -- "$ROUTER" --model "$MODEL" --host "${addresses[0]}" --port 8000 \
+        --worker-endpoints "$endpoints" >"$WORK/D.log" 2>&1 &
+    local router=$!
+    for _ in $(seq 600); do curl -sf "http://${addresses[0]}:8000/health" >/dev/null && break; sleep 0.2; done
+    "$PYTHON" scripts/bench/tensor_parallel.py "http://${addresses[0]}:8000" "$TOKENS" "$STREAMS" >>"$WORK/D"
+    kill -TERM "$router"; wait "$router" || true
+    kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
+    python3 scripts/netns_hosts.py down "$HOSTS"
+}
+
 for ((run = 1; run <= RUNS; run++)); do
     echo "run $run/$RUNS" >&2
     measure A --workers 1 --worker-threads 1
     measure B --workers 1
     measure C --workers "$N"
+    [[ "$NETNS" == 1 ]] && measure_hosts
 done
 "$PYTHON" - "$WORK" "$N" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 work, n = sys.argv[1], sys.argv[2]
-runs = {k: [json.loads(l) for l in open(f"{work}/{k}")] for k in "ABC"}
+layouts = [k for k in "ABCD" if os.path.exists(f"{work}/{k}")]
+runs = {k: [json.loads(l) for l in open(f"{work}/{k}")] for k in layouts}
 med = {k: {m: statistics.median(r[m] for r in v) for m in ("decode", "aggregate")} for k, v in runs.items()}
-names = {"A": "--workers 1, 1 core", "B": "--workers 1, all cores", "C": f"--workers {n}"}
+names = {"A": "--workers 1, 1 core", "B": "--workers 1, all cores", "C": f"--workers {n}",
+         "D": f"{n} hosts over TCP"}
 print(f"{'layout':26} {'decode tok/s':>13} {'aggregate tok/s':>16}   (medians of {len(runs['A'])})")
-for k in "ABC":
+for k in layouts:
     print(f"{names[k]:26} {med[k]['decode']:13.1f} {med[k]['aggregate']:16.1f}")
-for k in "AB":
-    print(f"{names['C']} / {names[k]:22} {med['C']['decode'] / med[k]['decode']:8.2f}x {med['C']['aggregate'] / med[k]['aggregate']:15.2f}x")
+for top, bottom in [("C", "A"), ("C", "B"), ("D", "A"), ("D", "C")]:
+    if top in med and bottom in med:
+        print(f"{names[top]} / {names[bottom]:22} {med[top]['decode'] / med[bottom]['decode']:8.2f}x"
+              f" {med[top]['aggregate'] / med[bottom]['aggregate']:15.2f}x")
 PY

@@ -35,6 +35,10 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
 
 void tc_net_close(tc_net *net);
 
+/* Rank 0's id for this formation of the group, handed to every rank at the join (as
+ * tc_group_id). */
+uint64_t tc_net_group_id(const tc_net *net);
+
 /* values[i] = Σ over ranks of values[i] for i in 0 ..< count, the same bits on every rank: up
  * to `direct_bytes` (and always with two ranks) every rank sends its whole buffer to every
  * other and sums them in rank order; above, a ring (reduce-scatter, then all-gather). */

@@ -45,6 +45,10 @@ tc_status tc_group_join(const char *name, int rank, int world, size_t slot_bytes
 
 void tc_group_close(tc_group *group);
 
+/* The id rank 0 drew when it created the group: equal on every rank of this formation of it,
+ * different in the next (after a restart), so a router can tell a fresh group from a broken one. */
+uint64_t tc_group_id(const tc_group *group);
+
 /* Slot `rank` of set `set` (0 or 1): `slot_bytes` bytes, 64-byte aligned. */
 void *tc_group_slot(const tc_group *group, int rank, int set);
 

@@ -5,6 +5,7 @@ import Logging
 import ModelFormats
 import RouterCore
 import ServiceLifecycle
+import ServiceNotify
 import Tokenizers
 
 @main
@@ -300,13 +301,17 @@ struct Serve: AsyncParsableCommand {
             logger.info("worker placement", metadata: ["placement": "\(placement.summary)"])
         }
         let clusterLogger = Self.logger("tessel.cluster", like: logger)
+        let notifier = ServiceNotifier()
         let cluster: WorkerCluster
         do {
-            if let endpoints {
-                cluster = try await WorkerCluster.attach(endpoints: endpoints, options: options, logger: clusterLogger)
-            } else {
-                cluster = try await WorkerCluster.launch(model: source.ggufURL?.path ?? source.directory.path,
-                                                         workers: workers, options: options, logger: clusterLogger)
+            cluster = try await notifier.extendingTimeout {
+                if let endpoints {
+                    notifier.status("waiting for the workers at \(endpoints.joined(separator: ","))")
+                    return try await WorkerCluster.attach(endpoints: endpoints, options: options, logger: clusterLogger)
+                }
+                notifier.status("starting \(workers) worker\(workers == 1 ? "" : "s")")
+                return try await WorkerCluster.launch(model: source.ggufURL?.path ?? source.directory.path,
+                                                      workers: workers, options: options, logger: clusterLogger)
             }
         } catch {
             throw RouterStartupError.workersUnavailable(reason: "\(error)")
@@ -352,11 +357,13 @@ struct Serve: AsyncParsableCommand {
             health: { cluster.isHealthy }, logger: logger,
             onServerRunning: { _ in
                 httpLogger.info("serving \(served.name) on http://\(host):\(port)")
+                notifier.ready(status: "serving \(served.name) on http://\(host):\(port) with \(cluster.worldSize) worker rank\(cluster.worldSize == 1 ? "" : "s")")
             })
         // Shutdown runs in reverse: the HTTP server drains first, then the step loop finishes
         // the sequences it has, then the workers are told to exit.
         let group = ServiceGroup(
-            services: [WorkerShutdownService(cluster: cluster), stepLoop, application],
+            services: [WatchdogService(notifier: notifier), WorkerShutdownService(cluster: cluster), stepLoop,
+                       AnnouncedShutdown(service: application, notifier: notifier)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         do {
@@ -408,6 +415,35 @@ struct Serve: AsyncParsableCommand {
             return try ChatTemplate(source: source)
         } catch {
             throw RouterStartupError.chatTemplateUnreadable(path: "(the model's own template)", reason: "\(error)")
+        }
+    }
+}
+
+/// Feeds the service manager's watchdog (`WatchdogSec`) from the router's own task pool, so a
+/// router whose tasks no longer run is restarted. First in the group, it stops last: the
+/// watchdog is fed through the drain.
+struct WatchdogService: Service {
+    let notifier: ServiceNotifier
+
+    func run() async throws {
+        guard let interval = notifier.watchdogInterval else { return try await gracefulShutdown() }
+        while !Task.isShuttingDownGracefully, (try? await Task.sleep(for: min(interval / 4, .milliseconds(500)))) != nil {
+            notifier.watchdogIfDue()
+        }
+    }
+}
+
+/// The HTTP server, telling the service manager STOPPING=1 when its drain begins (it is the
+/// first service the shutdown reaches).
+struct AnnouncedShutdown: Service {
+    let service: any Service
+    let notifier: ServiceNotifier
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await service.run()
+        } onGracefulShutdown: {
+            notifier.stopping(status: "draining: finishing the requests in flight")
         }
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import CKernels
 import Logging
 import ModelFormats
+import ServiceNotify
 import WorkerCore
 
 /// `worker`: one rank of a Tessel cluster. Loads its shard of the model and serves the router's
@@ -195,6 +196,10 @@ struct WorkerCommand: ParsableCommand {
 
         let stopSignal = WorkerStopSignal()
         stopSignal.stopOnTerminationSignals()
+        // Under systemd (Type=notify): READY once the weights are loaded and the group has met,
+        // the start-up timeout extended while that takes, the watchdog fed from the step loop.
+        let notifier = ServiceNotifier()
+        notifier.status("rank \(rank) of \(worldSize): loading \(model)")
 
         let executor: ModelExecutor
         do {
@@ -205,9 +210,13 @@ struct WorkerCommand: ParsableCommand {
             } else {
                 settings = group.map { GroupSettings(.sharedMemory(name: "/\($0)"), timeout: timeout) }
             }
-            executor = try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
-                                              options: options, pool: pool,
-                                              log: { message in logger.notice("\(message)") })
+            executor = try notifier.extendingTimeout {
+                try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
+                                       options: options, pool: pool, log: { message in
+                                           logger.notice("\(message)")
+                                           notifier.status("rank \(rank) of \(worldSize): \(message)")
+                                       })
+            }
         } catch {
             exitWithError("worker rank \(rank): cannot load model \(model): \(error)")
         }
@@ -223,7 +232,11 @@ struct WorkerCommand: ParsableCommand {
             let service = try WorkerService(executor: executor, rank: rank, worldSize: worldSize, endpoint: listen,
                                             logger: logger, stopSignal: stopSignal)
             service.parentProcessID = parentPID
-            if case .groupBroken(let reason) = try service.run() {
+            service.alive = { notifier.watchdogIfDue() }
+            notifier.ready(status: "rank \(rank) of \(worldSize): serving \(executor.info.architecture) on \(listen)")
+            let exit = try service.run()
+            notifier.stopping(status: "rank \(rank) of \(worldSize): stopping (\(exit))")
+            if case .groupBroken(let reason) = exit {
                 exitWithError("worker rank \(rank): \(reason)")
             }
         } catch {

@@ -18,6 +18,12 @@ public enum ClusterError: Error, CustomStringConvertible, Sendable {
     case stepFailed(rank: Int, stepID: UInt64, message: String)
     case unexpectedReply(rank: Int, expected: String, got: String)
     case transport(rank: Int, endpoint: String, reason: String)
+    /// A worker answers with another process or group formation than it handshook with.
+    case workerRestarted(rank: Int, endpoint: String, detail: String)
+    /// Another rank of the tensor-parallel group failed: this one cannot compute without it.
+    case groupBroken(rank: Int, cause: String)
+    /// The rank answers from the group formation that broke (it leaves once its peers are gone).
+    case staleGroup(rank: Int)
     case shutDown
 
     public var description: String {
@@ -51,6 +57,12 @@ public enum ClusterError: Error, CustomStringConvertible, Sendable {
             return "worker rank \(rank) answered \(got) where \(expected) was expected"
         case .transport(let rank, let endpoint, let reason):
             return "talking to worker rank \(rank) at \(endpoint) failed: \(reason)"
+        case .workerRestarted(let rank, let endpoint, let detail):
+            return "worker rank \(rank) at \(endpoint) restarted since the handshake (\(detail))"
+        case .groupBroken(let rank, let cause):
+            return "the tensor-parallel group broke: rank \(rank) failed (\(cause))"
+        case .staleGroup(let rank):
+            return "worker rank \(rank) still belongs to the group that broke (it leaves once it sees its peers gone)"
         case .shutDown:
             return "the worker cluster is shut down"
         }

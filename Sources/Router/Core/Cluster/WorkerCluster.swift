@@ -71,6 +71,9 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
     private var supervisors: [Task<Void, Never>] = []
     private var isShutDown = false
     private var recoveryCount: UInt64 = 0
+    /// The group formation that last broke: its surviving ranks are not taken back (they leave
+    /// it on their own once their peers are gone, and come back in a new formation).
+    private var brokenGroupID: UInt64?
 
     private struct SpawnPlan: Sendable {
         var executable: URL
@@ -93,9 +96,26 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         lock.withLock { recoveryCount }
     }
 
-    /// Whether every rank is currently handshaken and answering.
+    /// Whether every rank is currently handshaken and answering, all in one group formation.
     public var isHealthy: Bool {
-        links.allSatisfy(\.isReady)
+        groupUnavailability() == nil
+    }
+
+    /// Why a step cannot go to every rank now (a rank down, or ranks of different formations
+    /// of the group), or nil if it can.
+    private func groupUnavailability() -> ClusterError? {
+        let formations = links.map(\.readyGroupID)
+        if let down = formations.firstIndex(where: { $0 == nil }) {
+            if case .failed(let error) = links[down].currentState {
+                return .workerUnavailable(rank: down, reason: error.description)
+            }
+            return .workerUnavailable(rank: down, reason: "not yet handshaken")
+        }
+        guard worldSize > 1, let first = formations[0] else { return nil }
+        if let other = formations.firstIndex(where: { $0 != first }) {
+            return .workerUnavailable(rank: other, reason: "the tensor-parallel group is re-forming: rank \(other) is not yet in rank 0's group")
+        }
+        return nil
     }
 
     /// Process ids of the spawned workers (nil for a rank that is down or attached).
@@ -112,12 +132,33 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         self.context = context
         self.processes = Array(repeating: nil, count: endpoints.count)
         self.spawnGenerations = Array(repeating: 0, count: endpoints.count)
+        let relay = FailureRelay()
         self.links = endpoints.enumerated().map { rank, endpoint in
             WorkerLink(rank: rank, endpoint: endpoint, context: context, healthInterval: options.healthInterval,
                        healthTimeout: options.healthTimeout, stallTimeout: options.stallTimeout, logger: logger,
                        onFailure: { rank, error in
                            logger.error("worker failed", metadata: ["rank": "\(rank)", "error": "\(error)"])
+                           relay.cluster?.rankFailed(rank)
                        })
+        }
+        relay.cluster = self
+    }
+
+    /// Hands link failures to the cluster, which exists only after its links.
+    private final class FailureRelay: @unchecked Sendable {
+        weak var cluster: WorkerCluster?
+    }
+
+    /// One rank failed: in a group, the others cannot compute without it, so the whole group is
+    /// failed and brought back as a unit (respawned, or awaited in a new formation).
+    private func rankFailed(_ rank: Int) {
+        guard worldSize > 1 else { return }
+        let formation = links.compactMap(\.readyGroupID).first
+        lock.withLock { if let formation, formation != 0 { brokenGroupID = formation } }
+        let cause: String
+        if case .failed(let error) = links[rank].currentState { cause = error.description } else { cause = "it failed" }
+        for link in links where link.rank != rank && link.isReady {
+            link.markFailed(.groupBroken(rank: rank, cause: cause))
         }
     }
 
@@ -264,7 +305,13 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             self.reference = reference
             self.modelInfo = info
         }
-        for (link, reply) in zip(links, replies) { link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs) }
+        if worldSize > 1, let other = replies.firstIndex(where: { $0.groupID != reference.groupID }) {
+            throw ClusterError.inconsistentWorkers(rank: other, field: "the tensor-parallel group", expected: "\(reference.groupID)",
+                                                   found: "\(replies[other].groupID) (it met other ranks than rank 0 did)")
+        }
+        for (link, reply) in zip(links, replies) {
+            link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs, identity: WorkerIdentity(reply))
+        }
         logger.info("workers ready", metadata: [
             "world_size": "\(worldSize)", "architecture": "\(info.architecture)",
             "fingerprint": "\(info.fingerprint)", "kv_blocks": "\(info.kvBlockCount)",
@@ -365,7 +412,8 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
                     timeout = options.handshakeTimeout
                 }
                 let reply = try await handshake(rank: rank, timeout: timeout)
-                let (reference, info) = lock.withLock { (self.reference!, self.modelInfo!) }
+                let (reference, info, broken) = lock.withLock { (self.reference!, self.modelInfo!, brokenGroupID) }
+                if worldSize > 1, reply.groupID == broken { throw ClusterError.staleGroup(rank: rank) }
                 try Self.checkConsistent(reply, rank: rank, reference: reference)
                 guard Int(reply.kvBlockCount) >= info.kvBlockCount else {
                     throw ClusterError.inconsistentWorkers(rank: rank, field: "the KV block count",
@@ -374,8 +422,12 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
                 }
                 if shuttingDown { return }
                 lock.withLock { recoveryCount += 1 }
-                link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs)
+                link.markReady(heartbeatIntervalMilliseconds: reply.heartbeatIntervalMs, identity: WorkerIdentity(reply))
                 logger.notice("worker is back", metadata: ["rank": "\(rank)", "pid": "\(reply.pid)"])
+            } catch ClusterError.staleGroup {
+                // Not a failure of its own: look again shortly, without backing off.
+                consecutiveFailures = 0
+                logger.debug("worker still in the broken group", metadata: ["rank": "\(rank)"])
             } catch {
                 logger.error("worker did not come back", metadata: ["rank": "\(rank)", "error": "\(error)",
                                                                    "retry_after": "\(backoff * 2)"])
@@ -407,21 +459,36 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         if shuttingDown { throw ClusterError.shutDown }
         let message = RouterMessage.with { $0.step = step }
         // Every rank must see the steps in the same order (they meet in collectives), so the
-        // step is queued on all links under one lock before anything is awaited.
-        let slots = submission.withLock {
-            links.map { $0.enqueue(message, operation: "step \(step.stepID)", timeout: stepDeadline(for: step),
-                                   requireReady: true) }
+        // step is queued on all links under one lock before anything is awaited; and it goes to
+        // all ranks or none (a rank computing alone would wait in its collectives for nobody).
+        let slots = try submission.withLock {
+            if let unavailable = groupUnavailability() { throw unavailable }
+            return links.map { $0.enqueue(message, operation: "step \(step.stepID)", timeout: stepDeadline(for: step),
+                                          requireReady: true) }
         }
         if slots.count == 1 {
             return try stepResult(try await slots[0].value(), rank: 0, stepID: step.stepID)
         }
         // The first rank to fail fails the step: the others may be waiting for it in a collective.
+        // A rank failed only because another one did (the group broke) waits for that one's
+        // error, which says what happened.
         return try await withThrowingTaskGroup(of: (Int, Tessel_Wire_StepResult).self) { group in
             for (rank, slot) in slots.enumerated() {
                 group.addTask { (rank, try self.stepResult(try await slot.value(), rank: rank, stepID: step.stepID)) }
             }
             var first: Tessel_Wire_StepResult?
-            for try await (rank, result) in group where rank == 0 { first = result }
+            var consequence: (any Error)?
+            while let next = await group.nextResult() {
+                switch next {
+                case .success(let (rank, result)):
+                    if rank == 0 { first = result }
+                case .failure(ClusterError.groupBroken(let rank, let cause)):
+                    consequence = consequence ?? ClusterError.groupBroken(rank: rank, cause: cause)
+                case .failure(let error):
+                    throw error
+                }
+            }
+            if let consequence { throw consequence }
             return first!
         }
     }

@@ -10,6 +10,21 @@ import Wire
 /// once and every later step until the supervisor re-handshakes and calls `markReady()`. During a
 /// step, a worker that announced heartbeats is failed when they stop (`heartbeatLost`) or when
 /// they show no progress for `stallTimeout` (`workerStuck`).
+/// Which process, in which group formation, answers for a rank.
+struct WorkerIdentity: Sendable, Equatable {
+    var pid: UInt32
+    var groupID: UInt64
+
+    init(pid: UInt32, groupID: UInt64) {
+        self.pid = pid
+        self.groupID = groupID
+    }
+
+    init(_ reply: Tessel_Wire_HandshakeReply) {
+        self.init(pid: reply.pid, groupID: reply.groupID)
+    }
+}
+
 final class WorkerLink: @unchecked Sendable {
     enum State: Sendable {
         case connecting
@@ -45,6 +60,9 @@ final class WorkerLink: @unchecked Sendable {
     private var readySince = ContinuousClock.now
     /// From the worker's handshake; zero: it sends no heartbeats.
     private var heartbeatInterval: Duration = .zero
+    /// From the worker's handshake: its process and group formation, which its health replies
+    /// must keep reporting.
+    private var identity = WorkerIdentity(pid: 0, groupID: 0)
     private var threadFinished = false
 
     init(rank: Int, endpoint: String, context: ZeroMQContext, healthInterval: Duration, healthTimeout: Duration,
@@ -80,9 +98,18 @@ final class WorkerLink: @unchecked Sendable {
         }
     }
 
-    func markReady(heartbeatIntervalMilliseconds: UInt32 = 0) {
+    /// The group formation the worker reported at its handshake, while the link is ready.
+    var readyGroupID: UInt64? {
+        condition.withLock {
+            if case .ready = state { return identity.groupID }
+            return nil
+        }
+    }
+
+    func markReady(heartbeatIntervalMilliseconds: UInt32 = 0, identity: WorkerIdentity = WorkerIdentity(pid: 0, groupID: 0)) {
         condition.withLock {
             guard case .closed = state else {
+                self.identity = identity
                 heartbeatInterval = .milliseconds(Int(heartbeatIntervalMilliseconds))
                 state = .ready
                 lastContact = .now
@@ -230,10 +257,17 @@ final class WorkerLink: @unchecked Sendable {
                         throw ClusterError.unexpectedReply(rank: rank, expected: "a health reply",
                                                            got: describe(reply))
                     }
+                    let known = condition.withLock { identity }
+                    let answering = WorkerIdentity(pid: health.pid, groupID: health.groupID)
+                    if known.pid != 0, answering.pid != 0, answering != known {
+                        throw ClusterError.workerRestarted(rank: rank, endpoint: endpoint, detail:
+                            "pid \(known.pid) → \(answering.pid), group \(known.groupID) → \(answering.groupID)")
+                    }
                 } catch let error as ClusterError {
                     if case .workerSilent = error { markFailed(error) }
                     else if case .transport = error { markFailed(error) }
                     else if case .unexpectedReply = error { markFailed(error) }
+                    else if case .workerRestarted = error { markFailed(error) }
                 } catch {
                     markFailed(.transport(rank: rank, endpoint: endpoint, reason: "\(error)"))
                 }

@@ -221,6 +221,10 @@ public nonisolated struct Tessel_Wire_HandshakeReply: Sendable {
   /// How often the worker sends a Heartbeat during a step (0: it sends none).
   public var heartbeatIntervalMs: UInt32 = 0
 
+  /// The tensor-parallel group's formation, drawn by rank 0 when the ranks met (0: no group).
+  /// Every rank of one formation reports the same; a restarted group gets a new one.
+  public var groupID: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -487,6 +491,11 @@ public nonisolated struct Tessel_Wire_HealthReply: Sendable {
   public var rank: UInt32 = 0
 
   public var stepsExecuted: UInt64 = 0
+
+  /// As in the HandshakeReply: a change means the worker restarted since the handshake.
+  public var pid: UInt32 = 0
+
+  public var groupID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -858,7 +867,7 @@ nonisolated extension Tessel_Wire_Handshake: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HandshakeReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0\u{3}group_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -877,6 +886,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.kvBlockSize) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.pid) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.groupID) }()
       default: break
       }
     }
@@ -916,6 +926,9 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 11)
     }
+    if self.groupID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.groupID, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -931,6 +944,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if lhs.kvBlockSize != rhs.kvBlockSize {return false}
     if lhs.pid != rhs.pid {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.groupID != rhs.groupID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1473,7 +1487,7 @@ nonisolated extension Tessel_Wire_HealthCheck: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Tessel_Wire_HealthReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HealthReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}rank\0\u{3}steps_executed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}rank\0\u{3}steps_executed\0\u{1}pid\0\u{3}group_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1484,6 +1498,8 @@ nonisolated extension Tessel_Wire_HealthReply: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.nonce) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rank) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.stepsExecuted) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pid) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.groupID) }()
       default: break
       }
     }
@@ -1499,6 +1515,12 @@ nonisolated extension Tessel_Wire_HealthReply: SwiftProtobuf.Message, SwiftProto
     if self.stepsExecuted != 0 {
       try visitor.visitSingularUInt64Field(value: self.stepsExecuted, fieldNumber: 3)
     }
+    if self.pid != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pid, fieldNumber: 4)
+    }
+    if self.groupID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.groupID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1506,6 +1528,8 @@ nonisolated extension Tessel_Wire_HealthReply: SwiftProtobuf.Message, SwiftProto
     if lhs.nonce != rhs.nonce {return false}
     if lhs.rank != rhs.rank {return false}
     if lhs.stepsExecuted != rhs.stepsExecuted {return false}
+    if lhs.pid != rhs.pid {return false}
+    if lhs.groupID != rhs.groupID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

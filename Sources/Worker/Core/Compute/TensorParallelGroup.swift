@@ -61,6 +61,7 @@ public final class TensorParallelGroup: @unchecked Sendable {
     public var rank: Int { group.rank }
     public var worldSize: Int { group.worldSize }
     public var failure: CollectiveError? { group.failure }
+    public var groupID: UInt64 { group.groupID }
 
     /// Records a failure if a peer's process is gone.
     public func checkPeers() { group.checkPeers() }

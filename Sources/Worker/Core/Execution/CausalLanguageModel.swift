@@ -47,6 +47,9 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// garbage and the group is broken for good); nil when the model runs alone.
     var collectiveFailure: CollectiveError? { get }
 
+    /// The id of the tensor-parallel group's formation (`Communicator.groupID`); 0 alone.
+    var groupID: UInt64 { get }
+
     /// Looks whether the group's other processes are alive (a failure then shows in
     /// `collectiveFailure`): an idle rank meets no collective that would notice a dead peer.
     func checkGroup()
@@ -54,5 +57,6 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
 
 extension CausalLanguageModel {
     public var collectiveFailure: CollectiveError? { nil }
+    public var groupID: UInt64 { 0 }
     public func checkGroup() {}
 }

@@ -14,6 +14,9 @@ public protocol StepExecuting: AnyObject {
     /// Set once the tensor-parallel group this executor computes in is broken (a peer died or
     /// stalled in a collective): the step that met it failed, and no later one can succeed.
     var groupFailure: String? { get }
+    /// The tensor-parallel group's formation id (0 alone): told to the router, which sends
+    /// steps only to ranks of one formation.
+    var groupID: UInt64 { get }
     /// Called while idle: records a group failure if a peer's process is gone.
     func checkGroup()
 }
@@ -24,5 +27,6 @@ extension StepExecuting {
     public func releaseSequences(_ ids: [UInt64]) {}
 
     public var groupFailure: String? { nil }
+    public var groupID: UInt64 { 0 }
     public func checkGroup() {}
 }

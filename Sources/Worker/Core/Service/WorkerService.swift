@@ -62,6 +62,10 @@ public final class WorkerService {
     /// How often a Heartbeat goes to the router while a step runs (announced in the handshake);
     /// nil: none (for loops that drive `handle` themselves).
     public var heartbeatInterval: Duration? = .milliseconds(250)
+    /// Called at every turn of the loop (at least every `pollInterval` while idle) and, while a
+    /// step runs, at each heartbeat whose compute progress moved since the last: a service
+    /// manager's watchdog fed from here starves when the loop or the compute is stuck.
+    public var alive: @Sendable () -> Void = {}
 
     private let executor: any StepExecuting
     private let context: ZeroMQContext
@@ -89,7 +93,8 @@ public final class WorkerService {
         let socket = SharedSocket(try context.socket(.router))
         try socket.withSocket { try $0.bind(endpoint) }
         let heartbeat = heartbeatInterval.map { interval in
-            Heartbeat(socket: socket, interval: interval, rank: rank, progress: executor.progress, logger: logger)
+            Heartbeat(socket: socket, interval: interval, rank: rank, progress: executor.progress, logger: logger,
+                      alive: alive)
         }
         defer {
             heartbeat?.stop()
@@ -97,6 +102,7 @@ public final class WorkerService {
         }
         logger.info("worker listening", metadata: ["endpoint": "\(endpoint)", "world_size": "\(worldSize)"])
         while !stopSignal.isStopRequested {
+            alive()
             if let parentProcessID, getppid() != parentProcessID {
                 logger.warning("the parent process is gone; exiting", metadata: ["parent_pid": "\(parentProcessID)"])
                 return .parentExited
@@ -155,18 +161,11 @@ public final class WorkerService {
         case .step(let step):
             reply = runStep(step)
         case .health(let check):
-            var health = Tessel_Wire_HealthReply()
-            health.nonce = check.nonce
-            health.rank = UInt32(rank)
-            health.stepsExecuted = stepsExecuted
-            reply.healthReply = health
+            reply.healthReply = healthReply(nonce: check.nonce)
         case .release(let release):
             executor.releaseSequences(release.sequenceIds)
             // Acknowledged with a health reply so the router's request/reply pairing stays simple.
-            var health = Tessel_Wire_HealthReply()
-            health.rank = UInt32(rank)
-            health.stepsExecuted = stepsExecuted
-            reply.healthReply = health
+            reply.healthReply = healthReply(nonce: 0)
         case .shutdown:
             var answer = Tessel_Wire_ShutdownReply()
             answer.rank = UInt32(rank)
@@ -177,6 +176,18 @@ public final class WorkerService {
         }
         reply.requestID = message.requestID
         return (reply, exit)
+    }
+
+    /// Who answers: a router that sees another pid or group formation than it handshook with
+    /// knows the worker was restarted behind its back.
+    private func healthReply(nonce: UInt64) -> Tessel_Wire_HealthReply {
+        var health = Tessel_Wire_HealthReply()
+        health.nonce = nonce
+        health.rank = UInt32(rank)
+        health.stepsExecuted = stepsExecuted
+        health.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
+        health.groupID = executor.groupID
+        return health
     }
 
     private func handshakeReply(_ handshake: Tessel_Wire_Handshake) -> Result<Tessel_Wire_HandshakeReply, HandshakeMismatch> {
@@ -201,6 +212,7 @@ public final class WorkerService {
         reply.kvBlockCount = UInt32(clamping: info.kvBlockCount)
         reply.kvBlockSize = UInt32(clamping: info.kvBlockSize)
         reply.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
+        reply.groupID = executor.groupID
         reply.heartbeatIntervalMs = heartbeatInterval.map { UInt32(clamping: Int($0 / .milliseconds(1))) } ?? 0
         return .success(reply)
     }
@@ -262,13 +274,16 @@ final class Heartbeat: @unchecked Sendable {
     private let rank: Int
     private let progress: ProgressCounter
     private let logger: Logger
+    private let alive: @Sendable () -> Void
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var current: StepInFlight?
     private var stopping = false
     private var finished = false
 
-    init(socket: SharedSocket, interval: Duration, rank: Int, progress: ProgressCounter, logger: Logger) {
+    init(socket: SharedSocket, interval: Duration, rank: Int, progress: ProgressCounter, logger: Logger,
+         alive: @escaping @Sendable () -> Void) {
+        self.alive = alive
         self.socket = socket
         self.interval = interval
         self.rank = rank
@@ -314,7 +329,11 @@ final class Heartbeat: @unchecked Sendable {
     }
 
     private func beat() {
+        var lastProgress = progress.value
         while let step = nextBeat() {
+            let now = progress.value
+            if now != lastProgress { alive() }
+            lastProgress = now
             var message = WorkerMessage()
             var heartbeat = Tessel_Wire_Heartbeat()
             heartbeat.stepID = step.stepID

@@ -192,6 +192,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     }
 
     public var collectiveFailure: CollectiveError? { group?.failure }
+    public var groupID: UInt64 { group?.groupID ?? 0 }
     public func checkGroup() { group?.checkPeers() }
 
     public var hiddenSize: Int { config.hiddenSize }
