@@ -476,12 +476,13 @@ tc_status tc_net_gather_columns(tc_net *net, const float *part, size_t rows, con
 }
 
 int tc_net_peers_alive(const tc_net *net, int *failed_rank) {
+    /* POLLRDHUP: the peer closed its end, even with its last payload still unread here (a peer
+     * that died inside a collective this rank never joined). */
     for (int peer = 0; peer < net->world; peer++) {
         int fd = net->fds[peer];
         if (fd < 0) continue;
-        char byte;
-        ssize_t peeked = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        struct pollfd p = {fd, POLLRDHUP, 0};
+        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
             *failed_rank = peer;
             return 0;
         }

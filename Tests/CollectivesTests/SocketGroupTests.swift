@@ -88,6 +88,32 @@ struct SocketGroupTests {
         #expect(failures[1] == [.peerDied(rank: 2), .peerDied(rank: 2)])
     }
 
+    @Test("an idle rank sees a peer gone even when the peer's last payload is still unread")
+    func deadPeerWithPendingData() throws {
+        let endpoints = freeLoopbackEndpoints(2)
+        let closed = Arrivals(expected: 2)
+        let failures = try onRankThreads(2) { rank -> CollectiveError? in
+            let join = { try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: 64, fingerprint: 3,
+                                         joinTimeout: .seconds(10), timeout: .milliseconds(200)) }
+            if rank == 1 {
+                do {
+                    // Sends its payload into a collective rank 0 never joins, times out, leaves.
+                    let group = try join()
+                    var value: Float = 1
+                    group.allReduceSum(&value, count: 1, split: Self.serial)
+                }
+                closed.arriveAndWait()
+                return nil
+            }
+            let group = try join()
+            closed.arriveAndWait()
+            Thread.sleep(forTimeInterval: 0.1)
+            group.checkPeers()
+            return group.failure
+        }
+        #expect(failures[0] == .peerDied(rank: 1))
+    }
+
     @Test("a collective bigger than the capacity is refused and fails the group")
     func oversized() throws { try CommunicatorContract.oversized(ranks: Self.ranks) }
 

@@ -29,6 +29,12 @@ private func runToCompletion(_ scheduler: Scheduler, _ runner: ScriptedStepRunne
     return planned
 }
 
+/// The finished sequences the next step tells the workers of (a new request makes that step).
+private func finishedOnNextStep(_ scheduler: Scheduler) async throws -> [UInt64] {
+    _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(2), maxNewTokens: 1))
+    return try #require(await scheduler.planStep()).message.finishedSequences
+}
+
 @Suite("Scheduler")
 struct SchedulerTests {
     @Test("with a waiting bound, a sequence past it is refused with queueFull; admitted ones free room and all finish")
@@ -107,22 +113,21 @@ struct SchedulerTests {
         #expect(!second.message.sequences[1].sample)
     }
 
-    @Test("block tables cover exactly the positions computed so far")
+    @Test("block tables cover exactly the positions computed so far, each step sending only the new ids")
     func blockTables() async throws {
         let runner = ScriptedStepRunner(blockSize: 4)
         let scheduler = makeScheduler(runner, budget: 6)
         _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(10), maxNewTokens: 3))
         let steps = try await runToCompletion(scheduler, runner)
-        for step in steps {
+        var held: [UInt32] = []
+        for (index, step) in steps.enumerated() {
             let entry = step.message.sequences[0]
+            #expect(entry.continues == (index > 0))
+            held += entry.blockTable
             let end = Int(entry.startPosition) + entry.tokens.count
-            #expect(entry.blockTable.count == (end + 3) / 4)
+            #expect(held.count == (end + 3) / 4)
         }
-        // The table only grows: earlier blocks keep their ids.
-        let tables = steps.map { $0.message.sequences[0].blockTable }
-        for (previous, next) in zip(tables, tables.dropFirst()) {
-            #expect(Array(next.prefix(previous.count)) == previous)
-        }
+        #expect(Set(held).count == held.count)
     }
 
     @Test("out of KV blocks, the newest sequence is preempted, recomputed later, and both outputs stay right")
@@ -192,7 +197,7 @@ struct SchedulerTests {
         #expect(sampledTokens(collected) == [ScriptedStepRunner.token(atPosition: 5), ScriptedStepRunner.token(atPosition: 6), ByteTokenizer.eos])
         #expect(collected.last == .finished(.stop))
         #expect(await scheduler.statistics.usedBlocks == 0)
-        #expect(await scheduler.takeReleases() == [id])
+        #expect(try await finishedOnNextStep(scheduler) == [id])
     }
 
     @Test("the context length ends a sequence with length")
@@ -218,7 +223,7 @@ struct SchedulerTests {
         #expect(await scheduler.statistics.usedBlocks == 0)
         #expect(try await collectEvents(runningEvents).isEmpty)
         #expect(await scheduler.planStep() == nil)
-        #expect(await scheduler.takeReleases() == [running])
+        #expect(try await finishedOnNextStep(scheduler) == [running])
     }
 
     @Test("a sequence cancelled while its step runs is dropped when the step returns")
@@ -293,7 +298,8 @@ struct SchedulerTests {
         }
         #expect(runner.steps.contains { $0.sequences.count > 1 }, "requests were batched together")
         #expect(await scheduler.statistics.usedBlocks == 0)
-        for _ in 0..<200 where runner.released.count < 8 { try await Task.sleep(for: .milliseconds(5)) }
+        // Finished sequences ride on the next step: one more request carries the last of them.
+        _ = try await collectEvents(try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 1)).1)
         #expect(Set(runner.released).count == 8)
     }
 
@@ -344,7 +350,22 @@ struct SchedulerTests {
         }
     }
 
-    @Test("sampling steps carry the prompt for a repetition penalty and the output for any penalty, else neither")
+    @Test("a decode step's size does not grow with the context, penalties and all")
+    func decodeStepSize() async throws {
+        let runner = ScriptedStepRunner(contextLength: 4096, blockCount: 512, blockSize: 4)
+        let scheduler = makeScheduler(runner, budget: 4096)
+        let sampling = SamplingParameters(repetitionPenalty: 1.1, presencePenalty: 0.5)
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(2000), sampling: sampling, maxNewTokens: 40))
+        let steps = try await runToCompletion(scheduler, runner)
+        let sizes = try steps.map { try $0.message.serializedData().count }
+        #expect(sizes[0] > 2000)  // the first step carries the prompt and its 500 blocks
+        let decodes = sizes.dropFirst()
+        #expect(decodes.count == 39)
+        #expect(decodes.max()! < 64, "decode steps: \(decodes)")
+        #expect(decodes.max()! - decodes.min()! <= 4, "decode steps: \(decodes)")
+    }
+
+    @Test("a repetition penalty's prompt and any penalty's output go to the workers once each, else neither")
     func penaltyContext() async throws {
         let runner = ScriptedStepRunner()
         let scheduler = makeScheduler(runner)
@@ -356,9 +377,12 @@ struct SchedulerTests {
         let penalisedEntries = entries.filter { $0.sequenceID == penalisedID }
         let plainEntries = entries.filter { $0.sequenceID == plainID }
         #expect(penalisedEntries.count == 3 && plainEntries.count == 3)
-        #expect(penalisedEntries.allSatisfy { $0.promptTokens == prompt(3) })
+        // The prompt with the sequence's first step; later steps continue what the workers hold.
+        #expect(penalisedEntries.map(\.promptTokens) == [prompt(3), [], []])
+        #expect(penalisedEntries.map(\.continues) == [false, true, true])
         #expect(plainEntries.allSatisfy { $0.promptTokens.isEmpty })
-        #expect(plainEntries.map(\.generatedTokens.count) == [0, 1, 2])
+        // Each generated token once, on the step after it was sampled (where it is the input).
+        #expect(plainEntries.map(\.generatedTokens) == [[], [plainEntries[1].tokens[0]], [plainEntries[2].tokens[0]]])
     }
 
     @Test("a constrained sequence sends a mask with each sampling step, follows it, and stops when the constraint is done")

@@ -72,7 +72,6 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
     let delay: Duration?
     private let lock = NSLock()
     private var _steps: [Tessel_Wire_Step] = []
-    private var _released: [UInt64] = []
     private var failingSteps: Set<Int>
 
     init(contextLength: Int = 256, blockCount: Int = 64, blockSize: Int = 4, eosAtPosition: Int? = nil,
@@ -84,15 +83,37 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
         self.failingSteps = failingSteps
     }
 
+    /// Every step run, with each sequence's whole block table (as a worker completes it from
+    /// what earlier steps sent).
     var steps: [Tessel_Wire_Step] { lock.withLock { _steps } }
-    var released: [UInt64] { lock.withLock { _released } }
+    private var tables: [UInt64: [UInt32]] = [:]
+
+    /// `step` with whole block tables; a continued sequence it never saw is the scheduler's bug.
+    private func resolved(_ step: Tessel_Wire_Step) throws -> Tessel_Wire_Step {
+        for id in step.finishedSequences { tables.removeValue(forKey: id) }
+        var whole = step
+        for index in whole.sequences.indices {
+            let entry = whole.sequences[index]
+            var table: [UInt32] = []
+            if entry.continues {
+                guard let held = tables[entry.sequenceID] else { throw ScriptedFailure.unknownSequence(entry.sequenceID) }
+                table = held
+            }
+            table += entry.blockTable
+            tables[entry.sequenceID] = table
+            whole.sequences[index].blockTable = table
+        }
+        return whole
+    }
+    /// Every sequence a step said was finished.
+    var released: [UInt64] { steps.flatMap(\.finishedSequences) }
 
     static func token(atPosition position: Int) -> TokenID { TokenID(UInt8(ascii: "a")) + TokenID(position % 26) }
 
     func run(_ step: Tessel_Wire_Step) async throws -> Tessel_Wire_StepResult {
         if let delay { try await Task.sleep(for: delay) }
-        let index = lock.withLock { () -> Int in
-            _steps.append(step)
+        let index = try lock.withLock { () -> Int in
+            _steps.append(try resolved(step))
             return _steps.count - 1
         }
         if failingSteps.contains(index) { throw ScriptedFailure.stepRejected(index) }
@@ -137,16 +158,15 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
         return result
     }
 
-    func release(_ sequenceIDs: [UInt64]) async {
-        lock.withLock { _released += sequenceIDs }
-    }
 }
 
 enum ScriptedFailure: Error, CustomStringConvertible {
     case stepRejected(Int)
+    case unknownSequence(UInt64)
     var description: String {
         switch self {
         case .stepRejected(let index): return "scripted failure of step \(index)"
+        case .unknownSequence(let id): return "sequence \(id) continues a step the runner never saw"
         }
     }
 }

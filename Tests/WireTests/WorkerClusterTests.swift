@@ -72,7 +72,6 @@ struct WorkerClusterTests {
         let result = try await cluster.run(countingStep(id: 1, token: 41))
         #expect(result.rank == 0 && result.stepID == 1)
         #expect(result.sequences.first?.token == 42)
-        await cluster.release([1])
         let pids = cluster.workerProcessIDs.compactMap { $0 }
         #expect(pids.count == 2)
         await cluster.shutdown()

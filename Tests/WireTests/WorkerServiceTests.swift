@@ -189,12 +189,42 @@ struct WorkerServiceTests {
     func seeds() throws {
         var message = stepMessage(id: 1, sequences: [(1, [1], true), (2, [2], true)])
         message.step.sequences[1].sampling.hasSeed_p = false
-        let work = try StepConversion.work(from: message.step, unseeded: { 555 })
+        var book = SequenceBook()
+        let work = try StepConversion.work(from: message.step, book: &book, unseeded: { 555 })
         #expect(work.map(\.sampling.seed) == [1234, 555])
     }
 
-    @Test("health echoes the nonce, release reaches the executor, shutdown ends the loop")
-    func healthReleaseShutdown() throws {
+    @Test("a continuing sequence extends what the worker holds; finished ones are dropped first; an unknown one fails")
+    func continuingSequences() throws {
+        let executor = ArithmeticExecutor()
+        let service = try WorkerService(executor: executor, rank: 0, worldSize: 1, endpoint: "inproc://x", logger: logger)
+        var first = stepMessage(id: 1, sequences: [(11, [1, 2], true)])
+        first.step.sequences[0].blockTable = [3]
+        first.step.sequences[0].generatedTokens = [8]
+        first.step.sequences[0].promptTokens = [1, 2]
+        _ = service.handle(first)
+        var next = stepMessage(id: 2, sequences: [(11, [3], true)])
+        next.step.sequences[0].startPosition = 2
+        next.step.sequences[0].continues = true
+        next.step.sequences[0].blockTable = [9]
+        next.step.sequences[0].generatedTokens = [3]
+        _ = service.handle(next)
+        let work = try #require(executor.received.last?.first)
+        #expect(work.blockTable == [3, 9] && work.generatedTokens == [8, 3] && work.promptTokens == [1, 2])
+        // Finished: dropped before the step runs, so continuing it now is an error naming it.
+        var after = next
+        after.step.stepID = 3
+        after.step.finishedSequences = [11]
+        guard case .error(let error) = service.handle(after).reply.body else {
+            Issue.record("expected an error for a sequence the worker no longer holds")
+            return
+        }
+        #expect(error.message.contains("sequence 11 continues an earlier step"), "\(error.message)")
+        #expect(executor.released == [11])
+    }
+
+    @Test("health echoes the nonce and the worker's identity, shutdown ends the loop")
+    func healthShutdown() throws {
         let executor = ArithmeticExecutor()
         let service = try WorkerService(executor: executor, rank: 0, worldSize: 1, endpoint: "inproc://x", logger: logger)
         var health = RouterMessage()
@@ -204,10 +234,7 @@ struct WorkerServiceTests {
             return
         }
         #expect(answer.nonce == 77)
-        var release = RouterMessage()
-        release.release.sequenceIds = [4, 5]
-        _ = service.handle(release)
-        #expect(executor.released == [4, 5])
+        #expect(answer.pid == UInt32(getpid()) && answer.groupID == 0)
         var shutdown = RouterMessage()
         shutdown.shutdown = Tessel_Wire_Shutdown()
         let (reply, exit) = service.handle(shutdown)

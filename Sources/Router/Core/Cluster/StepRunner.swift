@@ -27,6 +27,4 @@ public struct ClusterModelInfo: Sendable, Equatable {
 public protocol StepRunner: Sendable {
     var model: ClusterModelInfo { get }
     func run(_ step: Tessel_Wire_Step) async throws -> Tessel_Wire_StepResult
-    /// Tells the workers the sequences are finished (their per-sequence state can go).
-    func release(_ sequenceIDs: [UInt64]) async
 }

@@ -508,28 +508,12 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             options.metrics?.step(rank: rank, seconds: result.computeSeconds)
             return result
         case .error(let error):
-            throw ClusterError.stepFailed(rank: rank, stepID: stepID, message: error.message)
+            let failure = ClusterError.stepFailed(rank: rank, stepID: stepID, message: error.message)
+            // The rank is leaving its broken group: no further step may go to any rank of it.
+            if error.groupBroken { links[rank].markFailed(failure) }
+            throw failure
         default:
             throw ClusterError.unexpectedReply(rank: rank, expected: "a step result", got: describe(reply))
-        }
-    }
-
-    public func release(_ sequenceIDs: [UInt64]) async {
-        guard !sequenceIDs.isEmpty, !shuttingDown else { return }
-        var release = Tessel_Wire_ReleaseSequences()
-        release.sequenceIds = sequenceIDs
-        let message = RouterMessage.with { $0.release = release }
-        await withTaskGroup(of: Void.self) { group in
-            for link in links where link.isReady {
-                group.addTask {
-                    do {
-                        _ = try await link.request(message, operation: "a release", timeout: self.options.healthTimeout,
-                                                   requireReady: true)
-                    } catch {
-                        self.logger.debug("release not delivered", metadata: ["rank": "\(link.rank)", "error": "\(error)"])
-                    }
-                }
-            }
         }
     }
 

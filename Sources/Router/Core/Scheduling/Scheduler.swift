@@ -70,6 +70,13 @@ struct QueueKey: Comparable {
     static func < (a: QueueKey, b: QueueKey) -> Bool { (a.priority, a.arrival) < (b.priority, b.arrival) }
 }
 
+/// How much of a sequence the workers hold (`SequenceStep.continues`): the first `blocks` ids of
+/// its block table and the first `generated` tokens it generated.
+struct WorkerCopy: Equatable {
+    var blocks: Int
+    var generated: Int
+}
+
 /// One running or waiting sequence, owned by the scheduler actor.
 final class ScheduledSequence {
     let id: UInt64
@@ -85,7 +92,15 @@ final class ScheduledSequence {
     var tokens: [TokenID]
     /// Tokens whose KV is in the cache (the one number the scheduler plans with).
     var computedTokens = 0
-    var blocks: [Int] = []
+    /// Its KV blocks. Whenever they are taken away (preemption, a failed admission, the end),
+    /// the workers' copy of the sequence goes stale with them.
+    var blocks: [Int] = [] {
+        didSet { if blocks.isEmpty { workerCopy = nil } }
+    }
+    /// What the workers hold of it from earlier steps; nil: nothing, the next step sends it whole.
+    var workerCopy: WorkerCopy?
+    /// Named in a step at least once: the workers may hold it until told it finished.
+    var everSent = false
     var registeredBlocks = 0
     var registeredChain: UInt64 = 0
     var generatedCount = 0
@@ -250,12 +265,6 @@ public actor Scheduler {
                             stepsPlanned: stepsPlanned)
     }
 
-    /// Sequence ids whose worker-side state can go; each is returned once.
-    public func takeReleases() -> [UInt64] {
-        defer { pendingReleases.removeAll() }
-        return pendingReleases
-    }
-
     /// Fails every sequence, queued or running, except those of the step in flight (nothing will
     /// run them any more: the step loop was cancelled).
     public func failAll(_ error: GenerationError) {
@@ -385,6 +394,8 @@ public actor Scheduler {
         var message = Tessel_Wire_Step()
         message.stepID = nextStepID
         nextStepID += 1
+        message.finishedSequences = pendingReleases
+        pendingReleases.removeAll()
         var entries: [(sequenceID: UInt64, tokenCount: Int)] = []
         var decodes = 0
         var prefillTokens = 0
@@ -408,7 +419,11 @@ public actor Scheduler {
         entry.sequenceID = sequence.id
         entry.tokens = Array(sequence.tokens[start..<start + take])
         entry.startPosition = UInt32(start)
-        entry.blockTable = sequence.blocks.prefix(blockManager.blocksNeeded(forTokens: start + take)).map { UInt32($0) }
+        // Only what the workers do not hold yet: new block ids, new generated tokens.
+        let held = sequence.workerCopy
+        let blocksNeeded = max(blockManager.blocksNeeded(forTokens: start + take), held?.blocks ?? 0)
+        entry.continues = held != nil
+        entry.blockTable = sequence.blocks[(held?.blocks ?? 0)..<blocksNeeded].map { UInt32($0) }
         entry.sample = start + take == sequence.tokens.count
         entry.wantPromptLogprobs = sequence.wantsPromptLogprobs && start < sequence.promptCount
         entry.sampleIndex = UInt32(sequence.request.sampleIndex)
@@ -416,12 +431,15 @@ public actor Scheduler {
         entry.sampling = request.sampling.wire(
             topLogprobs: max(request.logprobs ?? 0, entry.wantPromptLogprobs ? request.promptLogprobs ?? 0 : 0),
             wantLogprobs: request.logprobs != nil || entry.wantPromptLogprobs)
-        if request.sampling.usesPenalties, sequence.tokens.count > sequence.promptCount {
-            entry.generatedTokens = Array(sequence.tokens[sequence.promptCount...])
+        let generated = sequence.tokens.count - sequence.promptCount
+        if request.sampling.usesPenalties, generated > (held?.generated ?? 0) {
+            entry.generatedTokens = Array(sequence.tokens[(sequence.promptCount + (held?.generated ?? 0))...])
         }
-        if request.sampling.repetitionPenalty != 1, entry.sample {
+        if request.sampling.repetitionPenalty != 1, held == nil {
             entry.promptTokens = Array(sequence.tokens[..<sequence.promptCount])
         }
+        sequence.workerCopy = WorkerCopy(blocks: blocksNeeded, generated: max(generated, 0))
+        sequence.everSent = true
         if entry.sample, let constraint = sequence.constraint {
             let started = ContinuousClock.now
             let remaining = max(1, sequence.request.maxNewTokens - sequence.generatedCount)
@@ -598,9 +616,7 @@ public actor Scheduler {
         waiting.removeAll { $0 === sequence }
         blockManager.free(sequence.blocks)
         sequence.blocks = []
-        if sequence.computedTokens > 0 || sequence.generatedCount > 0 || sequence.preemptions > 0 {
-            pendingReleases.append(sequence.id)
-        }
+        if sequence.everSent { pendingReleases.append(sequence.id) }
     }
 
     private func isInFlight(_ id: UInt64) -> Bool {

@@ -42,7 +42,6 @@ public struct StepLoop: Service {
         var epoch = kvEpoch()
         while true {
             try Task.checkCancellation()
-            await releaseFinished()
             let currentEpoch = kvEpoch()
             if currentEpoch != epoch {
                 epoch = currentEpoch
@@ -78,11 +77,6 @@ public struct StepLoop: Service {
                          metadata: ["request_ids": "\(Array(Set(requests)).sorted().joined(separator: ","))"])
             await scheduler.fail(step, error: .stepFailed("\(error)"))
         }
-    }
-
-    private func releaseFinished() async {
-        let finished = await scheduler.takeReleases()
-        if !finished.isEmpty { await runner.release(finished) }
     }
 }
 

@@ -61,20 +61,13 @@ public nonisolated struct Tessel_Wire_RouterMessage: Sendable {
     set {body = .health(newValue)}
   }
 
+  /// 5 was ReleaseSequences: finished sequences now ride on the next Step.
   public var shutdown: Tessel_Wire_Shutdown {
     get {
       if case .shutdown(let v)? = body {return v}
       return Tessel_Wire_Shutdown()
     }
     set {body = .shutdown(newValue)}
-  }
-
-  public var release: Tessel_Wire_ReleaseSequences {
-    get {
-      if case .release(let v)? = body {return v}
-      return Tessel_Wire_ReleaseSequences()
-    }
-    set {body = .release(newValue)}
   }
 
   /// Chosen by the router, echoed in the worker's reply: a late reply to a request the router
@@ -88,8 +81,8 @@ public nonisolated struct Tessel_Wire_RouterMessage: Sendable {
     case handshake(Tessel_Wire_Handshake)
     case step(Tessel_Wire_Step)
     case health(Tessel_Wire_HealthCheck)
+    /// 5 was ReleaseSequences: finished sequences now ride on the next Step.
     case shutdown(Tessel_Wire_Shutdown)
-    case release(Tessel_Wire_ReleaseSequences)
 
   }
 
@@ -286,7 +279,11 @@ public nonisolated struct Tessel_Wire_TokenBias: Sendable {
   public init() {}
 }
 
-/// One sequence's share of a step: its new tokens (a prefill chunk or one decode token).
+/// One sequence's share of a step: its new tokens (a prefill chunk or one decode token). The
+/// first step of a sequence (and the first after it lost its KV blocks) carries its whole state;
+/// later ones set `continues` and carry only what is new, so a step's size does not grow with
+/// the context: the worker keeps each running sequence's block table, generated tokens and
+/// prompt until the sequence is named in a Step's `finished_sequences`.
 public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -308,7 +305,8 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._startPosition = newValue}
   }
 
-  /// KV block ids covering positions [0, start_position + len(tokens)).
+  /// KV block ids covering positions [0, start_position + len(tokens)); with `continues`, only
+  /// the ids to append to the table the worker holds.
   public var blockTable: [UInt32] {
     get {_storage._blockTable}
     set {_uniqueStorage()._blockTable = newValue}
@@ -341,7 +339,8 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._sampleIndex = newValue}
   }
 
-  /// Tokens generated so far, for the penalties (only when one is set).
+  /// Tokens generated so far, for the penalties (only when one is set); with `continues`, only
+  /// those since the sequence's previous step.
   public var generatedTokens: [Int32] {
     get {_storage._generatedTokens}
     set {_uniqueStorage()._generatedTokens = newValue}
@@ -354,10 +353,18 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._allowedTokens = newValue}
   }
 
-  /// The prompt, for the repetition penalty, which counts prompt tokens as seen (only when it is set).
+  /// The prompt, for the repetition penalty, which counts prompt tokens as seen (only when it is
+  /// set, and only on a sequence's first step: the worker keeps it).
   public var promptTokens: [Int32] {
     get {_storage._promptTokens}
     set {_uniqueStorage()._promptTokens = newValue}
+  }
+
+  /// The worker holds this sequence from its earlier steps: block_table and generated_tokens
+  /// extend what it holds, prompt_tokens is not sent again.
+  public var continues: Bool {
+    get {_storage._continues}
+    set {_uniqueStorage()._continues = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -375,6 +382,10 @@ public nonisolated struct Tessel_Wire_Step: Sendable {
   public var stepID: UInt64 = 0
 
   public var sequences: [Tessel_Wire_SequenceStep] = []
+
+  /// Sequences that ended since the previous step: the worker drops what it holds of them
+  /// before running this one.
+  public var finishedSequences: [UInt64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -451,18 +462,6 @@ public nonisolated struct Tessel_Wire_StepResult: Sendable {
   public var sequences: [Tessel_Wire_SequenceResult] = []
 
   public var computeSeconds: Double = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-public nonisolated struct Tessel_Wire_ReleaseSequences: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var sequenceIds: [UInt64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -553,6 +552,10 @@ public nonisolated struct Tessel_Wire_WorkerError: Sendable {
 
   public var message: String = String()
 
+  /// The step met a broken tensor-parallel group: this worker is leaving it (and exiting), so
+  /// the router must treat the whole group as failed at once.
+  public var groupBroken: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -564,7 +567,7 @@ fileprivate nonisolated let _protobuf_package = "tessel.wire"
 
 nonisolated extension Tessel_Wire_RouterMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RouterMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handshake\0\u{1}step\0\u{1}health\0\u{1}shutdown\0\u{1}release\0\u{4}\u{a}request_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handshake\0\u{1}step\0\u{1}health\0\u{1}shutdown\0\u{4}\u{b}request_id\0\u{c}\u{5}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -624,19 +627,6 @@ nonisolated extension Tessel_Wire_RouterMessage: SwiftProtobuf.Message, SwiftPro
           self.body = .shutdown(v)
         }
       }()
-      case 5: try {
-        var v: Tessel_Wire_ReleaseSequences?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .release(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .release(v)
-        }
-      }()
       case 15: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
       default: break
       }
@@ -664,10 +654,6 @@ nonisolated extension Tessel_Wire_RouterMessage: SwiftProtobuf.Message, SwiftPro
     case .shutdown?: try {
       guard case .shutdown(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    }()
-    case .release?: try {
-      guard case .release(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -1072,7 +1058,7 @@ nonisolated extension Tessel_Wire_TokenBias: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStep"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0\u{3}prompt_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0\u{3}prompt_tokens\0\u{1}continues\0")
 
   fileprivate class _StorageClass {
     var _sequenceID: UInt64 = 0
@@ -1086,6 +1072,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
     var _generatedTokens: [Int32] = []
     var _allowedTokens: Data = Data()
     var _promptTokens: [Int32] = []
+    var _continues: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1107,6 +1094,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       _generatedTokens = source._generatedTokens
       _allowedTokens = source._allowedTokens
       _promptTokens = source._promptTokens
+      _continues = source._continues
     }
   }
 
@@ -1136,6 +1124,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         case 9: try { try decoder.decodeRepeatedInt32Field(value: &_storage._generatedTokens) }()
         case 10: try { try decoder.decodeSingularBytesField(value: &_storage._allowedTokens) }()
         case 11: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._continues) }()
         default: break
         }
       }
@@ -1181,6 +1170,9 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       if !_storage._promptTokens.isEmpty {
         try visitor.visitPackedInt32Field(value: _storage._promptTokens, fieldNumber: 11)
       }
+      if _storage._continues != false {
+        try visitor.visitSingularBoolField(value: _storage._continues, fieldNumber: 12)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1201,6 +1193,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         if _storage._generatedTokens != rhs_storage._generatedTokens {return false}
         if _storage._allowedTokens != rhs_storage._allowedTokens {return false}
         if _storage._promptTokens != rhs_storage._promptTokens {return false}
+        if _storage._continues != rhs_storage._continues {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1212,7 +1205,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Tessel_Wire_Step: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Step"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}step_id\0\u{1}sequences\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}step_id\0\u{1}sequences\0\u{3}finished_sequences\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1222,6 +1215,7 @@ nonisolated extension Tessel_Wire_Step: SwiftProtobuf.Message, SwiftProtobuf._Me
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.stepID) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.sequences) }()
+      case 3: try { try decoder.decodeRepeatedUInt64Field(value: &self.finishedSequences) }()
       default: break
       }
     }
@@ -1234,12 +1228,16 @@ nonisolated extension Tessel_Wire_Step: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.sequences.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.sequences, fieldNumber: 2)
     }
+    if !self.finishedSequences.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.finishedSequences, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tessel_Wire_Step, rhs: Tessel_Wire_Step) -> Bool {
     if lhs.stepID != rhs.stepID {return false}
     if lhs.sequences != rhs.sequences {return false}
+    if lhs.finishedSequences != rhs.finishedSequences {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1425,36 +1423,6 @@ nonisolated extension Tessel_Wire_StepResult: SwiftProtobuf.Message, SwiftProtob
   }
 }
 
-nonisolated extension Tessel_Wire_ReleaseSequences: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ReleaseSequences"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_ids\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.sequenceIds) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.sequenceIds.isEmpty {
-      try visitor.visitPackedUInt64Field(value: self.sequenceIds, fieldNumber: 1)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Tessel_Wire_ReleaseSequences, rhs: Tessel_Wire_ReleaseSequences) -> Bool {
-    if lhs.sequenceIds != rhs.sequenceIds {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
 nonisolated extension Tessel_Wire_HealthCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HealthCheck"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0")
@@ -1626,7 +1594,7 @@ nonisolated extension Tessel_Wire_ShutdownReply: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Tessel_Wire_WorkerError: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerError"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}step_id\0\u{1}rank\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}step_id\0\u{1}rank\0\u{1}message\0\u{3}group_broken\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1637,6 +1605,7 @@ nonisolated extension Tessel_Wire_WorkerError: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.stepID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.rank) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.groupBroken) }()
       default: break
       }
     }
@@ -1652,6 +1621,9 @@ nonisolated extension Tessel_Wire_WorkerError: SwiftProtobuf.Message, SwiftProto
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 3)
     }
+    if self.groupBroken != false {
+      try visitor.visitSingularBoolField(value: self.groupBroken, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1659,6 +1631,7 @@ nonisolated extension Tessel_Wire_WorkerError: SwiftProtobuf.Message, SwiftProto
     if lhs.stepID != rhs.stepID {return false}
     if lhs.rank != rhs.rank {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.groupBroken != rhs.groupBroken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -3,11 +3,15 @@ import Wire
 /// A step whose fields do not fit the model layer's types.
 public enum StepConversionError: Error, CustomStringConvertible, Equatable {
     case blockIDOutOfRange(sequenceID: UInt64, blockID: UInt32)
+    /// The step continues a sequence this worker holds nothing of.
+    case unknownSequence(sequenceID: UInt64)
 
     public var description: String {
         switch self {
         case .blockIDOutOfRange(let sequenceID, let blockID):
             return "sequence \(sequenceID): KV block id \(blockID) is out of range"
+        case .unknownSequence(let sequenceID):
+            return "sequence \(sequenceID) continues an earlier step, but this worker holds nothing of it (was it restarted?)"
         }
     }
 }
@@ -15,26 +19,22 @@ public enum StepConversionError: Error, CustomStringConvertible, Equatable {
 /// Protobuf <-> model-layer types. The model layer never sees protobuf; it validates the
 /// contents itself (token ranges, positions, block tables).
 public enum StepConversion {
-    /// The model layer's view of a step. `unseeded` supplies the seed of sequences the request
-    /// gave none (only rank 0 samples, so ranks need not agree on it).
-    public static func work(from step: Tessel_Wire_Step,
+    /// The model layer's view of a step, with each sequence's state completed from (and kept
+    /// in) `book`. `unseeded` supplies the seed of sequences the request gave none (only rank 0
+    /// samples, so ranks need not agree on it).
+    public static func work(from step: Tessel_Wire_Step, book: inout SequenceBook,
                             unseeded: () -> UInt64 = { UInt64.random(in: .min ... .max) }) throws
         -> [SequenceWork]
     {
         try step.sequences.map { sequence in
-            let blockTable = try sequence.blockTable.map { blockID -> Int32 in
-                guard let value = Int32(exactly: blockID) else {
-                    throw StepConversionError.blockIDOutOfRange(sequenceID: sequence.sequenceID, blockID: blockID)
-                }
-                return value
-            }
+            let held = try book.apply(sequence)
             let parameters = sequence.sampling
             let sampling = SamplingParameters(wire: parameters, unseeded: unseeded)
             return SequenceWork(
                 id: sequence.sequenceID,
                 tokens: sequence.tokens,
                 startPosition: Int(sequence.startPosition),
-                blockTable: blockTable,
+                blockTable: held.blockTable,
                 sampling: sampling,
                 topLogprobs: Int(parameters.topLogprobs),
                 wantLogprobs: parameters.wantLogprobs,
@@ -42,8 +42,8 @@ public enum StepConversion {
                 sample: sequence.sample,
                 wantPromptLogprobs: sequence.wantPromptLogprobs,
                 sampleIndex: Int(sequence.sampleIndex),
-                generatedTokens: sequence.generatedTokens,
-                promptTokens: sequence.promptTokens)
+                generatedTokens: held.generatedTokens,
+                promptTokens: held.promptTokens)
         }
     }
 

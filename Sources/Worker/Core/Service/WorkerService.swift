@@ -68,6 +68,8 @@ public final class WorkerService {
     public var alive: @Sendable () -> Void = {}
 
     private let executor: any StepExecuting
+    /// The running sequences' state the steps extend.
+    private var book = SequenceBook()
     private let context: ZeroMQContext
     private var logger: Logger
     private let replyTimeout: Duration = .seconds(5)
@@ -162,10 +164,6 @@ public final class WorkerService {
             reply = runStep(step)
         case .health(let check):
             reply.healthReply = healthReply(nonce: check.nonce)
-        case .release(let release):
-            executor.releaseSequences(release.sequenceIds)
-            // Acknowledged with a health reply so the router's request/reply pairing stays simple.
-            reply.healthReply = healthReply(nonce: 0)
         case .shutdown:
             var answer = Tessel_Wire_ShutdownReply()
             answer.rank = UInt32(rank)
@@ -220,8 +218,13 @@ public final class WorkerService {
     private func runStep(_ step: Tessel_Wire_Step) -> WorkerMessage {
         var reply = WorkerMessage()
         let started = ContinuousClock.now
+        // Finished sequences go first, whatever becomes of the step.
+        if !step.finishedSequences.isEmpty {
+            book.forget(step.finishedSequences)
+            executor.releaseSequences(step.finishedSequences)
+        }
         do {
-            let work = try StepConversion.work(from: step)
+            let work = try StepConversion.work(from: step, book: &book)
             let outcomes = try executor.execute(work)
             if let failure = executor.groupFailure { throw StepFailure.groupBroken(failure) }
             stepsExecuted += 1
@@ -232,6 +235,7 @@ public final class WorkerService {
         } catch {
             logger.error("step failed", metadata: ["step_id": "\(step.stepID)", "error": "\(error)"])
             reply.error = workerError(stepID: step.stepID, message: "\(error)")
+            reply.error.groupBroken = executor.groupFailure != nil
         }
         return reply
     }
