@@ -3,7 +3,8 @@ units' own ExecStart lines (expanded from deploy/tessel.env.example as systemd e
 ${VAR} as one word, $VAR split on whitespace) run a two-rank group and its router under a fake
 NOTIFY_SOCKET and WATCHDOG_USEC: each process says STATUS= and EXTEND_TIMEOUT_USEC= while it
 starts, READY=1 once serving, feeds the watchdog at least every half interval (also while a
-request runs), and on SIGTERM says STOPPING=1 and exits cleanly."""
+request runs), and on SIGTERM says STOPPING=1 and exits cleanly (the router leaves its attached
+workers running; the ranks stopped together all exit 0)."""
 import os
 import pathlib
 import random
@@ -145,11 +146,16 @@ def test_exec_start_lines_notify_ready_feed_the_watchdog_and_drain(model_path):
             gaps = [b - a for a, b in zip(pings, pings[1:])]
             assert max(gaps) < WATCHDOG_SECONDS, f"{name}: watchdog gaps {gaps}"
 
-        for name in ["router", "worker0", "worker1"]:
-            processes[name].send_signal(signal.SIGTERM)
-            assert processes[name].wait(timeout=60) == 0, f"{name} exited with {processes[name].returncode}"
+        # As `systemctl stop tessel.target` does: the router drains (its attached workers keep
+        # running), then the group's ranks are stopped together.
+        for group in [["router"], ["worker0", "worker1"]]:
+            for name in group:
+                processes[name].send_signal(signal.SIGTERM)
+            for name in group:
+                assert processes[name].wait(timeout=60) == 0, f"{name} exited with {processes[name].returncode}"
             time.sleep(0.3)
-            assert sockets[name].times("STOPPING", "1"), f"{name}: no STOPPING=1 in {sockets[name].messages[-5:]}"
+            for name in group:
+                assert sockets[name].times("STOPPING", "1"), f"{name}: no STOPPING=1 in {sockets[name].messages[-5:]}"
     finally:
         for process in processes.values():
             if process.poll() is None:

@@ -54,7 +54,7 @@ measure_hosts() {  # N workers on hosts 1 … N, the router on host 0, all over 
     for _ in $(seq 600); do curl -sf "http://${addresses[0]}:8000/health" >/dev/null && break; sleep 0.2; done
     "$PYTHON" scripts/bench/tensor_parallel.py "http://${addresses[0]}:8000" "$TOKENS" "$STREAMS" >>"$WORK/D"
     kill -TERM "$router"; wait "$router" || true
-    kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
+    kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" || true
     python3 scripts/netns_hosts.py down "$HOSTS"
 }
 

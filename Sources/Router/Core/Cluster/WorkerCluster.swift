@@ -519,8 +519,10 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
 
     // MARK: - Stopping
 
-    /// Asks every worker to shut down, reaps spawned processes (SIGTERM, then SIGKILL after a
-    /// grace period), closes the sockets and removes the socket directory. Idempotent.
+    /// Asks every spawned worker to shut down and reaps it (SIGTERM, then SIGKILL after a grace
+    /// period), closes the sockets and removes the socket directory. Attached workers are left
+    /// running: they belong to their own service manager, and a router that restarts attaches to
+    /// them again. Idempotent.
     public func shutdown() async {
         let (alreadyDown, tasks) = lock.withLock {
             let was = isShutDown
@@ -536,7 +538,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             for link in links {
                 group.addTask {
                     var didAnswer = false
-                    if link.isReady {
+                    if link.isReady, self.spawnPlan != nil {
                         // Bounded as a whole: the request may queue behind a long step.
                         let reply = link.enqueue(message, operation: "shutdown", timeout: .seconds(2),
                                                  requireReady: true)

@@ -143,9 +143,14 @@ public final class WorkerService {
         return .stopSignal
     }
 
-    /// The loop's exit once the executor's group is broken (logged), else nil.
+    /// The loop's exit once the executor's group is broken (logged), else nil. A peer that
+    /// leaves while this worker is stopping too (a whole group stopped at once) is no failure.
     private func brokenGroup() -> WorkerExitReason? {
         guard let failure = executor.groupFailure else { return nil }
+        if stopSignal.isStopRequested {
+            logger.info("stopping on signal; the group's other ranks are stopping too")
+            return .stopSignal
+        }
         logger.error("the tensor-parallel group is broken; exiting so it can start afresh", metadata: ["error": "\(failure)"])
         return .groupBroken(failure)
     }
