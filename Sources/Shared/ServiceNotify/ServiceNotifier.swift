@@ -17,6 +17,8 @@ public final class ServiceNotifier: Sendable {
     private let descriptor: Int32
     /// Monotonic nanoseconds of the last watchdog ping.
     private let lastPing = Atomic<Int>(0)
+    /// Half the watchdog interval, in nanoseconds: the least time between two pings.
+    private let pingSpacing: Int
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         var path: [UInt8]?
@@ -30,8 +32,10 @@ public final class ServiceNotifier: Sendable {
         let forThisProcess = environment["WATCHDOG_PID"].map { Int32($0) == getpid() } ?? true
         if path != nil, forThisProcess, let text = environment["WATCHDOG_USEC"], let micros = Int(text), micros > 0 {
             watchdogInterval = .microseconds(micros)
+            pingSpacing = micros * 500
         } else {
             watchdogInterval = nil
+            pingSpacing = 0
         }
     }
 
@@ -69,12 +73,10 @@ public final class ServiceNotifier: Sendable {
     /// Pings the watchdog if half its interval has passed since the last ping; cheap enough for
     /// every turn of a loop.
     public func watchdogIfDue() {
-        guard let watchdogInterval else { return }
+        guard watchdogInterval != nil else { return }
         let now = Int(DispatchTime.now().uptimeNanoseconds)
-        let (seconds, attoseconds) = (watchdogInterval / 2).components
-        let half = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
         let last = lastPing.load(ordering: .relaxed)
-        guard now - last >= half, lastPing.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
+        guard now - last >= pingSpacing, lastPing.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
         send(["WATCHDOG=1"])
     }
 
