@@ -349,7 +349,7 @@ static tc_status exchange(tc_net *net, tn_transfer *sends, int send_count, tn_tr
     struct pollfd waits[2 * TN_MAX_WORLD];
     int owners[2 * TN_MAX_WORLD];
     for (;;) {
-        int pending = 0, moved = 0, waiting = 0;
+        int moved = 0, waiting = 0;
         for (int side = 0; side < 2; side++) {
             tn_transfer *list = side == 0 ? sends : receives;
             int count = side == 0 ? send_count : receive_count;
@@ -368,13 +368,12 @@ static tc_status exchange(tc_net *net, tn_transfer *sends, int send_count, tn_tr
                 }
                 if (t->done != before) moved = 1;
                 if (state == 0) {
-                    pending++;
                     waits[waiting] = (struct pollfd){net->fds[t->peer], side == 0 ? POLLOUT : POLLIN, 0};
                     owners[waiting++] = t->peer;
                 }
             }
         }
-        if (pending == 0) return TC_OK;
+        if (waiting == 0) return TC_OK;
         long now = now_ns();
         if (moved) progress = now;
         if (now - progress >= timeout_ns) {
