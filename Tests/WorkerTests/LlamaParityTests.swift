@@ -85,11 +85,11 @@ struct TinyGGUFParityTests {
     @Test("GGUF metadata gives the tiny config, untied, without rope scaling")
     func config() throws {
         let checkpoint = try ModelCheckpoint.open(Fixtures.url("tiny-llama-q.gguf").path)
-        let config = try LlamaArchitecture.config(for: checkpoint)
+        let config = try LlamaArchitecture.family.config(for: checkpoint)
         #expect(config.hiddenSize == 64 && config.layerCount == 2 && config.headCount == 4 && config.kvHeadCount == 2)
         #expect(config.headDimension == 16 && config.intermediateSize == 128 && config.vocabSize == 300)
         #expect(!config.tieWordEmbeddings)
-        #expect(config.ropeScaling == .none)
+        #expect(config.layers.allSatisfy { $0.rotary == RotaryParameters(base: 10000) && $0.window == 0 })
         #expect(config.bosTokenId == 1 && config.eosTokenIds == [2])
     }
 

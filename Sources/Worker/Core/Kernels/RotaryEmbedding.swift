@@ -44,37 +44,56 @@ public enum RotaryLayout: Sendable, Equatable {
     case rotateHalf, interleaved
 }
 
-/// Rotary position embedding with precomputed angles for every position.
-public struct RotaryEmbedding: Sendable {
+/// Rotary position embedding. Angles are worked out per chunk, for the chunk's positions only
+/// (`prepare`, once per forward pass: every layer of one rotary kind shares them), so no table
+/// over the model's whole context is kept: Gemma 3's 32k positions × 2 kinds would be 67 MB.
+public final class RotaryEmbedding: @unchecked Sendable {
     public let headDimension: Int
-    public let maxPositions: Int
+    /// Leading dimensions of each head that rotate.
+    public let rotaryDimensions: Int
     public let layout: RotaryLayout
+    /// Inverse frequencies in float32, as the reference multiplies them by positions.
+    private let frequencies: [Float]
+    /// Per chunk row: cos and sin of its position's angles (`rotaryDimensions / 2` each).
     private let cosines: FloatBuffer
     private let sines: FloatBuffer
 
-    public init(headDimension: Int, maxPositions: Int, base: Double, scaling: RotaryScaling, layout: RotaryLayout) {
+    public init(headDimension: Int, rotaryDimensions: Int? = nil, parameters: RotaryParameters, layout: RotaryLayout,
+                capacity: Int) {
         self.headDimension = headDimension
-        self.maxPositions = maxPositions
+        let dimensions = rotaryDimensions ?? headDimension
+        self.rotaryDimensions = dimensions
         self.layout = layout
-        let half = headDimension / 2
-        let frequencies = scaling.inverseFrequencies(base: base, dimensions: headDimension)
-        cosines = FloatBuffer(count: maxPositions * half)
-        sines = FloatBuffer(count: maxPositions * half)
-        for position in 0..<maxPositions {
-            for i in 0..<half {
-                // Angles in float32 as the reference computes them, then cos/sin in double.
-                let angle = Double(Float(position) * Float(frequencies[i]))
-                cosines.pointer[position * half + i] = Float(cos(angle))
-                sines.pointer[position * half + i] = Float(sin(angle))
+        frequencies = parameters.scaling.inverseFrequencies(base: parameters.base, dimensions: dimensions).map { Float($0) }
+        cosines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)
+        sines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)
+    }
+
+    /// The angles of each token of `batch`, row by row.
+    func prepare(_ batch: TokenBatch, pool: ComputePool) {
+        let half = rotaryDimensions / 2
+        let cosines = self.cosines.pointer, sines = self.sines.pointer
+        frequencies.withUnsafeBufferPointer { frequencies in
+            let frequencies = frequencies.baseAddress!
+            pool.forEachRange(batch.count, minimumPerThread: 64) { range in
+                for t in range {
+                    let position = Float(batch.positions[t])
+                    for i in 0..<half {
+                        // Angles in float32 as the reference computes them, then cos/sin in double.
+                        let angle = Double(position * frequencies[i])
+                        cosines[t * half + i] = Float(cos(angle))
+                        sines[t * half + i] = Float(sin(angle))
+                    }
+                }
             }
         }
     }
 
-    /// Rotates `heads` consecutive head vectors at `vectors` for one token at `position`.
+    /// Rotates `heads` consecutive head vectors at `vectors` for the chunk's row `token`.
     @inline(__always)
-    public func apply(_ vectors: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
-        let half = headDimension / 2
-        tk_rope(vectors, heads, headDimension, headDimension, cosines.pointer + position * half,
-                sines.pointer + position * half, layout == .interleaved ? 1 : 0)
+    func apply(_ vectors: UnsafeMutablePointer<Float>, heads: Int, token: Int) {
+        let half = rotaryDimensions / 2
+        tk_rope(vectors, heads, headDimension, rotaryDimensions, cosines.pointer + token * half,
+                sines.pointer + token * half, layout == .interleaved ? 1 : 0)
     }
 }

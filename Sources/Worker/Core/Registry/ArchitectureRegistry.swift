@@ -26,6 +26,11 @@ public struct ArchitectureRegistry: Sendable {
     /// Every architecture this build can run. Adding one is a folder plus a line here.
     public static let builtIn = ArchitectureRegistry([
         LlamaArchitecture.registration,
+        Qwen2Architecture.registration,
+        Qwen3Architecture.registration,
+        MistralArchitecture.registration,
+        Gemma2Architecture.registration,
+        Gemma3Architecture.registration,
     ])
 
     public func registration(for checkpoint: ModelCheckpoint) throws -> ArchitectureRegistration {

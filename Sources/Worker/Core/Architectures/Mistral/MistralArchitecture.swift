@@ -1,0 +1,17 @@
+import ModelFormats
+
+/// Mistral: Llama's graph where every layer attends over a sliding window when
+/// `sliding_window` is set. llama.cpp writes Mistral checkpoints as `llama` GGUF files, which
+/// the Llama family reads.
+public enum MistralArchitecture {
+    public static let family = DecoderFamily(
+        name: "mistral", huggingFaceClassNames: ["MistralForCausalLM"], ggufArchitectures: [],
+        weightNames: .llama, ggufRotaryLayout: .interleaved,
+        huggingFaceConfig: { json in
+            let sliding = try json.optionalInt("sliding_window") != nil
+            return try DecoderConfig(huggingFace: json) { _ in sliding ? .slidingAttention : .fullAttention }
+        },
+        ggufConfig: nil)
+
+    public static let registration = family.registration
+}
