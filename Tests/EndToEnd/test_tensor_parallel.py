@@ -90,29 +90,35 @@ def test_default_model_over_n_workers_equals_one_worker(model_path, single_worke
             assert_close(ours["logprobs"]["token_logprobs"], reference["logprobs"]["token_logprobs"], prompt)
 
 
+def assert_matches_transformers(router, reference_path):
+    """Every case of a `*.expected.json` (scripts/fixtures): prompt logprobs within 2e-3 of
+    transformers' fp32 log-softmax (echo + logprobs) and the greedy continuation's text equal."""
+    import json
+    reference = json.loads(reference_path.read_text())
+    name = model_name(router)
+    for case in reference["cases"]:
+        prompt = case["prompt"]
+        ours = completion(router, name, prompt, max_tokens=len(case["greedy"]), echo=True, logprobs=0,
+                          ignore_eos=True)
+        logprobs = ours["logprobs"]["token_logprobs"]
+        for i, expected in enumerate(case["prompt_logprobs"]):
+            assert abs(logprobs[i + 1] - expected) < 2e-3, f"prompt token {i + 1}: {logprobs[i + 1]} vs {expected}"
+        # Generated text leaves special tokens out (ids 0-2 here), as the API does by default.
+        generated = [t for t in case["greedy"] if t > 2]
+        greedy = requests.post(router.base + "/detokenize", json={"model": name, "tokens": generated},
+                               timeout=10).json()["prompt"]
+        echoed = requests.post(router.base + "/detokenize", json={"model": name, "tokens": prompt},
+                               timeout=10).json()["prompt"]
+        assert ours["text"] == echoed + greedy
+
+
 @pytest.mark.parametrize("model,workers", [("tiny-gqa9x3", 1), ("tiny-gqa9x3", 2), ("tiny-gqa9x3", 4),
                                            ("tiny-mqa", 1), ("tiny-mqa", 2)])
 def test_uneven_splits_match_transformers(model, workers):
     """9 query heads over 3 KV heads (2 ranks: 6 + 3 heads; 4 ranks: KV head 0 on two ranks) and
     one KV head replicated, against transformers' fp32 log-softmax and greedy tokens."""
-    import json
-    reference = json.loads((FIXTURES / f"{model}.expected.json").read_text())
     with serving("--model", str(FIXTURES / model), "--workers", str(workers), "--activations", "f32") as router:
-        name = model_name(router)
-        for case in reference["cases"]:
-            prompt = case["prompt"]
-            ours = completion(router, name, prompt, max_tokens=len(case["greedy"]), echo=True, logprobs=0,
-                              ignore_eos=True)
-            logprobs = ours["logprobs"]["token_logprobs"]
-            for i, expected in enumerate(case["prompt_logprobs"]):
-                assert abs(logprobs[i + 1] - expected) < 2e-3, f"prompt token {i + 1}: {logprobs[i + 1]} vs {expected}"
-            # Generated text leaves special tokens out (ids 0-2 here), as the API does by default.
-            generated = [t for t in case["greedy"] if t > 2]
-            greedy = requests.post(router.base + "/detokenize", json={"model": name, "tokens": generated},
-                                   timeout=10).json()["prompt"]
-            echoed = requests.post(router.base + "/detokenize", json={"model": name, "tokens": prompt},
-                                   timeout=10).json()["prompt"]
-            assert ours["text"] == echoed + greedy
+        assert_matches_transformers(router, FIXTURES / f"{model}.expected.json")
 
 
 def test_a_killed_rank_fails_requests_fast_and_the_group_serves_again(model_path):
