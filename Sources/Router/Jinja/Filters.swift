@@ -116,7 +116,8 @@ extension Interpreter {
             try checkStringSize(pieces.reduce(0) { $0 + $1.utf8.count } + separator.utf8.count * max(0, pieces.count - 1), "join")
             return .string(pieces.joined(separator: separator))
         case "map":
-            let items = try iterate(value)
+            // jinja2 maps and selects over nothing when given none.
+            let items = value.pythonEquals(.none) ? [] : try iterate(value)
             if let attribute = arguments.keyword.first(where: { $0.0 == "attribute" })?.1 {
                 let fallback = arguments.keyword.first { $0.0 == "default" }?.1
                 return .list(try items.map { item in
@@ -131,7 +132,7 @@ extension Interpreter {
             let rest = CallArguments(positional: Array(arguments.positional.dropFirst()), keyword: arguments.keyword)
             return .list(try items.map { try applyFilter(filterName, to: $0, rest, in: scope) })
         case "select", "reject", "selectattr", "rejectattr":
-            let items = try iterate(value)
+            let items = value.pythonEquals(.none) ? [] : try iterate(value)
             let byAttribute = name.hasSuffix("attr")
             var positional = arguments.positional
             var attribute: Value?

@@ -7,6 +7,13 @@ struct Parser {
     /// Blocks inside blocks, and parenthesised or unary expressions inside each other.
     private var nesting = 0
     static let maximumNesting = 100
+    /// Inside an `if` statement or a conditional expression (jinja2's "soft" frame), an unknown
+    /// filter or test is an error only when that code runs; a `for`, `macro`, `call` or
+    /// `filter` block makes its body strict again, as in jinja2 3.
+    private var soft = false
+    /// Unknown filters and tests met outside a soft frame, thrown once the template is parsed
+    /// (a conditional expression's first branch turns out soft only at its `if`).
+    private var unknownNames: [JinjaError] = []
 
     private mutating func nest() throws {
         nesting += 1
@@ -21,6 +28,7 @@ struct Parser {
         if let terminator {
             throw JinjaError.syntax("unexpected '\(terminator)'", line: parser.current.line)
         }
+        if let unknown = parser.unknownNames.first { throw unknown }
         return nodes
     }
 
@@ -136,13 +144,21 @@ struct Parser {
     private mutating func parseStatement() throws -> Node {
         let line = current.line
         let keyword = try expectName()
+        let outerSoft = soft
+        defer { soft = outerSoft }
         switch keyword {
-        case "if": return try parseIf(line: line)
-        case "for": return try parseFor(line: line)
+        case "if":
+            soft = true
+            return try parseIf(line: line)
+        case "for", "macro", "call", "filter":
+            soft = false
+            switch keyword {
+            case "for": return try parseFor(line: line)
+            case "macro": return try parseMacro(line: line)
+            case "call": return try parseCall(line: line)
+            default: return try parseFilterBlock(line: line)
+            }
         case "set": return try parseSet(line: line)
-        case "macro": return try parseMacro(line: line)
-        case "call": return try parseCall(line: line)
-        case "filter": return try parseFilterBlock(line: line)
         case "with": return try parseWith(line: line)
         case "generation":
             // transformers' assistant-mask extension: renders its body unchanged.
@@ -226,7 +242,7 @@ struct Parser {
             let nameLine = current.line
             var name = try expectName()
             while skipOp(".") { name += "." + (try expectName()) }
-            guard Interpreter.filterNames.contains(name) else { throw JinjaError.syntax("No filter named '\(name)'.", line: nameLine) }
+            requireKnown(name, in: Interpreter.filterNames, "No filter named '\(name)'.", line: nameLine)
             let arguments = isOp("(") ? try parseCallArguments() : []
             filters.append(FilterCall(name: name, arguments: arguments))
         } while skipOp("|")
@@ -326,13 +342,26 @@ struct Parser {
     private mutating func parseExpression() throws -> Expression {
         try nest()
         defer { nesting -= 1 }
+        let firstUnknown = unknownNames.count
         var expression = try parseOr()
         while skipName("if") {
+            // Every part of a conditional expression is soft, the branch already read too.
+            unknownNames.removeSubrange(firstUnknown...)
+            let outerSoft = soft
+            soft = true
+            defer { soft = outerSoft }
             let condition = try parseOr()
             let otherwise = skipName("else") ? try parseExpression() : nil
             expression = .conditional(condition: condition, then: expression, otherwise: otherwise)
         }
         return expression
+    }
+
+    /// An unknown filter or test name: a template error unless in a soft frame, where the
+    /// interpreter fails only if the call is reached.
+    private mutating func requireKnown(_ name: String, in known: Set<String>, _ message: String, line: Int) {
+        guard !known.contains(name), !soft else { return }
+        unknownNames.append(JinjaError.syntax(message, line: line))
     }
 
     private mutating func parseOr() throws -> Expression {
@@ -565,7 +594,7 @@ struct Parser {
                 let nameLine = current.line
                 var name = try expectName()
                 while skipOp(".") { name += "." + (try expectName()) }
-                guard Interpreter.filterNames.contains(name) else { throw JinjaError.syntax("No filter named '\(name)'.", line: nameLine) }
+                requireKnown(name, in: Interpreter.filterNames, "No filter named '\(name)'.", line: nameLine)
                 let arguments = isOp("(") ? try parseCallArguments() : []
                 expression = .filter(expression, name: name, arguments)
             } else if skipName("is") {
@@ -578,7 +607,7 @@ struct Parser {
                 else if case .op(let op) = current.kind, ["==", "!=", "<", "<=", ">", ">="].contains(op) { _ = advance(); name = op }
                 else { name = try expectName() }
                 while skipOp(".") { name += "." + (try expectName()) }
-                guard Interpreter.testNames.contains(name) else { throw JinjaError.syntax("No test named '\(name)'.", line: nameLine) }
+                requireKnown(name, in: Interpreter.testNames, "No test named '\(name)'.", line: nameLine)
                 var arguments: [Argument] = []
                 if isOp("(") {
                     arguments = try parseCallArguments()
