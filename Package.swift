@@ -11,6 +11,8 @@ let package = Package(
     products: [
         .executable(name: "router", targets: ["router"]),
         .executable(name: "worker", targets: ["worker"]),
+        // What a custom-architecture plugin builds against (examples/custom-architecture).
+        .library(name: "TesselWorkerCore", targets: ["WorkerCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -88,7 +90,9 @@ let package = Package(
                           dependencies: ["WorkerCore", "Collectives", "CKernels", "ModelFormats", "ServiceNotify",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
-                          path: "Sources/Worker/Main"),
+                          path: "Sources/Worker/Main",
+                          // Architecture plugins bind to the worker's own Tessel code and types.
+                          linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"])]),
         // A stand-in worker whose failure modes (die on step, hang, fail to load) the supervision
         // tests choose with TESSEL_FAKE_WORKER_MODE.
         .executableTarget(name: "tessel-fake-worker",

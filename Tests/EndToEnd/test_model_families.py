@@ -14,16 +14,16 @@ FAMILIES = FIXTURES / "families"
 GEMMA3 = REPO / "Tests" / "EndToEnd" / "fixtures" / "gemma3-270m.expected.json"
 
 
-@pytest.mark.parametrize("model", [f"tiny-{family}{suffix}" for family in ("qwen2", "qwen3", "mistral", "gemma2", "gemma3")
+@pytest.mark.parametrize("model", [f"tiny-{family}{suffix}" for family in ("qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3")
                                    for suffix in ("", "-bf16")])
 def test_family_matches_transformers(model):
     with serving("--model", str(FAMILIES / model), "--activations", "f32") as router:
         assert_matches_transformers(router, FAMILIES / f"{model}.expected.json")
 
 
-@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-gemma3"])
+@pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-gemma3", "tiny-phi3"])
 def test_family_over_two_workers_matches_transformers(model):
-    """Q/K/V biases and per-head Q/K norms split with their heads."""
+    """Q/K/V biases, per-head Q/K norms and fused Q/K/V and gate/up tensors split with their heads and columns."""
     with serving("--model", str(FAMILIES / model), "--workers", "2", "--activations", "f32") as router:
         assert_matches_transformers(router, FAMILIES / f"{model}.expected.json")
 

@@ -7,7 +7,7 @@ import Testing
 /// Q/K norms, windows, softcaps, two rotary bases, sandwich norms) in the shared graph.
 @Suite("Model families against transformers (tiny checkpoints)")
 struct FamilyParityTests {
-    static let families = ["qwen2", "qwen3", "mistral", "gemma2", "gemma3"]
+    static let families = ["qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3"]
     static let variants = families.flatMap { ["tiny-\($0)", "tiny-\($0)-bf16"] }
 
     @Test("next-token logits within 1e-3 relative and 16 greedy tokens equal", arguments: variants)
@@ -27,7 +27,7 @@ struct FamilyParityTests {
             let checkpoint = try ModelCheckpoint.open(try Fixtures.url("families/\(name)").path)
             let registration = try ArchitectureRegistry.builtIn.registration(for: checkpoint)
             let family = try #require([Qwen2Architecture.family, Qwen3Architecture.family, MistralArchitecture.family,
-                                       Gemma2Architecture.family, Gemma3Architecture.family].first { $0.name == registration.name })
+                                       Gemma2Architecture.family, Gemma3Architecture.family, Phi3Architecture.family].first { $0.name == registration.name })
             return try family.config(for: checkpoint)
         }
         let qwen2 = try config("tiny-qwen2")
@@ -45,5 +45,7 @@ struct FamilyParityTests {
         #expect(gemma3.layers.map(\.rotary) == [RotaryParameters(base: 10000), RotaryParameters(base: 10000),
                                                 RotaryParameters(base: 1_000_000, scaling: .linear(factor: 2))])
         #expect(gemma3.queryKeyNorm && gemma3.attentionSoftcap == 0)
+        let phi3 = try config("tiny-phi3")
+        #expect(phi3.rotaryDimensions == 8 && phi3.headDimension == 16 && phi3.layers.allSatisfy { $0.window == 8 })
     }
 }

@@ -156,6 +156,11 @@ struct Serve: AsyncParsableCommand {
     var dtype: String?
 
     @Option(name: .long, help: ArgumentHelp(
+        "Architecture plugins the spawned workers load before the model: dynamic libraries built against Tessel's TesselWorkerCore product, comma-separated (see examples/custom-architecture).",
+        valueName: "paths"))
+    var customArchitectures: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "Seconds to wait for every worker to load the model and answer its handshake.",
         discussion: "Attached workers (--worker-endpoints) may still be starting under systemd; spawned ones load the model first."))
     var workerStartupTimeout: Int = 300
@@ -213,6 +218,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--dtype must be auto, f32, f16 or bf16; got '\(dtype)'")
         }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
+        if customArchitectures != nil, workerEndpoints != nil {
+            throw ValidationError("--custom-architectures is for spawned workers; pass it to the workers behind --worker-endpoints")
+        }
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical; got '\(logLevel)'")
@@ -253,6 +261,13 @@ struct Serve: AsyncParsableCommand {
         if let kvCacheDtype { arguments += ["--kv-cache-dtype", kvCacheDtype] }
         if let kvCacheMemory { arguments += ["--kv-cache-memory", kvCacheMemory] }
         if let dtype { arguments += ["--dtype", dtype] }
+        if let customArchitectures {
+            // Absolute paths: the workers need not share the router's working directory.
+            let paths = customArchitectures.split(separator: ",").map {
+                URL(fileURLWithPath: String($0)).standardizedFileURL.path
+            }
+            arguments += ["--custom-architectures", paths.joined(separator: ",")]
+        }
         return arguments
     }
 

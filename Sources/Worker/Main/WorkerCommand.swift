@@ -91,6 +91,11 @@ struct WorkerCommand: ParsableCommand {
             help: "NUMA node to bind threads and memory to (default: rank modulo the host's node count).")
     var numaNode: Int?
 
+    @Option(name: .customLong("custom-architectures"), help: ArgumentHelp(
+        "Architecture plugins to load before the model: dynamic libraries built against Tessel's TesselWorkerCore product, comma-separated (see examples/custom-architecture).",
+        valueName: "paths"))
+    var customArchitectures: String?
+
     @Option(name: .customLong("parent-pid"),
             help: "Exit when this process is no longer the parent (set by a router that spawns its workers).")
     var parentPID: Int32?
@@ -192,6 +197,12 @@ struct WorkerCommand: ParsableCommand {
         let logger = Logger(label: "tessel.worker")
         let options: EngineOptions
         do { options = try engineOptions() } catch { exitWithError("worker rank \(rank): \(error)") }
+        let registry: ArchitectureRegistry
+        do {
+            let plugins = customArchitectures?.split(separator: ",").map(String.init) ?? []
+            registry = try ArchitectureRegistry.builtIn.loadingPlugins(plugins)
+            for path in plugins { logger.info("architecture plugin loaded", metadata: ["path": "\(path)"]) }
+        } catch { exitWithError("worker rank \(rank): \(error)") }
         let pool = makePool(logger: logger)
 
         let stopSignal = WorkerStopSignal()
@@ -212,7 +223,7 @@ struct WorkerCommand: ParsableCommand {
             }
             executor = try notifier.extendingTimeout {
                 try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
-                                       options: options, pool: pool, log: { message in
+                                       options: options, pool: pool, registry: registry, log: { message in
                                            logger.notice("\(message)")
                                            notifier.status("rank \(rank) of \(worldSize): \(message)")
                                        })

@@ -39,13 +39,14 @@ public final class ModelExecutor: @unchecked Sendable {
 
     /// Loads `model` (a .gguf file, a Hugging Face directory, or a cache entry `org/name`) for
     /// this rank onto `pool`; the ranks of a group meet in `group` once their weights are loaded.
+    /// `registry` holds the architectures it may be (the built-in ones and any plugins').
     public static func load(model: String, rank: Int = 0, worldSize: Int = 1, group: GroupSettings? = nil,
-                            options: EngineOptions, pool: ComputePool,
+                            options: EngineOptions, pool: ComputePool, registry: ArchitectureRegistry = .builtIn,
                             log: @escaping @Sendable (String) -> Void = { _ in }) throws -> ModelExecutor {
         let plan = try TensorParallelPlan(rank: rank, worldSize: worldSize)
         let checkpoint = try ModelCheckpoint.open(model)
         let context = ModelLoadContext(plan: plan, options: options, pool: pool, group: group, log: log)
-        let (registration, graph) = try ArchitectureRegistry.builtIn.loadModel(checkpoint, context: context)
+        let (registration, graph) = try registry.loadModel(checkpoint, context: context)
         return try ModelExecutor(model: graph, architecture: registration.name, fingerprint: checkpoint.fingerprint,
                                  options: options, pool: pool, samples: rank == 0)
     }

@@ -31,6 +31,7 @@ public struct ArchitectureRegistry: Sendable {
         MistralArchitecture.registration,
         Gemma2Architecture.registration,
         Gemma3Architecture.registration,
+        Phi3Architecture.registration,
     ])
 
     public func registration(for checkpoint: ModelCheckpoint) throws -> ArchitectureRegistration {

@@ -48,14 +48,16 @@ public struct WeightLoader: Sendable {
     /// A `[rows, columns]` weight in the encoding its kernels read, or the part of it
     /// `slice` names (a tensor-parallel rank's rows or columns). Only the slice's pages are read
     /// in: rows stay in the file's mapping, columns are copied out of it once (a row-parallel
-    /// slice is strided through every row) and the mapped pages released.
-    public func matrix(_ name: String, shape: [Int], slice: WeightSlice = .whole) throws -> WeightMatrix {
+    /// slice is strided through every row) and the mapped pages released. `countsProgress`
+    /// false: another slice of the same tensor has counted its bytes (fused tensors).
+    public func matrix(_ name: String, shape: [Int], slice: WeightSlice = .whole,
+                       countsProgress: Bool = true) throws -> WeightMatrix {
         let descriptor = try descriptor(name, shape: shape)
         guard descriptor.shape.count == 2 else {
             throw ModelLoadError.shapeMismatch(file: store.path, tensor: name, expected: shape, found: descriptor.shape)
         }
         let stored = WeightEncoding(descriptor.encoding)
-        defer { progress.advance(by: descriptor.encoding.byteCount(elements: descriptor.elementCount)) }
+        defer { if countsProgress { progress.advance(by: descriptor.encoding.byteCount(elements: descriptor.elementCount)) } }
         if let stored, !(floatConversion != nil && !stored.isBlockQuantized && stored != floatConversion) {
             let mapped = try store.mappedTensor(name)
             let whole = WeightMatrix(mapped: mapped, encoding: stored)

@@ -5,6 +5,9 @@ import ModelFormats
 public enum DecoderWeight: String, CaseIterable, Sendable {
     case embedding, attentionNorm, query, key, value, queryBias, keyBias, valueBias, queryNorm, keyNorm, output
     case postAttentionNorm, mlpNorm, gate, up, down, postMLPNorm, finalNorm, lmHead
+    /// Fused checkpoints (Phi-3): Q | K | V rows in one tensor, gate | up rows in one tensor,
+    /// read as one row slice per part (so a rank reads only its heads and columns of each).
+    case queryKeyValue, gateUp
 }
 
 /// Where one graph weight lives in each checkpoint format; `{layer}` stands for the layer.
@@ -78,6 +81,11 @@ public struct WeightNameTable: Sendable {
         WeightNameTable(names.merging(entries) { $1 })
     }
 
+    /// This table without `weights` (a fused tensor replacing its parts).
+    public func removing(_ weights: [DecoderWeight]) -> WeightNameTable {
+        WeightNameTable(names.filter { !weights.contains($0.key) })
+    }
+
     public func names(of weight: DecoderWeight) -> CheckpointNames? { names[weight] }
 }
 
@@ -141,6 +149,8 @@ struct DecoderWeightAdapter: Sendable {
         case .queryBias: return [qRows]
         case .keyBias, .valueBias: return [kvRows]
         case .output: return [hidden, qRows]
+        case .queryKeyValue: return [qRows + 2 * kvRows, hidden]
+        case .gateUp: return [2 * inter, hidden]
         case .gate, .up: return [inter, hidden]
         case .down: return [hidden, inter]
         }
@@ -154,19 +164,47 @@ struct DecoderWeightAdapter: Sendable {
     func slice(_ weight: DecoderWeight, layer: Int?) throws -> WeightSlice {
         guard shard.plan.isSharded else { return .whole }
         func range(_ unit: ShardUnit) throws -> Range<Int> {
-            guard unit == .mlpColumns else { return shard.range(unit) }
-            // Gate/up rows and down columns split alike, on the down projection's blocks.
-            let down = try checkpointName(.down, layer: layer)
-            guard let descriptor = loader.store.descriptor(down) else {
-                throw ModelLoadError.missingTensor(file: loader.store.path, tensor: down)
-            }
-            return shard.plan.elements(of: config.intermediateSize, block: descriptor.encoding.blockSize)
+            unit == .mlpColumns ? try mlpColumns(layer: layer) : shard.range(unit)
         }
         switch sharding[weight.rawValue] ?? .replicated {
         case .replicated: return .whole
         case .outputRows(let unit): return .rows(try range(unit))
         case .inputColumns(let unit): return .columns(try range(unit))
         }
+    }
+
+    /// This rank's MLP columns: gate/up rows and down columns split alike, on the down
+    /// projection's blocks.
+    func mlpColumns(layer: Int?) throws -> Range<Int> {
+        guard shard.plan.isSharded else { return 0..<config.intermediateSize }
+        let down = try checkpointName(.down, layer: layer)
+        guard let descriptor = loader.store.descriptor(down) else {
+            throw ModelLoadError.missingTensor(file: loader.store.path, tensor: down)
+        }
+        return shard.plan.elements(of: config.intermediateSize, block: descriptor.encoding.blockSize)
+    }
+
+    /// One product over `parts` of the layer's tensors, or over row slices of a fused tensor.
+    func stacked(_ parts: [DecoderWeight], fused: DecoderWeight, layer: Int) throws -> Linear {
+        guard names.names(of: fused) != nil else {
+            return Linear(try parts.map { try matrix($0, layer: layer) }, kernels: kernels)
+        }
+        let head = config.headDimension
+        let queries = config.headCount * head, keys = config.kvHeadCount * head
+        let rows: [Range<Int>]
+        switch fused {
+        case .queryKeyValue:
+            let q = shard.plan.isSharded ? shard.range(.queryHeads) : 0..<queries
+            let kv = shard.plan.isSharded ? shard.range(.kvHeads) : 0..<keys
+            rows = [q, kv.lowerBound + queries..<kv.upperBound + queries, kv.lowerBound + queries + keys..<kv.upperBound + queries + keys]
+        default:
+            let columns = try mlpColumns(layer: layer), size = config.intermediateSize
+            rows = [columns, columns.lowerBound + size..<columns.upperBound + size]
+        }
+        let name = try checkpointName(fused, layer: layer)
+        return Linear(try rows.enumerated().map { index, range in
+            try loader.matrix(name, shape: shape(of: fused), slice: .rows(range), countsProgress: index == 0)
+        }, kernels: kernels)
     }
 
     /// A vector weight (norms, biases), or this rank's rows of it.
@@ -194,14 +232,14 @@ struct DecoderWeightAdapter: Sendable {
             }
             layers.append(DecoderLayerWeights(
                 attentionNorm: try vector(.attentionNorm, layer: layer),
-                queryKeyValue: try linear([.query, .key, .value]),
+                queryKeyValue: try stacked([.query, .key, .value], fused: .queryKeyValue, layer: layer),
                 queryKeyValueBias: bias,
                 queryNorm: try optional(.queryNorm, when: config.queryKeyNorm),
                 keyNorm: try optional(.keyNorm, when: config.queryKeyNorm),
                 output: try linear([.output]),
                 postAttentionNorm: try optional(.postAttentionNorm, when: config.sandwichNorms),
                 mlpNorm: try vector(.mlpNorm, layer: layer),
-                gateUp: try linear([.gate, .up]),
+                gateUp: try stacked([.gate, .up], fused: .gateUp, layer: layer),
                 down: try linear([.down]),
                 postMLPNorm: try optional(.postMLPNorm, when: config.sandwichNorms)))
         }
