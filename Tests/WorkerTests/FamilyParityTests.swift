@@ -21,6 +21,19 @@ struct FamilyParityTests {
         }
     }
 
+    /// scripts/fixtures/family_gguf.py: the same float32 weights as llama.cpp's converter writes
+    /// each family (names, metadata, fused tensors, Gemma's norms with the 1 added in).
+    @Test("the GGUF conversions give the same logits and greedy tokens", arguments: ["qwen2", "qwen3", "gemma3", "phi3"])
+    func ggufParity(family: String) throws {
+        let model = try ModelExecutor.load(model: try Fixtures.url("families/tiny-\(family).gguf").path, kvCacheTokens: 1024,
+                                           activations: .f32)
+        for (index, item) in try Fixtures.reference("families/tiny-\(family).expected.json").cases.enumerated() {
+            let error = relativeError(try model.promptLogits(item.prompt, id: UInt64(index)), try #require(item.logits))
+            #expect(error < 1e-3, "tiny-\(family).gguf prompt \(index): relative error \(error)")
+            #expect(try model.greedy(item.prompt, count: item.greedy.count) == item.greedy, "tiny-\(family).gguf prompt \(index)")
+        }
+    }
+
     @Test("each family's config reads its knobs")
     func knobs() throws {
         func config(_ name: String) throws -> DecoderConfig {
