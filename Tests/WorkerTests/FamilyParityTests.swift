@@ -47,6 +47,8 @@ struct FamilyParityTests {
         #expect(qwen2.attentionBias && !qwen2.queryKeyNorm && qwen2.layers.allSatisfy { $0.window == 0 })
         let qwen3 = try config("tiny-qwen3")
         #expect(qwen3.queryKeyNorm && qwen3.headDimension == 32 && qwen3.hiddenSize == 64)
+        #expect(qwen3.layers[0].rotary.scaling == .yarn(factor: 4, originalMaxPositions: 16, betaFast: 32, betaSlow: 1,
+                                                         attentionFactor: 0.1 * log(4.0) + 1, truncate: true))
         #expect(try config("tiny-mistral").layers.allSatisfy { $0.window == 8 })
         let gemma2 = try config("tiny-gemma2")
         #expect(gemma2.layers.map(\.window) == [8, 0, 8])

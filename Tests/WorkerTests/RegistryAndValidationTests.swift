@@ -125,7 +125,7 @@ struct RegistryAndValidationTests {
         func llama(_ text: String) throws -> DecoderConfig {
             try LlamaArchitecture.family.huggingFaceConfig(try HuggingFaceConfig(data: Data(text.utf8)))
         }
-        #expect(throws: ModelConfigError.self) { try llama(try tinyConfig { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 2.0] }) }
+        #expect(throws: ModelConfigError.self) { try llama(try tinyConfig { $0["rope_parameters"] = ["rope_type": "longrope", "factor": 2.0] }) }
         #expect(throws: ModelConfigError.self) { try llama(try tinyConfig { $0["hidden_act"] = "gelu" }) }
         #expect(throws: ModelConfigError.unsupported(key: "attention_bias", value: "true",
                                                      expected: "false (Llama biases are not implemented)")) {

@@ -48,25 +48,8 @@ PY
     rm -rf "$tmp"
 fi
 
-WORK="$(mktemp -d)"
-SERVER_PID=""
-stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-trap 'stop_server; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_ready() {
-    for _ in $(seq 600); do
-        curl -sf "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { echo "accuracy.sh: the server exited" >&2; return 1; }
-        sleep 0.5
-    done
-    echo "accuracy.sh: the server did not become ready" >&2; return 1
-}
+PYTHON=python3
+source scripts/bench/servers.sh
 
 # One task per subtask (LIMIT examples each), grouped; the model's reply is scored by its first number.
 mkdir -p "$WORK/tasks"
@@ -124,7 +107,7 @@ PORT="$(free_port)"
 echo "== tessel: $ROUTER on 127.0.0.1:$PORT" >&2
 "$ROUTER" --model "$MODEL" --host 127.0.0.1 --port "$PORT" --log-level warning ${TESSEL_ARGS:-} >"$WORK/tessel-server.log" 2>&1 &
 SERVER_PID=$!
-wait_ready "$PORT"
+wait_healthy "$PORT" "$WORK/tessel-server.log"
 NAME="$(curl -s "http://127.0.0.1:$PORT/v1/models" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"][0]["id"])')"
 evaluate tessel "$PORT" "$NAME"
 stop_server
@@ -134,7 +117,7 @@ echo "== llama.cpp: $LLAMA_BIN/llama-server on 127.0.0.1:$PORT" >&2
 "$LLAMA_BIN/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$(nproc)" -c 4096 -np 4 --jinja --no-webui \
     >"$WORK/llama-server.log" 2>&1 &
 SERVER_PID=$!
-wait_ready "$PORT"
+wait_healthy "$PORT" "$WORK/llama-server.log"
 evaluate llama "$PORT" "$(basename "$MODEL")"
 stop_server
 

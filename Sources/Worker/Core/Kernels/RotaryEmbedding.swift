@@ -11,6 +11,17 @@ public enum RotaryScaling: Sendable, Equatable {
                 originalMaxPositions: Int)
     /// Per-frequency divisors, as GGUF stores llama3 scaling (`rope_freqs.weight`).
     case frequencyDivisors([Float])
+    /// YaRN: frequencies that turn fewer than `betaSlow` times over the original context are
+    /// divided by `factor`, those turning more than `betaFast` times are kept, a linear ramp
+    /// between; cos and sin are scaled by `attentionFactor`.
+    case yarn(factor: Double, originalMaxPositions: Int, betaFast: Double, betaSlow: Double, attentionFactor: Double,
+              truncate: Bool)
+
+    /// The factor cos and sin are multiplied by (YaRN's attention scaling; 1 otherwise).
+    public var attentionFactor: Double {
+        if case .yarn(_, _, _, _, let attentionFactor, _) = self { return attentionFactor }
+        return 1
+    }
 
     /// The inverse frequencies `θ^(-2i/d)` after scaling, in double precision.
     public func inverseFrequencies(base: Double, dimensions: Int) -> [Double] {
@@ -23,6 +34,21 @@ public enum RotaryScaling: Sendable, Equatable {
             return plain.map { $0 / factor }
         case .frequencyDivisors(let divisors):
             return plain.enumerated().map { $0.element / Double(divisors[$0.offset]) }
+        case .yarn(let factor, let original, let betaFast, let betaSlow, _, let truncate):
+            // The dimensions where the ramp starts and ends, from the rotations over the original context.
+            let d = Double(dimensions)
+            func dimension(rotations: Double) -> Double {
+                d * log(Double(original) / (rotations * 2 * Double.pi)) / (2 * log(base))
+            }
+            var low = dimension(rotations: betaFast), high = dimension(rotations: betaSlow)
+            if truncate { (low, high) = (low.rounded(.down), high.rounded(.up)) }
+            low = max(low, 0)
+            high = min(high, d - 1)
+            if low == high { high += 0.001 }
+            return plain.enumerated().map { index, frequency in
+                let kept = 1 - min(max((Double(index) - low) / (high - low), 0), 1)
+                return frequency / factor * (1 - kept) + frequency * kept
+            }
         case .llama3(let factor, let low, let high, let original):
             let lowWavelength = Double(original) / low
             let highWavelength = Double(original) / high
@@ -54,6 +80,8 @@ public final class RotaryEmbedding: @unchecked Sendable {
     public let layout: RotaryLayout
     /// Inverse frequencies in float32, as the reference multiplies them by positions.
     private let frequencies: [Float]
+    /// Multiplies cos and sin (YaRN).
+    private let attentionFactor: Float
     /// Per chunk row: cos and sin of its position's angles (`rotaryDimensions / 2` each).
     private let cosines: FloatBuffer
     private let sines: FloatBuffer
@@ -65,6 +93,7 @@ public final class RotaryEmbedding: @unchecked Sendable {
         self.rotaryDimensions = dimensions
         self.layout = layout
         frequencies = parameters.scaling.inverseFrequencies(base: parameters.base, dimensions: dimensions).map { Float($0) }
+        attentionFactor = Float(parameters.scaling.attentionFactor)
         cosines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)
         sines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)
     }
@@ -72,7 +101,7 @@ public final class RotaryEmbedding: @unchecked Sendable {
     /// The angles of each token of `batch`, row by row.
     func prepare(_ batch: TokenBatch, pool: ComputePool) {
         let half = rotaryDimensions / 2
-        let cosines = self.cosines.pointer, sines = self.sines.pointer
+        let cosines = self.cosines.pointer, sines = self.sines.pointer, factor = attentionFactor
         frequencies.withUnsafeBufferPointer { frequencies in
             let frequencies = frequencies.baseAddress!
             pool.forEachRange(batch.count, minimumPerThread: 64) { range in
@@ -81,8 +110,8 @@ public final class RotaryEmbedding: @unchecked Sendable {
                     for i in 0..<half {
                         // Angles in float32 as the reference computes them, then cos/sin in double.
                         let angle = Double(position * frequencies[i])
-                        cosines[t * half + i] = Float(cos(angle))
-                        sines[t * half + i] = Float(sin(angle))
+                        cosines[t * half + i] = Float(cos(angle)) * factor
+                        sines[t * half + i] = Float(sin(angle)) * factor
                     }
                 }
             }

@@ -163,10 +163,16 @@ extension DecoderConfig {
         }
         let base = try json.optionalDouble("rope_theta") ?? parameters?.optionalDouble("rope_theta") ?? 10000
         let scaling = try json.optionalObject("rope_scaling") ?? parameters
-        return RotaryParameters(base: base, scaling: try scaling.map(Self.scaling) ?? .none)
+        let context = try json.optionalInt("max_position_embeddings") ?? 2048
+        return RotaryParameters(base: base, scaling: try scaling.map { try Self.scaling($0, context: context) } ?? .none)
     }
 
-    private static func scaling(_ parameters: HuggingFaceConfig) throws -> RotaryScaling {
+    /// YaRN's `mscale` (its paper's eq. 21).
+    static func yarnScale(_ factor: Double, _ mscale: Double = 1) -> Double {
+        factor <= 1 ? 1 : 0.1 * mscale * log(factor) + 1
+    }
+
+    private static func scaling(_ parameters: HuggingFaceConfig, context: Int) throws -> RotaryScaling {
         let kind = try parameters.optionalString("rope_type") ?? parameters.optionalString("type") ?? "default"
         func required(_ key: String) throws -> Double {
             guard let value = try parameters.optionalDouble(key) else {
@@ -183,8 +189,20 @@ extension DecoderConfig {
             return .llama3(factor: try required("factor"), lowFrequencyFactor: try required("low_freq_factor"),
                            highFrequencyFactor: try required("high_freq_factor"),
                            originalMaxPositions: Int(try required("original_max_position_embeddings")))
+        case "yarn":
+            let original = try parameters.optionalInt("original_max_position_embeddings") ?? context
+            let factor = try parameters.optionalDouble("factor") ?? Double(context) / Double(max(original, 1))
+            var attention = try parameters.optionalDouble("attention_factor")
+            if attention == nil, let mscale = try parameters.optionalDouble("mscale"), mscale != 0,
+               let all = try parameters.optionalDouble("mscale_all_dim"), all != 0 {
+                attention = yarnScale(factor, mscale) / yarnScale(factor, all)
+            }
+            return .yarn(factor: factor, originalMaxPositions: original,
+                         betaFast: try parameters.optionalDouble("beta_fast") ?? 32,
+                         betaSlow: try parameters.optionalDouble("beta_slow") ?? 1,
+                         attentionFactor: attention ?? yarnScale(factor), truncate: try parameters.optionalBool("truncate") ?? true)
         default:
-            throw ModelConfigError.unsupported(key: "rope_scaling.rope_type", value: kind, expected: "default, linear or llama3")
+            throw ModelConfigError.unsupported(key: "rope_scaling.rope_type", value: kind, expected: "default, linear, llama3 or yarn")
         }
     }
 
@@ -210,9 +228,15 @@ extension DecoderConfig {
             switch try metadata.optionalString(key("rope.scaling.type")) ?? "none" {
             case "none": scaling = .none
             case "linear": scaling = .linear(factor: try metadata.double(key("rope.scaling.factor")))
+            case "yarn":
+                let factor = try metadata.double(key("rope.scaling.factor"))
+                scaling = .yarn(factor: factor, originalMaxPositions: try metadata.int(key("rope.scaling.original_context_length")),
+                                betaFast: try metadata.optionalDouble(key("rope.scaling.yarn_beta_fast")) ?? 32,
+                                betaSlow: try metadata.optionalDouble(key("rope.scaling.yarn_beta_slow")) ?? 1,
+                                attentionFactor: Self.yarnScale(factor), truncate: true)
             case let other:
                 throw ModelConfigError.unsupported(key: key("rope.scaling.type"), value: other,
-                                                   expected: "none or linear (llama3 comes as rope_freqs.weight)")
+                                                   expected: "none, linear or yarn (llama3 comes as rope_freqs.weight)")
             }
         }
         let global = RotaryParameters(base: try metadata.optionalDouble(key("rope.freq_base")) ?? 10000, scaling: scaling)

@@ -164,6 +164,11 @@ public struct DecoderConfig: Sendable, Equatable {
                 throw ModelConfigError.invalid(key: "rope_scaling", value: "low_freq_factor \(low), high_freq_factor \(high)",
                                                reason: "need 0 < low_freq_factor < high_freq_factor")
             }
+        case .yarn(let factor, let original, let betaFast, let betaSlow, let attention, _):
+            guard factor > 0, original > 0, betaFast > 0, betaSlow > 0, attention > 0 else {
+                throw ModelConfigError.invalid(key: "rope_scaling", value: "yarn factor \(factor), original_max_position_embeddings \(original), beta_fast \(betaFast), beta_slow \(betaSlow), attention_factor \(attention)",
+                                               reason: "must be positive")
+            }
         case .frequencyDivisors(let divisors):
             guard divisors.count == rotaryDimensions / 2, divisors.allSatisfy({ $0 > 0 }) else {
                 throw ModelConfigError.invalid(key: "rope_freqs.weight", value: "\(divisors.count) values",
