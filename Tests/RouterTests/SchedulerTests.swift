@@ -555,6 +555,56 @@ struct StepTimeAndPriorityTests {
     }
 }
 
+@Suite("Scheduler with a sliding window on every layer")
+struct SlidingWindowSchedulerTests {
+    /// 8 blocks of 4 slots (32 tokens), every layer attending over the last 8 positions.
+    func scheduler(prefixCaching: Bool) -> (Scheduler, ScriptedStepRunner) {
+        let runner = ScriptedStepRunner(blockCount: 8, blockSize: 4)
+        let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: 16, prefixCaching: prefixCaching),
+                                  limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 8, kvBlockSize: 4,
+                                                               attentionWindow: 8))
+        return (scheduler, runner)
+    }
+
+    @Test("blocks the window has passed go back: two sequences each longer than the whole cache finish without preemption, never sharing a block their windows read", arguments: [false, true])
+    func longerThanTheCache(prefixCaching: Bool) async throws {
+        let (scheduler, runner) = scheduler(prefixCaching: prefixCaching)
+        let a = try await scheduler.submit(SequenceRequest(promptTokens: prompt(12), maxNewTokens: 60))
+        let b = try await scheduler.submit(SequenceRequest(promptTokens: prompt(12, offset: 5), maxNewTokens: 60))
+        try await runToCompletion(scheduler, runner)
+        for events in [a.events, b.events] {
+            let all = try await collectEvents(events)
+            #expect(all.filter { if case .token = $0 { true } else { false } }.count == 60)
+            #expect(all.last == .finished(.length))
+        }
+        #expect(await scheduler.statistics.preemptions == 0)
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        // In every step, the blocks each sequence's window reads belong to it alone.
+        for step in runner.steps {
+            var owner: [UInt32: UInt64] = [:]
+            for entry in step.sequences {
+                let start = Int(entry.startPosition), end = start + entry.tokens.count
+                let first = max(0, start - 8 + 1) / 4, last = (end - 1) / 4
+                for block in entry.blockTable[first...last] {
+                    #expect(owner[block] == nil || owner[block] == entry.sequenceID, "block \(block) read by two sequences")
+                    owner[block] = entry.sequenceID
+                }
+            }
+        }
+    }
+
+    @Test("without a window the same sequence stops at the cache's capacity")
+    func withoutWindow() async throws {
+        let runner = ScriptedStepRunner(blockCount: 8, blockSize: 4)
+        let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: 16),
+                                  limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 8, kvBlockSize: 4))
+        let a = try await scheduler.submit(SequenceRequest(promptTokens: prompt(12), maxNewTokens: 60))
+        try await runToCompletion(scheduler, runner)
+        let all = try await collectEvents(a.events)
+        #expect(all.filter { if case .token = $0 { true } else { false } }.count == 32 - 12)
+    }
+}
+
 @Suite("Step loop lifecycle")
 struct StepLoopLifecycleTests {
     @Test("graceful shutdown finishes the running sequence, refuses new ones, then returns")

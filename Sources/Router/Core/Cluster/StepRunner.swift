@@ -9,9 +9,11 @@ public struct ClusterModelInfo: Sendable, Equatable {
     public var kvBlockCount: Int
     public var kvBlockSize: Int
     public var worldSize: Int
+    /// Positions every layer attends back over (0: the whole context).
+    public var attentionWindow: Int
 
     public init(architecture: String, vocabSize: Int, maxContextLength: Int, fingerprint: String,
-                kvBlockCount: Int, kvBlockSize: Int, worldSize: Int) {
+                kvBlockCount: Int, kvBlockSize: Int, worldSize: Int, attentionWindow: Int = 0) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.maxContextLength = maxContextLength
@@ -19,6 +21,7 @@ public struct ClusterModelInfo: Sendable, Equatable {
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
         self.worldSize = worldSize
+        self.attentionWindow = attentionWindow
     }
 }
 

@@ -300,7 +300,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             architecture: reference.architecture, vocabSize: Int(reference.vocabSize),
             maxContextLength: Int(reference.maxContextLength), fingerprint: reference.modelFingerprint,
             kvBlockCount: Int(replies.map(\.kvBlockCount).min()!), kvBlockSize: Int(reference.kvBlockSize),
-            worldSize: worldSize)
+            worldSize: worldSize, attentionWindow: Int(reference.attentionWindow))
         lock.withLock {
             self.reference = reference
             self.modelInfo = info
@@ -367,6 +367,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             ("the vocabulary size", "\(reference.vocabSize)", "\(reply.vocabSize)"),
             ("the maximum context length", "\(reference.maxContextLength)", "\(reply.maxContextLength)"),
             ("the KV block size", "\(reference.kvBlockSize)", "\(reply.kvBlockSize)"),
+            ("the attention window", "\(reference.attentionWindow)", "\(reply.attentionWindow)"),
         ]
         for (field, expected, found) in fields where expected != found {
             throw ClusterError.inconsistentWorkers(rank: rank, field: field, expected: expected, found: found)

@@ -51,15 +51,29 @@ public struct SchedulerModelLimits: Sendable, Equatable {
     public var maxContextLength: Int
     public var kvBlockCount: Int
     public var kvBlockSize: Int
+    /// Positions every layer attends back over (0: some layer sees the whole context). Blocks a
+    /// running sequence's window has passed are given back, so it never holds more than
+    /// about `attentionWindow + chunk` tokens of blocks.
+    public var attentionWindow: Int
 
-    public init(maxContextLength: Int, kvBlockCount: Int, kvBlockSize: Int) {
+    public init(maxContextLength: Int, kvBlockCount: Int, kvBlockSize: Int, attentionWindow: Int = 0) {
         self.maxContextLength = maxContextLength
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
+        self.attentionWindow = attentionWindow
     }
 
     /// Token slots of the whole KV cache.
     public var kvCapacityTokens: Int { kvBlockCount * kvBlockSize }
+
+    /// The most blocks a sequence of `tokens` holds at once, computed `chunk` tokens at a time:
+    /// all of them, or with a window the ones the window and one chunk span (plus the partial
+    /// blocks at both ends).
+    func peakBlocks(forTokens tokens: Int, chunk: Int) -> Int {
+        let all = (tokens + kvBlockSize - 1) / kvBlockSize
+        guard attentionWindow > 0 else { return all }
+        return min(all, (attentionWindow + chunk + kvBlockSize - 1) / kvBlockSize + 1)
+    }
 }
 
 /// Queue order: lower priority values first, then earlier arrivals.
@@ -95,8 +109,18 @@ final class ScheduledSequence {
     /// Its KV blocks. Whenever they are taken away (preemption, a failed admission, the end),
     /// the workers' copy of the sequence goes stale with them.
     var blocks: [Int] = [] {
-        didSet { if blocks.isEmpty { workerCopy = nil } }
+        didSet {
+            if blocks.isEmpty {
+                workerCopy = nil
+                blocksBehindWindow = 0
+            }
+        }
     }
+    /// Leading blocks already given back because every layer's window has passed them (their
+    /// ids stay in `blocks`, so positions still map to table entries; the workers never read them).
+    var blocksBehindWindow = 0
+    /// The blocks this sequence still holds a reference to.
+    var heldBlocks: ArraySlice<Int> { blocks[blocksBehindWindow...] }
     /// What the workers hold of it from earlier steps; nil: nothing, the next step sends it whole.
     var workerCopy: WorkerCopy?
     /// Named in a step at least once: the workers may hold it until told it finished.
@@ -211,7 +235,9 @@ public actor Scheduler {
         guard total <= limits.maxContextLength else {
             throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the context holds \(limits.maxContextLength)")
         }
-        guard blockManager.blocksNeeded(forTokens: total) <= limits.kvBlockCount else {
+        // The prompt in one chunk is the most a sequence ever computes at once.
+        let chunk = min(total, configuration.maxBatchedTokens)
+        guard limits.peakBlocks(forTokens: total, chunk: chunk) <= limits.kvBlockCount else {
             throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the KV cache holds \(limits.kvCapacityTokens)")
         }
         if let limit = configuration.maxWaitingSequences, waiting.count >= limit { throw .queueFull(limit: limit) }
@@ -350,7 +376,7 @@ public actor Scheduler {
             let missing = blockManager.blocksNeeded(forTokens: start + take) - sequence.blocks.count
             if missing > 0 {
                 guard let blocks = blockManager.allocate(missing) else {
-                    blockManager.free(sequence.blocks)
+                    blockManager.free(Array(sequence.heldBlocks))
                     sequence.blocks = []
                     sequence.computedTokens = 0
                     break
@@ -449,10 +475,24 @@ public actor Scheduler {
         return entry
     }
 
+    /// With a sliding window on every layer: gives back the leading blocks no later token of
+    /// `sequence` attends to (the next one, at position `computedTokens`, reads positions from
+    /// `computedTokens - window + 1` on). They were registered with the prefix cache first, so
+    /// a cached block keeps its contents until it is reused.
+    private func releaseBlocksBehindWindow(_ sequence: ScheduledSequence) {
+        let window = limits.attentionWindow
+        guard window > 0 else { return }
+        let registered = configuration.prefixCaching ? sequence.registeredBlocks : sequence.blocks.count
+        let behind = min(max(0, sequence.computedTokens - window + 1) / limits.kvBlockSize, registered, sequence.blocks.count)
+        guard behind > sequence.blocksBehindWindow else { return }
+        blockManager.free(Array(sequence.blocks[sequence.blocksBehindWindow..<behind]))
+        sequence.blocksBehindWindow = behind
+    }
+
     /// Gives a running sequence's blocks back; it restarts from its cached prefix later.
     private func preempt(_ sequence: ScheduledSequence) {
         running.removeAll { $0 === sequence }
-        blockManager.free(sequence.blocks)
+        blockManager.free(Array(sequence.heldBlocks))
         sequence.blocks = []
         sequence.computedTokens = 0
         sequence.registeredBlocks = 0
@@ -519,6 +559,7 @@ public actor Scheduler {
             sequence.registeredBlocks = blockManager.registerFullBlocks(
                 sequence.blocks, tokens: sequence.tokens, computedTokens: sequence.computedTokens,
                 alreadyRegistered: sequence.registeredBlocks, parentChain: &sequence.registeredChain)
+            releaseBlocksBehindWindow(sequence)
             if sent.wantPromptLogprobs {
                 recordPromptLogprobs(sequence, chunkStart: start, chunkLength: entry.tokenCount,
                                      entries: outcome?.promptLogprobs ?? [])
@@ -583,7 +624,7 @@ public actor Scheduler {
         if sequence.generatedCount >= sequence.request.maxNewTokens { return .length }
         if sequence.tokens.count >= limits.maxContextLength { return .length }
         // The next token would need a block the cache can never give this sequence.
-        if blockManager.blocksNeeded(forTokens: sequence.tokens.count + 1) > limits.kvBlockCount { return .length }
+        if limits.peakBlocks(forTokens: sequence.tokens.count + 1, chunk: 1) > limits.kvBlockCount { return .length }
         return nil
     }
 
@@ -614,7 +655,7 @@ public actor Scheduler {
         guard sequences.removeValue(forKey: sequence.id) != nil else { return }
         running.removeAll { $0 === sequence }
         waiting.removeAll { $0 === sequence }
-        blockManager.free(sequence.blocks)
+        blockManager.free(Array(sequence.heldBlocks))
         sequence.blocks = []
         if sequence.everSent { pendingReleases.append(sequence.id) }
     }

@@ -218,6 +218,10 @@ public nonisolated struct Tessel_Wire_HandshakeReply: Sendable {
   /// Every rank of one formation reports the same; a restarted group gets a new one.
   public var groupID: UInt64 = 0
 
+  /// Positions every layer attends back over (0: some layer sees the whole context): the router
+  /// gives back the KV blocks a sequence's window has passed.
+  public var attentionWindow: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -853,7 +857,7 @@ nonisolated extension Tessel_Wire_Handshake: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HandshakeReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0\u{3}group_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0\u{3}group_id\0\u{3}attention_window\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -873,6 +877,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.pid) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.groupID) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.attentionWindow) }()
       default: break
       }
     }
@@ -915,6 +920,9 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if self.groupID != 0 {
       try visitor.visitSingularUInt64Field(value: self.groupID, fieldNumber: 12)
     }
+    if self.attentionWindow != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attentionWindow, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -931,6 +939,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if lhs.pid != rhs.pid {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.groupID != rhs.groupID {return false}
+    if lhs.attentionWindow != rhs.attentionWindow {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

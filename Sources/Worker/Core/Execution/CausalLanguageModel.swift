@@ -34,6 +34,9 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var weightEncoding: WeightEncoding { get }
     /// Bytes of weight matrices the graph reads per token.
     var weightBytes: Int { get }
+    /// Positions every layer attends back over, the token itself included (0: some layer sees
+    /// the whole context); KV blocks further back are never read again.
+    var attentionWindow: Int { get }
 
     /// Runs `batch` through the model: writes each token's keys and values into `cache` and its
     /// final-normed hidden state into `hidden` (`batch.count × hiddenSize`).
@@ -56,6 +59,7 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
 }
 
 extension CausalLanguageModel {
+    public var attentionWindow: Int { 0 }
     public var collectiveFailure: CollectiveError? { nil }
     public var groupID: UInt64 { 0 }
     public func checkGroup() {}

@@ -88,7 +88,8 @@ public final class ModelExecutor: @unchecked Sendable {
         gathered = FloatBuffer(count: Self.logitRowsPerBatch * model.hiddenSize)
         logitRows = FloatBuffer(count: Self.logitRowsPerBatch * model.vocabSize)
         info = ModelInfo(architecture: architecture, vocabSize: model.vocabSize, maxContextLength: model.maxContextLength,
-                         fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize)
+                         fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize,
+                         attentionWindow: model.attentionWindow)
     }
 
     /// The default KV budget out of `available` bytes of free memory.

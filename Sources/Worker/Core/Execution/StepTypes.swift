@@ -92,14 +92,17 @@ public struct ModelInfo: Sendable, Equatable {
     public var fingerprint: String
     public var kvBlockCount: Int
     public var kvBlockSize: Int
+    /// `CausalLanguageModel.attentionWindow`.
+    public var attentionWindow: Int
 
     public init(architecture: String, vocabSize: Int, maxContextLength: Int, fingerprint: String,
-                kvBlockCount: Int, kvBlockSize: Int) {
+                kvBlockCount: Int, kvBlockSize: Int, attentionWindow: Int = 0) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.maxContextLength = maxContextLength
         self.fingerprint = fingerprint
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
+        self.attentionWindow = attentionWindow
     }
 }
