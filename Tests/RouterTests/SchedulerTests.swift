@@ -593,6 +593,17 @@ struct SlidingWindowSchedulerTests {
         }
     }
 
+    @Test("a prompt longer than the whole cache is admitted and prefilled a chunk at a time", arguments: [false, true])
+    func promptLongerThanTheCache(prefixCaching: Bool) async throws {
+        let (scheduler, runner) = scheduler(prefixCaching: prefixCaching)
+        let a = try await scheduler.submit(SequenceRequest(promptTokens: prompt(40), maxNewTokens: 30))
+        try await runToCompletion(scheduler, runner)
+        let all = try await collectEvents(a.events)
+        #expect(all.filter { if case .token = $0 { true } else { false } }.count == 30)
+        #expect(runner.steps.allSatisfy { $0.sequences.allSatisfy { $0.tokens.count <= 16 } })
+        #expect(await scheduler.statistics.usedBlocks == 0)
+    }
+
     @Test("without a window the same sequence stops at the cache's capacity")
     func withoutWindow() async throws {
         let runner = ScriptedStepRunner(blockCount: 8, blockSize: 4)

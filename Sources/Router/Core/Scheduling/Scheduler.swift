@@ -72,7 +72,14 @@ public struct SchedulerModelLimits: Sendable, Equatable {
     func peakBlocks(forTokens tokens: Int, chunk: Int) -> Int {
         let all = (tokens + kvBlockSize - 1) / kvBlockSize
         guard attentionWindow > 0 else { return all }
-        return min(all, (attentionWindow + chunk + kvBlockSize - 1) / kvBlockSize + 1)
+        return min(all, (attentionWindow + min(chunk, windowChunkLimit) + kvBlockSize - 1) / kvBlockSize + 1)
+    }
+
+    /// With a window, the longest prefill chunk: it and the window behind it fit the whole cache,
+    /// so a sequence longer than the cache (a long prompt, or one recomputed after preemption)
+    /// still goes through, a chunk at a time.
+    var windowChunkLimit: Int {
+        attentionWindow > 0 ? max(1, kvCapacityTokens - attentionWindow - 2 * kvBlockSize) : Int.max
     }
 }
 
@@ -321,7 +328,7 @@ public actor Scheduler {
         }
         /// How many of `wanted` tokens from `start` the step can still take.
         func chunk(_ wanted: Int, from start: Int) -> Int {
-            var take = min(wanted, budget)
+            var take = min(wanted, budget, limits.windowChunkLimit)
             if let seconds = timeLeft, let fitting = costModel.tokens(fitting: seconds, start: start) {
                 take = min(take, max(fitting, min(configuration.minimumPrefillChunk, wanted)))
             }
