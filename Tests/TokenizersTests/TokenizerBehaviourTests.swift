@@ -232,8 +232,21 @@ struct PreTokenizerTests {
         #expect(pieces([.llama3(maxDigits: 1)], "12 ab") == ["1", "2", " ab"])
     }
 
+    @Test("o200k and Tekken rules: a word is its upper-case letters then its lower-case ones")
+    func caseAwareWords() {
+        #expect(pieces([.caseAwareWords(contractions: true, maxDigits: 3)], "HTTPServer isn't 12345 a/b\n") ==
+                ["HTTPServer", " isn't", " ", "123", "45", " a", "/b", "\n"])
+        #expect(pieces([.caseAwareWords(contractions: false, maxDigits: 1)], "CamelCase don't 12") ==
+                ["Camel", "Case", " don", "'t", " ", "1", "2"])
+        // tokenizer.json files name them by their regexes, GGUF files by tokenizer.ggml.pre.
+        #expect(PreTokenizer.rule(forSplitPattern: PreTokenizer.o200kPattern) == PreTokenizer.rules(forGGUFName: "gpt-4o"))
+        #expect(PreTokenizer.rule(forSplitPattern: PreTokenizer.tekkenPattern) == PreTokenizer.rules(forGGUFName: "tekken"))
+        #expect(PreTokenizer.rules(forGGUFName: "llama4") == [.caseAwareWords(contractions: true, maxDigits: 3)])
+    }
+
     static let familyTexts: [(family: String, text: String)] =
-        ["gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "falcon"]
+        ["gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "falcon",
+         "gpt-4o", "tekken", "qwen35"]
             .flatMap { family in ["mixed-script", "fuzz"].map { (family, $0) } }
 
     @Test("each family's scanners split like its regexes do in Python's regex module", arguments: familyTexts)

@@ -47,8 +47,10 @@ enum GGUFTokenizerLoader {
                 throw TokenizerError.unsupportedPreTokenizer(source: source, name: "tokenizer.ggml.pre=\(preName)")
             }
             preTokenizer = PreTokenizer(rules: rules)
-            let llama3Family = rules == PreTokenizer.llama3Rules
-            addBOSDefault = llama3Family
+            // As llama.cpp: Llama 3 and Tekken vocabularies add BOS, and a word that is itself a
+            // token is not merged piece by piece.
+            let wholeWordTokens = rules == PreTokenizer.llama3Rules || preName == "tekken"
+            addBOSDefault = wholeWordTokens
             if try metadata.optionalBool("tokenizer.ggml.add_space_prefix") == true { transforms = [.prefixSpace] }
             var vocabulary = ByteStringTable(expectedCount: tokens.count)
             for (id, token) in tokens.enumerated() {
@@ -79,7 +81,7 @@ enum GGUFTokenizerLoader {
             }
             definitionModel = BPEModel(initialSymbols: .bytes, byteTokens: byteTokens, merges: merges,
                                        vocabulary: vocabulary, unknownID: unknown, fuseUnknown: false,
-                                       ignoreMerges: llama3Family)
+                                       ignoreMerges: wholeWordTokens)
         case "llama":
             let scores = try metadata.optionalFloatArray("tokenizer.ggml.scores")
                 ?? Array(repeating: 0, count: tokens.count)

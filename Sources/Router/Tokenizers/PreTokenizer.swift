@@ -27,6 +27,13 @@ enum SplitRule: Sendable, Equatable {
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,maxDigits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// (Llama 3 with maxDigits 3, Qwen2 with 1).
     case llama3(maxDigits: Int)
+    /// Qwen 3.5's: Llama 3's with single digits and marks counted with letters:
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+    case qwen35
+    /// tiktoken's o200k (GPT-4o, Llama 4; `contractions`, maxDigits 3) and Mistral's Tekken (neither, maxDigits 1):
+    /// `[^\r\n\p{L}\p{N}]?U*L+C?|[^\r\n\p{L}\p{N}]?U+L*C?|\p{N}{1,maxDigits}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+    /// with U = `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`, L = `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`, C = `(?i:'s|'t|'re|'ve|'m|'ll|'d)`.
+    case caseAwareWords(contractions: Bool, maxDigits: Int)
     /// `\p{N}` (individual) or `\p{N}+` (HF `Digits`).
     case digits(individual: Bool)
     /// `\p{N}{1,maxLength}`
@@ -85,7 +92,11 @@ enum SplitRule: Sendable, Equatable {
         case .gpt2:
             return (Self.matchGPT2(s, c, i, b), i + 1)
         case .llama3(let maxDigits):
-            return (Self.matchLlama3(s, c, i, b, maxDigits), i + 1)
+            return (Self.matchLlama3(s, c, i, b, maxDigits, letters: Self.letter), i + 1)
+        case .qwen35:
+            return (Self.matchLlama3(s, c, i, b, 1, letters: Self.letterOrMark), i + 1)
+        case .caseAwareWords(let contractions, let maxDigits):
+            return (Self.matchCaseAware(s, c, i, b, contractions: contractions, maxDigits: maxDigits), i + 1)
         case .digits(let individual):
             guard c[i] & Self.number != 0 else { return (-1, i + 1) }
             if individual { return (i + 1, i + 1) }
@@ -178,39 +189,92 @@ enum SplitRule: Sendable, Equatable {
     private static func lower(_ v: UInt32) -> UInt32 { (v >= 0x41 && v <= 0x5A) ? v | 0x20 : v }
 
     @inline(__always)
+    /// `letters`: the class of the letter runs (`\p{L}`, or `[\p{L}\p{M}]` for Qwen 3.5, whose
+    /// punctuation runs then leave marks out).
     private static func matchLlama3(_ s: UnsafeBufferPointer<UInt32>, _ c: UnsafeBufferPointer<UInt8>,
-                                    _ i: Int, _ b: Int, _ maxDigits: Int) -> Int {
+                                    _ i: Int, _ b: Int, _ maxDigits: Int, letters: UInt8) -> Int {
         let ch = s[i]
         let ci = c[i]
-        if ch == 0x27, i + 1 < b {
-            let n1 = lower(s[i + 1])
-            if n1 == 0x73 || n1 == 0x74 || n1 == 0x6D || n1 == 0x64 { return i + 2 }
-            if i + 2 < b {
-                let n2 = lower(s[i + 2])
-                if (n1 == 0x72 && n2 == 0x65) || (n1 == 0x76 && n2 == 0x65) || (n1 == 0x6C && n2 == 0x6C) {
-                    return i + 3
-                }
-            }
-        }
-        if ci & letter != 0 { return runEnd(c, i, b, letter) }
+        if ch == 0x27, let end = contraction(s, i, b) { return end }
+        if ci & letters != 0 { return runEnd(c, i, b, letters) }
         let isLineBreak = ch == 0x0A || ch == 0x0D
-        if !isLineBreak, ci & number == 0, i + 1 < b, c[i + 1] & letter != 0 {
-            return runEnd(c, i + 1, b, letter)
+        if !isLineBreak, ci & (letter | number) == 0, i + 1 < b, c[i + 1] & letters != 0 {
+            return runEnd(c, i + 1, b, letters)
         }
         if ci & number != 0 {
             var k = i + 1
             while k < b && k - i < maxDigits && c[k] & number != 0 { k += 1 }
             return k
         }
+        return punctuationRun(s, c, i, b, excluding: letters | number | whitespace, trailingSlash: false)
+            ?? whitespaceWithLineBreaks(s, c, i, b)
+    }
+
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` at `i` (an apostrophe): its end, or nil.
+    @inline(__always)
+    private static func contraction(_ s: UnsafeBufferPointer<UInt32>, _ i: Int, _ b: Int) -> Int? {
+        guard s[i] == 0x27, i + 1 < b else { return nil }
+        let n1 = lower(s[i + 1])
+        if n1 == 0x73 || n1 == 0x74 || n1 == 0x6D || n1 == 0x64 { return i + 2 }
+        if i + 2 < b {
+            let n2 = lower(s[i + 2])
+            if (n1 == 0x72 && n2 == 0x65) || (n1 == 0x76 && n2 == 0x65) || (n1 == 0x6C && n2 == 0x6C) { return i + 3 }
+        }
+        return nil
+    }
+
+    /// ` ?[^classes]+[\r\n]*` (with `trailingSlash`, `[\r\n/]*`) at `i`: its end, or nil.
+    @inline(__always)
+    private static func punctuationRun(_ s: UnsafeBufferPointer<UInt32>, _ c: UnsafeBufferPointer<UInt8>, _ i: Int, _ b: Int,
+                                       excluding classes: UInt8, trailingSlash: Bool) -> Int? {
         var j = i
-        if ch == 0x20, i + 1 < b, isOther(c[i + 1]) { j = i + 1 }
-        if isOther(c[j]) {
-            var k = j + 1
-            while k < b && isOther(c[k]) { k += 1 }
-            while k < b && (s[k] == 0x0A || s[k] == 0x0D) { k += 1 }
+        if s[i] == 0x20, i + 1 < b, c[i + 1] & classes == 0 { j = i + 1 }
+        guard c[j] & classes == 0 else { return nil }
+        var k = j + 1
+        while k < b && c[k] & classes == 0 { k += 1 }
+        while k < b && (s[k] == 0x0A || s[k] == 0x0D || (trailingSlash && s[k] == 0x2F)) { k += 1 }
+        return k
+    }
+
+    private static let upperOrMark = ScalarClass.upperLike.rawValue | ScalarClass.mark.rawValue
+    private static let lowerOrMark = ScalarClass.lowerLike.rawValue | ScalarClass.mark.rawValue
+
+    /// `.caseAwareWords` at `i`, alternative by alternative as a backtracking regex tries them.
+    private static func matchCaseAware(_ s: UnsafeBufferPointer<UInt32>, _ c: UnsafeBufferPointer<UInt8>, _ i: Int, _ b: Int,
+                                       contractions: Bool, maxDigits: Int) -> Int {
+        /// The optional `[^\r\n\p{L}\p{N}]` first, then without it.
+        let prefixed = s[i] != 0x0A && s[i] != 0x0D && c[i] & (letter | number) == 0 && i + 1 < b
+        func suffixed(_ end: Int) -> Int { contractions ? (contraction(s, end, b).map { $0 } ?? end) : end }
+        func run(_ from: Int, _ set: UInt8) -> Int {
+            var k = from
+            while k < b && c[k] & set != 0 { k += 1 }
             return k
         }
-        return whitespaceWithLineBreaks(s, c, i, b)
+        // U*L+: the longest U run, given back until an L can start (the L run is greedy).
+        func upperThenLower(_ start: Int) -> Int? {
+            var u = run(start, upperOrMark)
+            while u >= start {
+                if u < b && c[u] & lowerOrMark != 0 { return suffixed(run(u, lowerOrMark)) }
+                u -= 1
+            }
+            return nil
+        }
+        // U+L*
+        func upperThenOptionalLower(_ start: Int) -> Int? {
+            let u = run(start, upperOrMark)
+            return u > start ? suffixed(run(u, lowerOrMark)) : nil
+        }
+        if prefixed, let end = upperThenLower(i + 1) { return end }
+        if let end = upperThenLower(i) { return end }
+        if prefixed, let end = upperThenOptionalLower(i + 1) { return end }
+        if let end = upperThenOptionalLower(i) { return end }
+        if c[i] & number != 0 {
+            var k = i + 1
+            while k < b && k - i < maxDigits && c[k] & number != 0 { k += 1 }
+            return k
+        }
+        return punctuationRun(s, c, i, b, excluding: letter | number | whitespace, trailingSlash: true)
+            ?? whitespaceWithLineBreaks(s, c, i, b)
     }
 
     /// `\s*[\r\n]+|\s+(?!\S)|\s+` at `i`: ends after the whitespace run's last line break, else as GPT-2.
@@ -337,6 +401,12 @@ struct PreTokenizer: Sendable, Equatable {
             return llama3Rules
         case "qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan":
             return qwen2Rules
+        case "qwen35":
+            return [.qwen35]
+        case "gpt-4o", "llama4", "kanana2", "minimax-m2":
+            return [.caseAwareWords(contractions: true, maxDigits: 3)]
+        case "tekken":
+            return [.caseAwareWords(contractions: false, maxDigits: 1)]
         case "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b":
             return digitsThenGPT2Rules
         case "deepseek-llm":
@@ -352,6 +422,10 @@ struct PreTokenizer: Sendable, Equatable {
         }
     }
 
+    /// tiktoken's o200k split (GPT-4o, Phi-4, Llama 4) and Mistral's Tekken, as tokenizer.json writes them.
+    static let o200kPattern = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let tekkenPattern = #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+
     /// Regexes of tokenizer.json `Split` pre-tokenizers this package knows, as written in the files.
     static func rule(forSplitPattern pattern: String) -> [SplitRule]? {
         switch pattern {
@@ -363,6 +437,10 @@ struct PreTokenizer: Sendable, Equatable {
         case #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#,
              #"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#:
             return [.llama3(maxDigits: 1)]
+        case Self.o200kPattern: return [.caseAwareWords(contractions: true, maxDigits: 3)]
+        case Self.tekkenPattern: return [.caseAwareWords(contractions: false, maxDigits: 1)]
+        case #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#:
+            return [.qwen35]
         case #"\p{N}"#: return [.digits(individual: true)]
         case #"\p{N}+"#: return [.digits(individual: false)]
         case #"\p{N}{1,3}"#: return [.digitGroups(maxLength: 3)]

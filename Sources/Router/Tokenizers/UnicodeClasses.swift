@@ -9,14 +9,22 @@ struct ScalarClass: OptionSet, Sendable {
     static let punctuation = ScalarClass(rawValue: 8)
     static let symbol = ScalarClass(rawValue: 16)
     static let mark = ScalarClass(rawValue: 32)
+    /// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}]` and `[\p{Ll}\p{Lm}\p{Lo}]`: the letter cases of the
+    /// o200k and Tekken splits (modifier and other letters are both).
+    static let upperLike = ScalarClass(rawValue: 64)
+    static let lowerLike = ScalarClass(rawValue: 128)
 
     static func compute(_ value: UInt32) -> ScalarClass {
         guard let scalar = Unicode.Scalar(value) else { return [] }
         let properties = scalar.properties
         var result: ScalarClass = properties.isWhitespace ? .whitespace : []
         switch properties.generalCategory {
-        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
-            result.insert(.letter)
+        case .uppercaseLetter, .titlecaseLetter:
+            result.formUnion([.letter, .upperLike])
+        case .lowercaseLetter:
+            result.formUnion([.letter, .lowerLike])
+        case .modifierLetter, .otherLetter:
+            result.formUnion([.letter, .upperLike, .lowerLike])
         case .decimalNumber, .letterNumber, .otherNumber:
             result.insert(.number)
         case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
