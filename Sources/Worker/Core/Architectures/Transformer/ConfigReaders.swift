@@ -217,9 +217,9 @@ extension DecoderConfig {
         let hidden = try metadata.int(key("embedding_length"))
         let layerCount = try metadata.int(key("block_count"))
         let heads = try metadata.int(key("attention.head_count"))
-        let headDimension = try metadata.optionalInt(key("attention.key_length"))
-            ?? metadata.optionalInt(key("rope.dimension_count"))
-            ?? hidden / max(heads, 1)
+        // As llama.cpp: the key length, else hidden / heads; rope.dimension_count is the rotary
+        // part of a head (less than all of it in partial-rotary files such as Phi-4-mini's).
+        let headDimension = try metadata.optionalInt(key("attention.key_length")) ?? hidden / max(heads, 1)
         let vocabSize = try metadata.optionalInt(key("vocab_size")) ?? metadata.stringArray("tokenizer.ggml.tokens").count
         let scaling: RotaryScaling
         if let divisors = ropeFrequencyDivisors {
