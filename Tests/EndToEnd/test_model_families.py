@@ -21,6 +21,14 @@ def test_family_matches_transformers(model):
         assert_matches_transformers(router, FAMILIES / f"{model}.expected.json")
 
 
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3", "phi3"])
+def test_family_gguf_conversion_matches_transformers(family):
+    """scripts/fixtures/family_gguf.py: the same weights as llama.cpp's converter writes them, with
+    the tokenizer as a GGUF vocabulary."""
+    with serving("--model", str(FAMILIES / f"tiny-{family}.gguf"), "--activations", "f32") as router:
+        assert_matches_transformers(router, FAMILIES / f"tiny-{family}.expected.json")
+
+
 @pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-gemma3", "tiny-phi3"])
 def test_family_over_two_workers_matches_transformers(model):
     """Q/K/V biases, per-head Q/K norms and fused Q/K/V and gate/up tensors split with their heads and columns."""
