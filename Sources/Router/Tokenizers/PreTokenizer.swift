@@ -244,7 +244,7 @@ enum SplitRule: Sendable, Equatable {
                                        contractions: Bool, maxDigits: Int) -> Int {
         /// The optional `[^\r\n\p{L}\p{N}]` first, then without it.
         let prefixed = s[i] != 0x0A && s[i] != 0x0D && c[i] & (letter | number) == 0 && i + 1 < b
-        func suffixed(_ end: Int) -> Int { contractions ? (contraction(s, end, b).map { $0 } ?? end) : end }
+        func suffixed(_ end: Int) -> Int { contractions ? (contraction(s, end, b) ?? end) : end }
         func run(_ from: Int, _ set: UInt8) -> Int {
             var k = from
             while k < b && c[k] & set != 0 { k += 1 }

@@ -66,15 +66,6 @@ public struct SchedulerModelLimits: Sendable, Equatable {
     /// Token slots of the whole KV cache.
     public var kvCapacityTokens: Int { kvBlockCount * kvBlockSize }
 
-    /// The most blocks a sequence of `tokens` holds at once, computed `chunk` tokens at a time:
-    /// all of them, or with a window the ones the window and one chunk span (plus the partial
-    /// blocks at both ends).
-    func peakBlocks(forTokens tokens: Int, chunk: Int) -> Int {
-        let all = (tokens + kvBlockSize - 1) / kvBlockSize
-        guard attentionWindow > 0 else { return all }
-        return min(all, (attentionWindow + min(chunk, windowChunkLimit) + kvBlockSize - 1) / kvBlockSize + 1)
-    }
-
     /// With a window, the longest prefill chunk: it and the window behind it fit the whole cache,
     /// so a sequence longer than the cache (a long prompt, or one recomputed after preemption)
     /// still goes through, a chunk at a time.
@@ -244,7 +235,7 @@ public actor Scheduler {
         }
         // The prompt in one chunk is the most a sequence ever computes at once.
         let chunk = min(total, configuration.maxBatchedTokens)
-        guard limits.peakBlocks(forTokens: total, chunk: chunk) <= limits.kvBlockCount else {
+        guard peakBlocks(forTokens: total, chunk: chunk) <= limits.kvBlockCount else {
             throw .doesNotFit("the prompt has \(request.promptTokens.count) tokens; the KV cache holds \(limits.kvCapacityTokens)")
         }
         if let limit = configuration.maxWaitingSequences, waiting.count >= limit { throw .queueFull(limit: limit) }
@@ -496,6 +487,15 @@ public actor Scheduler {
         sequence.blocksBehindWindow = behind
     }
 
+    /// The most blocks a sequence of `tokens` holds at once, computed `chunk` tokens at a time:
+    /// all of them, or with a window the ones the window and one chunk span (plus the partial
+    /// blocks at both ends).
+    private func peakBlocks(forTokens tokens: Int, chunk: Int) -> Int {
+        let all = blockManager.blocksNeeded(forTokens: tokens)
+        guard limits.attentionWindow > 0 else { return all }
+        return min(all, blockManager.blocksNeeded(forTokens: limits.attentionWindow + min(chunk, limits.windowChunkLimit)) + 1)
+    }
+
     /// Gives a running sequence's blocks back; it restarts from its cached prefix later.
     private func preempt(_ sequence: ScheduledSequence) {
         running.removeAll { $0 === sequence }
@@ -631,7 +631,7 @@ public actor Scheduler {
         if sequence.generatedCount >= sequence.request.maxNewTokens { return .length }
         if sequence.tokens.count >= limits.maxContextLength { return .length }
         // The next token would need a block the cache can never give this sequence.
-        if limits.peakBlocks(forTokens: sequence.tokens.count + 1, chunk: 1) > limits.kvBlockCount { return .length }
+        if peakBlocks(forTokens: sequence.tokens.count + 1, chunk: 1) > limits.kvBlockCount { return .length }
         return nil
     }
 

@@ -22,7 +22,7 @@ public enum Gemma2Architecture {
             var config = try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: nil,
                                            hasOutputWeight: store.descriptor("output.weight") != nil,
                                            window: { $0 % 2 == 0 ? window : 0 })
-            config.gemma(gguf: metadata)
+            config.gemmaFromGGUF()
             config.attentionSoftcap = Float(try metadata.optionalDouble("gemma2.attn_logit_softcapping") ?? 0)
             config.finalLogitSoftcap = Float(try metadata.optionalDouble("gemma2.final_logit_softcapping") ?? 0)
             return config
@@ -43,7 +43,7 @@ extension DecoderConfig {
     /// The same from GGUF metadata: llama.cpp's converter has added the 1 into the norms, and
     /// the files carry no `query_pre_attn_scalar`: llama.cpp uses the head dimension, except
     /// for the 27B models (46 layers in Gemma 2, 62 in Gemma 3), whose scalar is hidden/heads.
-    mutating func gemma(gguf metadata: GGUFMetadata) {
+    mutating func gemmaFromGGUF() {
         gemmaShape()
         let largest = layerCount == 46 || layerCount == 62
         attentionScale = 1 / Float(largest ? hiddenSize / headCount : headDimension).squareRoot()

@@ -29,7 +29,7 @@ public enum Gemma3Architecture {
                 gguf: metadata, ropeFrequencyDivisors: nil, hasOutputWeight: store.descriptor("output.weight") != nil,
                 window: { isLocal($0, pattern: pattern) ? window : 0 },
                 rotary: { layer, global in isLocal(layer, pattern: pattern) ? RotaryParameters(base: localBase) : global })
-            config.gemma(gguf: metadata)
+            config.gemmaFromGGUF()
             config.queryKeyNorm = true
             return config
         })

@@ -8,8 +8,7 @@ public enum MistralArchitecture {
         name: "mistral", huggingFaceClassNames: ["MistralForCausalLM"], ggufArchitectures: [],
         weightNames: .llama, ggufRotaryLayout: .interleaved,
         huggingFaceConfig: { json in
-            let sliding = try json.optionalInt("sliding_window") != nil
-            return try DecoderConfig(huggingFace: json) { _ in sliding ? .slidingAttention : .fullAttention }
+            try DecoderConfig(huggingFace: json, layerTypes: try LayerType.everyLayerSliding(json))
         },
         ggufConfig: nil)
 

@@ -15,8 +15,7 @@ public enum Phi3Architecture {
         weightNames: WeightNameTable.llama.removing([.query, .key, .value, .gate, .up]).adding(fusedNames),
         ggufRotaryLayout: .rotateHalf,
         huggingFaceConfig: { json in
-            let sliding = try json.optionalInt("sliding_window") != nil
-            return try DecoderConfig(huggingFace: json) { _ in sliding ? .slidingAttention : .fullAttention }
+            try DecoderConfig(huggingFace: json, layerTypes: try LayerType.everyLayerSliding(json))
         },
         ggufConfig: { metadata, store in
             if store.descriptor("rope_factors_long.weight") != nil {

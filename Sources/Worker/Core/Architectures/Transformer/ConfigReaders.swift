@@ -102,6 +102,12 @@ public struct HuggingFaceConfig: Sendable {
 public enum LayerType: String, Sendable {
     case fullAttention = "full_attention"
     case slidingAttention = "sliding_attention"
+
+    /// Every layer slides when config.json sets `sliding_window` (Mistral, Phi-3), else none does.
+    public static func everyLayerSliding(_ json: HuggingFaceConfig) throws -> (Int) -> LayerType {
+        let sliding = try json.optionalInt("sliding_window") != nil
+        return { _ in sliding ? .slidingAttention : .fullAttention }
+    }
 }
 
 extension DecoderConfig {

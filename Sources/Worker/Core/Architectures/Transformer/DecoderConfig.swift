@@ -91,9 +91,6 @@ public struct DecoderConfig: Sendable, Equatable {
         self.rotaryDimensions = rotaryDimensions ?? headDimension
     }
 
-    /// Query heads per KV head.
-    public var groupSize: Int { headCount / kvHeadCount }
-
     /// The scale attention applies to `q·k`.
     public var resolvedAttentionScale: Float { attentionScale ?? 1 / Float(headDimension).squareRoot() }
 

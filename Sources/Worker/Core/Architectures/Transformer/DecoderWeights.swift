@@ -184,11 +184,14 @@ struct DecoderWeightAdapter: Sendable {
         return shard.plan.elements(of: config.intermediateSize, block: descriptor.encoding.blockSize)
     }
 
-    /// One product over `parts` of the layer's tensors, or over row slices of a fused tensor.
+    /// One product over the layer's tensors `parts`, stacked by output rows.
+    func linear(_ parts: [DecoderWeight], layer: Int) throws -> Linear {
+        Linear(try parts.map { try matrix($0, layer: layer) }, kernels: kernels)
+    }
+
+    /// `linear(parts)`, or over row slices of a fused tensor when the family's files fuse them.
     func stacked(_ parts: [DecoderWeight], fused: DecoderWeight, layer: Int) throws -> Linear {
-        guard names.names(of: fused) != nil else {
-            return Linear(try parts.map { try matrix($0, layer: layer) }, kernels: kernels)
-        }
+        guard names.names(of: fused) != nil else { return try linear(parts, layer: layer) }
         let head = config.headDimension
         let queries = config.headCount * head, keys = config.kvHeadCount * head
         let rows: [Range<Int>]
@@ -219,9 +222,6 @@ struct DecoderWeightAdapter: Sendable {
         let embedding = try matrix(.embedding)
         var layers: [DecoderLayerWeights] = []
         for layer in 0..<config.layerCount {
-            func linear(_ weights: [DecoderWeight]) throws -> Linear {
-                Linear(try weights.map { try matrix($0, layer: layer) }, kernels: kernels)
-            }
             func optional(_ weight: DecoderWeight, when present: Bool) throws -> FloatBuffer? {
                 present ? try vector(weight, layer: layer) : nil
             }
@@ -236,11 +236,11 @@ struct DecoderWeightAdapter: Sendable {
                 queryKeyValueBias: bias,
                 queryNorm: try optional(.queryNorm, when: config.queryKeyNorm),
                 keyNorm: try optional(.keyNorm, when: config.queryKeyNorm),
-                output: try linear([.output]),
+                output: try linear([.output], layer: layer),
                 postAttentionNorm: try optional(.postAttentionNorm, when: config.sandwichNorms),
                 mlpNorm: try vector(.mlpNorm, layer: layer),
                 gateUp: try stacked([.gate, .up], fused: .gateUp, layer: layer),
-                down: try linear([.down]),
+                down: try linear([.down], layer: layer),
                 postMLPNorm: try optional(.postMLPNorm, when: config.sandwichNorms)))
         }
         let head = config.tieWordEmbeddings ? embedding : try matrix(.lmHead)
