@@ -29,6 +29,18 @@ def test_family_gguf_conversion_matches_transformers(family):
         assert_matches_transformers(router, FAMILIES / f"tiny-{family}.expected.json")
 
 
+@pytest.mark.parametrize("model", ["tiny-phi3-longrope", "tiny-phi3-longrope.gguf", "tiny-llama-dynamic"])
+@pytest.mark.parametrize("limit", [None, 32])
+def test_context_dependent_rotary_follows_max_model_len(model, limit):
+    """LongRoPE (Phi-3) and dynamic NTK: served at the model's context, past the original 32
+    positions (LongRoPE's long factors, dynamic NTK's raised base), or with --max-model-len 32,
+    which the router passes to its workers (the short factors, the plain base)."""
+    reference = model.replace(".gguf", "") + ("-short" if limit else "")
+    flags = ["--max-model-len", str(limit)] if limit else []
+    with serving("--model", str(FAMILIES / model), "--activations", "f32", *flags) as router:
+        assert_matches_transformers(router, FAMILIES / f"{reference}.expected.json")
+
+
 @pytest.mark.parametrize("model", ["tiny-qwen2", "tiny-gemma3", "tiny-phi3"])
 def test_family_over_two_workers_matches_transformers(model):
     """Q/K/V biases, per-head Q/K norms and fused Q/K/V and gate/up tensors split with their heads and columns."""

@@ -293,11 +293,26 @@ struct KernelTests {
         }
     }
 
+    @Test("dynamic NTK raises the base only past the original context; LongRoPE picks its factors by the context")
+    func contextDependentFrequencies() {
+        let dynamic = RotaryScaling.dynamicNTK(factor: 2, originalMaxPositions: 32)
+        let plain = RotaryScaling.none.inverseFrequencies(base: 10000, dimensions: 16, context: 64)
+        #expect(dynamic.inverseFrequencies(base: 10000, dimensions: 16, context: 32) == plain)
+        // θ' = θ · (2 · 64 / 32 − 1)^(16/14).
+        let raised = RotaryScaling.none.inverseFrequencies(base: 10000 * pow(3.0, 16.0 / 14.0), dimensions: 16, context: 64)
+        #expect(zip(dynamic.inverseFrequencies(base: 10000, dimensions: 16, context: 64), raised).allSatisfy { abs($0 - $1) < 1e-15 })
+        let longRope = RotaryScaling.longRope(short: [1, 2], long: [4, 8], originalMaxPositions: 32, attentionFactor: 1.2)
+        let four = RotaryScaling.none.inverseFrequencies(base: 100, dimensions: 4, context: 32)
+        #expect(longRope.inverseFrequencies(base: 100, dimensions: 4, context: 32) == [four[0], four[1] / 2])
+        #expect(longRope.inverseFrequencies(base: 100, dimensions: 4, context: 33) == [four[0] / 4, four[1] / 8])
+        #expect(longRope.attentionFactor == 1.2)
+    }
+
     @Test("llama3 rope scaling keeps high frequencies, divides low ones by the factor")
     func llama3Frequencies() {
         let scaling = RotaryScaling.llama3(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 64)
-        let plain = RotaryScaling.none.inverseFrequencies(base: 10000, dimensions: 16)
-        let scaled = scaling.inverseFrequencies(base: 10000, dimensions: 16)
+        let plain = RotaryScaling.none.inverseFrequencies(base: 10000, dimensions: 16, context: 64)
+        let scaled = scaling.inverseFrequencies(base: 10000, dimensions: 16, context: 64)
         #expect(scaled[0] == plain[0])  // wavelength 2π < 16
         #expect(abs(scaled[7] - plain[7] / 8) < 1e-12)  // wavelength ≫ 64
     }

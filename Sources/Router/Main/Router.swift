@@ -261,6 +261,8 @@ struct Serve: AsyncParsableCommand {
         if let kvCacheDtype { arguments += ["--kv-cache-dtype", kvCacheDtype] }
         if let kvCacheMemory { arguments += ["--kv-cache-memory", kvCacheMemory] }
         if let dtype { arguments += ["--dtype", dtype] }
+        // The workers build context-dependent rotary embeddings (dynamic NTK, LongRoPE) for it.
+        if let maxModelLen { arguments += ["--max-model-len", String(maxModelLen)] }
         if let customArchitectures {
             // Absolute paths: the workers need not share the router's working directory.
             let paths = customArchitectures.split(separator: ",").map {

@@ -64,6 +64,11 @@ struct WorkerCommand: ParsableCommand {
         valueName: "type"))
     var dtype: String = "auto"
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Context to serve, in tokens: at most the model's own (default). Dynamic-NTK and LongRoPE rotary embeddings are built for it.",
+        valueName: "tokens"))
+    var maxModelLen: Int?
+
     @Option(help: "Compute threads (default: one per physical core of this rank's NUMA node, or of --cpus).")
     var threads: Int?
 
@@ -147,6 +152,10 @@ struct WorkerCommand: ParsableCommand {
             throw ValidationError("--activations must be q8 or f32; got '\(activations)'")
         }
         var options = EngineOptions(activations: precision, kvCacheTokens: kvCacheTokens)
+        if let maxModelLen {
+            guard maxModelLen >= 1 else { throw ValidationError("--max-model-len must be at least 1; got \(maxModelLen)") }
+            options.maxModelLength = maxModelLen
+        }
         if kvCacheDType != "auto" {
             guard let type = KVCacheDType(rawValue: kvCacheDType) else {
                 throw ValidationError("--kv-cache-dtype must be auto, f32, f16 or bf16; got '\(kvCacheDType)'")

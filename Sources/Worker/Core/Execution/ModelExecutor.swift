@@ -47,6 +47,9 @@ public final class ModelExecutor: @unchecked Sendable {
         let checkpoint = try ModelCheckpoint.open(model)
         let context = ModelLoadContext(plan: plan, options: options, pool: pool, group: group, log: log)
         let (registration, graph) = try registry.loadModel(checkpoint, context: context)
+        if let limit = options.maxModelLength, limit > graph.maxContextLength {
+            throw ModelLoadError.contextTooLong(file: checkpoint.architectureFile, requested: limit, model: graph.maxContextLength)
+        }
         return try ModelExecutor(model: graph, architecture: registration.name, fingerprint: checkpoint.fingerprint,
                                  options: options, pool: pool, samples: rank == 0)
     }
@@ -87,7 +90,8 @@ public final class ModelExecutor: @unchecked Sendable {
         hidden = FloatBuffer(count: model.maxChunkTokens * model.hiddenSize)
         gathered = FloatBuffer(count: Self.logitRowsPerBatch * model.hiddenSize)
         logitRows = FloatBuffer(count: Self.logitRowsPerBatch * model.vocabSize)
-        info = ModelInfo(architecture: architecture, vocabSize: model.vocabSize, maxContextLength: model.maxContextLength,
+        info = ModelInfo(architecture: architecture, vocabSize: model.vocabSize,
+                         maxContextLength: min(model.maxContextLength, options.maxModelLength ?? .max),
                          fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize,
                          attentionWindow: model.attentionWindow)
     }
@@ -283,9 +287,9 @@ public final class ModelExecutor: @unchecked Sendable {
         }
         // A start position near Int.max must be refused, not overflow.
         let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count)
-        guard !overflow, end <= model.maxContextLength else {
+        guard !overflow, end <= info.maxContextLength else {
             throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
-                                                 maxContext: model.maxContextLength)
+                                                 maxContext: info.maxContextLength)
         }
         guard item.blockTable.count * blockSize >= end else {
             throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)

@@ -16,22 +16,40 @@ public enum RotaryScaling: Sendable, Equatable {
     /// between; cos and sin are scaled by `attentionFactor`.
     case yarn(factor: Double, originalMaxPositions: Int, betaFast: Double, betaSlow: Double, attentionFactor: Double,
               truncate: Bool)
+    /// Dynamic NTK: past the `originalMaxPositions` the model was trained on, the base grows with
+    /// the context served (`θ · (factor · n / original − (factor − 1))^(d / (d − 2))` for a context
+    /// of n). Fixed for the served context, as vLLM does: a cached key is never rotated twice.
+    case dynamicNTK(factor: Double, originalMaxPositions: Int)
+    /// LongRoPE (Phi-3): frequency `i` divided by `short[i]`, or by `long[i]` when the context
+    /// served exceeds `originalMaxPositions` (llama.cpp's choice by its context size); cos and
+    /// sin scaled by `attentionFactor`.
+    case longRope(short: [Double], long: [Double], originalMaxPositions: Int, attentionFactor: Double)
 
-    /// The factor cos and sin are multiplied by (YaRN's attention scaling; 1 otherwise).
+    /// The factor cos and sin are multiplied by (YaRN's and LongRoPE's attention scaling; 1 otherwise).
     public var attentionFactor: Double {
-        if case .yarn(_, _, _, _, let attentionFactor, _) = self { return attentionFactor }
-        return 1
+        switch self {
+        case .yarn(_, _, _, _, let attentionFactor, _), .longRope(_, _, _, let attentionFactor): return attentionFactor
+        default: return 1
+        }
     }
 
-    /// The inverse frequencies `θ^(-2i/d)` after scaling, in double precision.
-    public func inverseFrequencies(base: Double, dimensions: Int) -> [Double] {
+    /// The inverse frequencies `θ^(-2i/d)` after scaling, in double precision, for a model
+    /// serving `context` positions (only dynamic NTK and LongRoPE depend on it).
+    public func inverseFrequencies(base: Double, dimensions: Int, context: Int) -> [Double] {
         let half = dimensions / 2
-        let plain = (0..<half).map { 1.0 / pow(base, Double(2 * $0) / Double(dimensions)) }
+        func unscaled(_ base: Double) -> [Double] { (0..<half).map { 1.0 / pow(base, Double(2 * $0) / Double(dimensions)) } }
+        let plain = unscaled(base)
         switch self {
         case .none:
             return plain
         case .linear(let factor):
             return plain.map { $0 / factor }
+        case .dynamicNTK(let factor, let original):
+            let length = Double(max(context, original)), d = Double(dimensions)
+            return unscaled(base * pow(factor * length / Double(original) - (factor - 1), d / (d - 2)))
+        case .longRope(let short, let long, let original, _):
+            let divisors = context > original ? long : short
+            return plain.enumerated().map { $0.element / divisors[$0.offset] }
         case .frequencyDivisors(let divisors):
             return plain.enumerated().map { $0.element / Double(divisors[$0.offset]) }
         case .yarn(let factor, let original, let betaFast, let betaSlow, _, let truncate):
@@ -80,19 +98,21 @@ public final class RotaryEmbedding: @unchecked Sendable {
     public let layout: RotaryLayout
     /// Inverse frequencies in float32, as the reference multiplies them by positions.
     private let frequencies: [Float]
-    /// Multiplies cos and sin (YaRN).
+    /// Multiplies cos and sin (YaRN, LongRoPE).
     private let attentionFactor: Float
     /// Per chunk row: cos and sin of its position's angles (`rotaryDimensions / 2` each).
     private let cosines: FloatBuffer
     private let sines: FloatBuffer
 
+    /// `context`: the positions the model serves (dynamic NTK and LongRoPE choose their frequencies by it).
     public init(headDimension: Int, rotaryDimensions: Int? = nil, parameters: RotaryParameters, layout: RotaryLayout,
-                capacity: Int) {
+                context: Int, capacity: Int) {
         self.headDimension = headDimension
         let dimensions = rotaryDimensions ?? headDimension
         self.rotaryDimensions = dimensions
         self.layout = layout
-        frequencies = parameters.scaling.inverseFrequencies(base: parameters.base, dimensions: dimensions).map { Float($0) }
+        frequencies = parameters.scaling.inverseFrequencies(base: parameters.base, dimensions: dimensions, context: context)
+            .map { Float($0) }
         attentionFactor = Float(parameters.scaling.attentionFactor)
         cosines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)
         sines = FloatBuffer(count: max(capacity, 1) * dimensions / 2)

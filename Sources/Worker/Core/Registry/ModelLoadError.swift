@@ -9,6 +9,8 @@ public enum ModelLoadError: Error, CustomStringConvertible, Equatable {
     case invalidRank(rank: Int, worldSize: Int)
     case missingGroup(worldSize: Int)
     case invalidCacheSize(tokens: Int, detail: String)
+    /// `--max-model-len` asks for more positions than the model has.
+    case contextTooLong(file: String, requested: Int, model: Int)
 
     public var description: String {
         switch self {
@@ -30,6 +32,8 @@ public enum ModelLoadError: Error, CustomStringConvertible, Equatable {
             "rank \(rank) is outside 0..<\(worldSize)"
         case .invalidCacheSize(let tokens, let detail):
             "KV cache of \(tokens) tokens: \(detail)"
+        case .contextTooLong(let file, let requested, let model):
+            "\(file): --max-model-len \(requested) is longer than the model's context of \(model) tokens"
         }
     }
 }

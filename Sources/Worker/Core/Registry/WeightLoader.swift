@@ -252,15 +252,20 @@ public struct EngineOptions: Sendable, Equatable {
     public var weightDType: WeightEncoding?
     /// Most tokens one forward pass takes.
     public var chunkTokens: Int
+    /// `--max-model-len`: the context served, at most the model's (nil: the model's). Rotary
+    /// embeddings that depend on the context (dynamic NTK, LongRoPE) are built for it.
+    public var maxModelLength: Int?
 
     public init(activations: ActivationPrecision? = nil, kvCacheDType: KVCacheDType? = nil, kvCacheTokens: Int? = nil,
-                kvCacheMemoryBytes: Int? = nil, weightDType: WeightEncoding? = nil, chunkTokens: Int = 256) {
+                kvCacheMemoryBytes: Int? = nil, weightDType: WeightEncoding? = nil, chunkTokens: Int = 256,
+                maxModelLength: Int? = nil) {
         self.activations = activations
         self.kvCacheDType = kvCacheDType
         self.kvCacheTokens = kvCacheTokens
         self.kvCacheMemoryBytes = kvCacheMemoryBytes
         self.weightDType = weightDType
         self.chunkTokens = chunkTokens
+        self.maxModelLength = maxModelLength
     }
 
     public var resolvedActivations: ActivationPrecision { activations ?? .q8 }

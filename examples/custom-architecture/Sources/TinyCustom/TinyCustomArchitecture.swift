@@ -14,7 +14,7 @@ public enum TinyCustomArchitecture {
             return config
         },
         ggufConfig: { metadata, store in
-            var config = try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: nil,
+            var config = try DecoderConfig(gguf: metadata,
                                            hasOutputWeight: store.descriptor("output.weight") != nil)
             config.attentionBias = true
             return config

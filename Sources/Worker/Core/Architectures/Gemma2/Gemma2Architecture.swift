@@ -19,7 +19,7 @@ public enum Gemma2Architecture {
         },
         ggufConfig: { metadata, store in
             let window = try metadata.optionalInt("gemma2.attention.sliding_window") ?? 4096
-            var config = try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: nil,
+            var config = try DecoderConfig(gguf: metadata,
                                            hasOutputWeight: store.descriptor("output.weight") != nil,
                                            window: { $0 % 2 == 0 ? window : 0 })
             config.gemmaFromGGUF()

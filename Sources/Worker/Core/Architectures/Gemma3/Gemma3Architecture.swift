@@ -26,7 +26,7 @@ public enum Gemma3Architecture {
             let window = try metadata.optionalInt("gemma3.attention.sliding_window") ?? 4096
             let pattern = try metadata.optionalInt("gemma3.attention.sliding_window_pattern") ?? 6
             var config = try DecoderConfig(
-                gguf: metadata, ropeFrequencyDivisors: nil, hasOutputWeight: store.descriptor("output.weight") != nil,
+                gguf: metadata, hasOutputWeight: store.descriptor("output.weight") != nil,
                 window: { isLocal($0, pattern: pattern) ? window : 0 },
                 rotary: { layer, global in isLocal(layer, pattern: pattern) ? RotaryParameters(base: localBase) : global })
             config.gemmaFromGGUF()

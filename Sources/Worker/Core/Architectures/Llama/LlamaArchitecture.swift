@@ -14,7 +14,7 @@ public enum LlamaArchitecture {
         },
         ggufConfig: { metadata, store in
             let divisors = store.descriptor("rope_freqs.weight") == nil ? nil : try store.floats("rope_freqs.weight", rows: nil)
-            return try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: divisors,
+            return try DecoderConfig(gguf: metadata, tensorScaling: divisors.map { .frequencyDivisors($0) },
                                      hasOutputWeight: store.descriptor("output.weight") != nil)
         })
 

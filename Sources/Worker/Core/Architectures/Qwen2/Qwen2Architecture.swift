@@ -12,7 +12,7 @@ public enum Qwen2Architecture {
             return config
         },
         ggufConfig: { metadata, store in
-            var config = try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: nil,
+            var config = try DecoderConfig(gguf: metadata,
                                            hasOutputWeight: store.descriptor("output.weight") != nil)
             config.attentionBias = true
             return config

@@ -15,7 +15,7 @@ public enum Qwen3Architecture {
             return config
         },
         ggufConfig: { metadata, store in
-            var config = try DecoderConfig(gguf: metadata, ropeFrequencyDivisors: nil,
+            var config = try DecoderConfig(gguf: metadata,
                                            hasOutputWeight: store.descriptor("output.weight") != nil)
             config.queryKeyNorm = true
             return config

@@ -78,6 +78,18 @@ public struct HuggingFaceConfig: Sendable {
         }
     }
 
+    public func optionalDoubleArray(_ key: String) throws -> [Double]? {
+        guard let value = value(key) else { return nil }
+        guard case .array(let items) = value else { throw invalid(key, value, "must be a list of numbers") }
+        return try items.map { item in
+            switch item {
+            case .integer(let number): return Double(number)
+            case .number(let number): return number
+            default: throw invalid(key, value, "must be a list of numbers")
+            }
+        }
+    }
+
     /// An integer or a list of integers (`eos_token_id`), as a list.
     public func intList(_ key: String) throws -> [Int] {
         guard let value = value(key) else { return [] }
@@ -137,11 +149,18 @@ extension DecoderConfig {
         for type in Set(types) { rotaryByType[type] = try Self.rotary(json, layerType: type) }
         let layers = types.map { LayerAttention(window: $0 == .slidingAttention ? window : 0, rotary: rotaryByType[$0]!) }
         let partial = try json.optionalDouble("partial_rotary_factor") ?? 1
+        // Dynamic NTK stretches the context by its factor (vLLM's reading; transformers sets no bound).
+        var context = try json.optionalInt("max_position_embeddings") ?? 2048
+        for layer in layers {
+            if case .dynamicNTK(let factor, let original) = layer.rotary.scaling {
+                context = max(context, Int(Double(original) * factor))
+            }
+        }
         self.init(hiddenSize: hidden, layerCount: layerCount, headCount: heads,
                   kvHeadCount: try json.optionalInt("num_key_value_heads") ?? heads, headDimension: headDimension,
                   intermediateSize: try json.int("intermediate_size"), vocabSize: try json.int("vocab_size"),
                   rmsNormEpsilon: try json.optionalDouble("rms_norm_eps") ?? defaultEpsilon,
-                  maxPositionEmbeddings: try json.optionalInt("max_position_embeddings") ?? 2048,
+                  maxPositionEmbeddings: context,
                   tieWordEmbeddings: try json.optionalBool("tie_word_embeddings") ?? tiedByDefault,
                   bosTokenId: try json.optionalInt("bos_token_id"), eosTokenIds: try json.intList("eos_token_id"),
                   layers: layers, rotaryDimensions: Int((Double(headDimension) * partial).rounded()))
@@ -170,7 +189,9 @@ extension DecoderConfig {
         let base = try json.optionalDouble("rope_theta") ?? parameters?.optionalDouble("rope_theta") ?? 10000
         let scaling = try json.optionalObject("rope_scaling") ?? parameters
         let context = try json.optionalInt("max_position_embeddings") ?? 2048
-        return RotaryParameters(base: base, scaling: try scaling.map { try Self.scaling($0, context: context) } ?? .none)
+        return RotaryParameters(base: base, scaling: try scaling.map {
+            try Self.scaling($0, context: context, original: try json.optionalInt("original_max_position_embeddings"))
+        } ?? .none)
     }
 
     /// YaRN's `mscale` (its paper's eq. 21).
@@ -178,7 +199,9 @@ extension DecoderConfig {
         factor <= 1 ? 1 : 0.1 * mscale * log(factor) + 1
     }
 
-    private static func scaling(_ parameters: HuggingFaceConfig, context: Int) throws -> RotaryScaling {
+    /// `original`: config.json's top-level `original_max_position_embeddings` (Phi-3 writes it
+    /// there in the transformers 4 spelling).
+    private static func scaling(_ parameters: HuggingFaceConfig, context: Int, original topOriginal: Int?) throws -> RotaryScaling {
         let kind = try parameters.optionalString("rope_type") ?? parameters.optionalString("type") ?? "default"
         func required(_ key: String) throws -> Double {
             guard let value = try parameters.optionalDouble(key) else {
@@ -207,16 +230,36 @@ extension DecoderConfig {
                          betaFast: try parameters.optionalDouble("beta_fast") ?? 32,
                          betaSlow: try parameters.optionalDouble("beta_slow") ?? 1,
                          attentionFactor: attention ?? yarnScale(factor), truncate: try parameters.optionalBool("truncate") ?? true)
+        case "dynamic":
+            return .dynamicNTK(factor: try required("factor"), originalMaxPositions: context)
+        case "longrope", "su":
+            guard let original = try parameters.optionalInt("original_max_position_embeddings") ?? topOriginal else {
+                throw ModelConfigError.missing(key: "original_max_position_embeddings", context: "rope type \(kind)")
+            }
+            func factors(_ key: String) throws -> [Double] {
+                guard let values = try parameters.optionalDoubleArray(key) else {
+                    throw ModelConfigError.missing(key: "rope_scaling.\(key)", context: "rope type \(kind)")
+                }
+                return values
+            }
+            // Without `factor`, the ratio of the contexts sets the attention scaling (as transformers does for Phi-3).
+            let factor = try parameters.optionalDouble("factor") ?? Double(context) / Double(max(original, 1))
+            let attention = try parameters.optionalDouble("attention_factor")
+                ?? (factor <= 1 ? 1 : (1 + log(factor) / log(Double(original))).squareRoot())
+            return .longRope(short: try factors("short_factor"), long: try factors("long_factor"),
+                             originalMaxPositions: original, attentionFactor: attention)
         default:
-            throw ModelConfigError.unsupported(key: "rope_scaling.rope_type", value: kind, expected: "default, linear, llama3 or yarn")
+            throw ModelConfigError.unsupported(key: "rope_scaling.rope_type", value: kind,
+                                               expected: "default, linear, dynamic, llama3, yarn or longrope")
         }
     }
 
     /// The keys every Llama-like GGUF file shares (`<arch>.*`), with llama.cpp's defaults.
-    /// `ropeFrequencyDivisors` is a `rope_freqs.weight` tensor (llama3 scaling as llama.cpp
-    /// stores it); `hasOutputWeight` false means tied embeddings. Each layer gets `window(layer)`
-    /// (0: full) and `rotary(layer, global)` (default: the file's one rotary embedding).
-    public init(gguf metadata: GGUFMetadata, ropeFrequencyDivisors: [Float]?, hasOutputWeight: Bool,
+    /// `tensorScaling` is rotary scaling a family reads from tensors (llama3's `rope_freqs.weight`,
+    /// Phi-3's LongRoPE factors), in place of `rope.scaling.*`; `hasOutputWeight` false means tied
+    /// embeddings. Each layer gets `window(layer)` (0: full) and `rotary(layer, global)` (default:
+    /// the file's one rotary embedding).
+    public init(gguf metadata: GGUFMetadata, tensorScaling: RotaryScaling? = nil, hasOutputWeight: Bool,
                 window: (Int) -> Int = { _ in 0 }, rotary: ((Int, RotaryParameters) -> RotaryParameters)? = nil) throws {
         let prefix = (try metadata.optionalString("general.architecture")) ?? "llama"
         func key(_ name: String) -> String { "\(prefix).\(name)" }
@@ -228,8 +271,8 @@ extension DecoderConfig {
         let headDimension = try metadata.optionalInt(key("attention.key_length")) ?? hidden / max(heads, 1)
         let vocabSize = try metadata.optionalInt(key("vocab_size")) ?? metadata.stringArray("tokenizer.ggml.tokens").count
         let scaling: RotaryScaling
-        if let divisors = ropeFrequencyDivisors {
-            scaling = .frequencyDivisors(divisors)
+        if let tensorScaling {
+            scaling = tensorScaling
         } else {
             switch try metadata.optionalString(key("rope.scaling.type")) ?? "none" {
             case "none": scaling = .none

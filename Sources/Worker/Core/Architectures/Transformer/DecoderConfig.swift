@@ -166,6 +166,22 @@ public struct DecoderConfig: Sendable, Equatable {
                 throw ModelConfigError.invalid(key: "rope_scaling", value: "yarn factor \(factor), original_max_position_embeddings \(original), beta_fast \(betaFast), beta_slow \(betaSlow), attention_factor \(attention)",
                                                reason: "must be positive")
             }
+        case .dynamicNTK(let factor, let original):
+            guard factor >= 1, original > 0 else {
+                throw ModelConfigError.invalid(key: "rope_scaling", value: "dynamic factor \(factor), max_position_embeddings \(original)",
+                                               reason: "need factor ≥ 1 and a positive context")
+            }
+        case .longRope(let short, let long, let original, let attention):
+            for (key, factors) in [("short_factor", short), ("long_factor", long)] {
+                guard factors.count == rotaryDimensions / 2, factors.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                    throw ModelConfigError.invalid(key: "rope_scaling.\(key)", value: "\(factors.count) values",
+                                                   reason: "expected \(rotaryDimensions / 2) positive factors (half the rotary dimensions)")
+                }
+            }
+            guard original > 0, attention > 0 else {
+                throw ModelConfigError.invalid(key: "rope_scaling", value: "original_max_position_embeddings \(original), attention_factor \(attention)",
+                                               reason: "must be positive")
+            }
         case .frequencyDivisors(let divisors):
             guard divisors.count == rotaryDimensions / 2, divisors.allSatisfy({ $0 > 0 }) else {
                 throw ModelConfigError.invalid(key: "rope_freqs.weight", value: "\(divisors.count) values",

@@ -75,7 +75,11 @@ public struct DecoderFamily: Sendable {
     }
 
     func load(_ checkpoint: ModelCheckpoint, context: ModelLoadContext) throws -> DecoderModel {
-        let config = try config(for: checkpoint)
+        var config = try config(for: checkpoint)
+        // A shorter served context (a longer one is refused once the model is built).
+        if let limit = context.options.maxModelLength, limit < config.maxPositionEmbeddings {
+            config.maxPositionEmbeddings = limit
+        }
         let shard: DecoderShard
         do { shard = try DecoderShard(config: config, plan: context.plan) } catch let error as TensorParallelError {
             throw ModelLoadError.invalidConfig(file: checkpoint.architectureFile, detail: error.description)

@@ -190,7 +190,7 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
         let kinds = config.rotaries
         let rotaries = kinds.map {
             RotaryEmbedding(headDimension: config.headDimension, rotaryDimensions: config.rotaryDimensions, parameters: $0,
-                            layout: rotaryLayout, capacity: engine.maxRows)
+                            layout: rotaryLayout, context: config.maxPositionEmbeddings, capacity: engine.maxRows)
         }
         self.rotaries = rotaries
         let epsilon = Float(config.rmsNormEpsilon), offset = config.normWeightOffset
