@@ -71,22 +71,32 @@ class Supervised:
 
 
 class Cluster:
-    """Host 0: the router; hosts 1 and 2: workers of rank 0 and 1."""
+    """Host 0: the router; hosts 1 and 2: `per_host` workers each (ranks 0 .. per_host - 1 on
+    host 1). With several per host they also get --group: they meet in shared memory within
+    their host and over TCP across."""
 
-    def __init__(self, hosts: NamespaceHosts, model: pathlib.Path, *worker_args: str):
+    def __init__(self, hosts: NamespaceHosts, model: pathlib.Path, *worker_args: str, per_host: int = 1,
+                 port_offset: int = 0):
         self.hosts = hosts
-        peers = ",".join(f"tcp://{hosts.address(1 + r)}:{COLLECTIVE_PORT}" for r in range(2))
+        world = 2 * per_host
+        worker_port, collective_port, http_port = (p + port_offset for p in (WORKER_PORT, COLLECTIVE_PORT, HTTP_PORT))
+
+        def host(r):
+            return 1 + r // per_host
+
+        peers = ",".join(f"tcp://{hosts.address(host(r))}:{collective_port + r}" for r in range(world))
+        group = ["--group", f"tsl-hier-{os.getpid()}"] if per_host > 1 else []
         self.workers = [
-            Supervised(f"host{1 + r}-worker{r}", hosts.command(
-                1 + r, str(BIN_DIR / "worker"), "--rank", str(r), "--shard", f"{r}/2", "--model", str(model),
-                "--listen", f"tcp://{hosts.address(1 + r)}:{WORKER_PORT}", "--peers", peers,
+            Supervised(f"host{host(r)}-worker{r}-of-{world}", hosts.command(
+                host(r), str(BIN_DIR / "worker"), "--rank", str(r), "--shard", f"{r}/{world}", "--model", str(model),
+                "--listen", f"tcp://{hosts.address(host(r))}:{worker_port + r}", "--peers", peers, *group,
                 "--threads", "1", "--cpus", str(r % os.cpu_count()), *worker_args))
-            for r in range(2)]
-        endpoints = ",".join(f"tcp://{hosts.address(1 + r)}:{WORKER_PORT}" for r in range(2))
-        self.router = Supervised("host0-router", hosts.command(
-            0, str(BIN_DIR / "router"), "--model", str(model), "--host", hosts.address(0), "--port", str(HTTP_PORT),
+            for r in range(world)]
+        endpoints = ",".join(f"tcp://{hosts.address(host(r))}:{worker_port + r}" for r in range(world))
+        self.router = Supervised(f"host0-router-of-{world}", hosts.command(
+            0, str(BIN_DIR / "router"), "--model", str(model), "--host", hosts.address(0), "--port", str(http_port),
             "--worker-endpoints", endpoints))
-        self.base = f"http://{hosts.address(0)}:{HTTP_PORT}"
+        self.base = f"http://{hosts.address(0)}:{http_port}"
 
     def wait_healthy(self, timeout=120.0):
         wait_healthy(self.base, timeout, describe=self.logs)
@@ -123,15 +133,34 @@ def one_worker_answers(model_path):
         return [completion(router, name, prompt) for prompt in PROMPTS]
 
 
-def test_three_hosts_over_tcp_equal_one_worker(cluster, one_worker_answers):
+def assert_equals_one_worker(cluster, one_worker_answers, group_line):
+    """Greedy text equal to one worker's, logprobs within the parity bound, and every rank
+    logged that it joined the group as `group_line` says."""
     name = model_name(cluster)
     for prompt, reference in zip(PROMPTS, one_worker_answers):
         ours = completion(cluster, name, prompt)
         assert ours["text"] == reference["text"], prompt
         assert_close(ours["logprobs"]["token_logprobs"], reference["logprobs"]["token_logprobs"], prompt)
-    # The ranks met over TCP, not in shared memory.
     for worker in cluster.workers:
-        assert "joining tensor-parallel group (TCP tcp://" in worker.output(), worker.output()[-2000:]
+        assert group_line in worker.output(), worker.output()[-2000:]
+
+
+def test_three_hosts_over_tcp_equal_one_worker(cluster, one_worker_answers):
+    # The ranks met over TCP, not in shared memory.
+    assert_equals_one_worker(cluster, one_worker_answers, "joining tensor-parallel group (TCP tcp://")
+
+
+def test_two_hosts_with_two_workers_each_equal_one_worker(hosts, model_path, one_worker_answers):
+    """Ranks 0-1 on host 1 and 2-3 on host 2: each pair meets in shared memory, ranks 0 and 2
+    over TCP; greedy text equal to one worker's, logprobs within the parity bound."""
+    made = Cluster(hosts, model_path, "--activations", "f32", per_host=2, port_offset=50)
+    try:
+        made.wait_healthy()
+        assert_equals_one_worker(made, one_worker_answers, "joining tensor-parallel group (shared memory /tsl-hier-")
+        for worker in made.workers:
+            assert "within each host, TCP across" in worker.output(), worker.output()[-2000:]
+    finally:
+        made.stop()
 
 
 def test_a_killed_remote_worker_fails_requests_fast_and_the_group_serves_again(cluster, one_worker_answers):

@@ -78,7 +78,7 @@ struct WorkerCommand: ParsableCommand {
     var cpus: String?
 
     @Option(help: ArgumentHelp(
-        "Shared-memory name where the ranks of one host meet (e.g. tessel-llama; the same on every rank). A world size above 1 needs this or --peers; spawned workers get one from the router.",
+        "Shared-memory name where the ranks of one host meet (e.g. tessel-llama; the same on every rank). A world size above 1 needs this or --peers; spawned workers get one from the router. With --peers: the ranks whose endpoints name one host meet in shared memory, and each host's first rank meets the others' over TCP.",
         valueName: "name"))
     var group: String?
 
@@ -126,14 +126,14 @@ struct WorkerCommand: ParsableCommand {
         if world > 1, group == nil, peers == nil {
             throw ValidationError("--shard \(shard): a world size above 1 needs --group (ranks on one host) or --peers (over TCP)")
         }
-        if group != nil, peers != nil {
-            throw ValidationError("--group and --peers both name where the ranks meet: give one")
-        }
         if let peers {
             let endpoints: [CollectiveEndpoint]
             do { endpoints = try CollectiveEndpoint.list(peers) } catch { throw ValidationError("--peers: \(error)") }
             guard endpoints.count == world else {
                 throw ValidationError("--peers lists \(endpoints.count) endpoints but --shard \(shard) has \(world) ranks")
+            }
+            if group != nil {
+                do { _ = try HostLayout(endpoints: endpoints) } catch { throw ValidationError("--peers: \(error)") }
             }
         }
         if let group, group.isEmpty || group.contains("/") || group.utf8.count > 200 {
@@ -225,9 +225,12 @@ struct WorkerCommand: ParsableCommand {
         do {
             let timeout = Duration.milliseconds(Int(collectiveTimeout * 1000))
             let settings: GroupSettings?
-            if let peers {
+            switch (peers, group) {
+            case (let peers?, let group?):
+                settings = GroupSettings(try .byHost(CollectiveEndpoint.list(peers), sharedMemoryName: "/\(group)"), timeout: timeout)
+            case (let peers?, nil):
                 settings = GroupSettings(.tcp(try CollectiveEndpoint.list(peers)), timeout: timeout)
-            } else {
+            case (nil, let group):
                 settings = group.map { GroupSettings(.sharedMemory(name: "/\($0)"), timeout: timeout) }
             }
             executor = try notifier.extendingTimeout {

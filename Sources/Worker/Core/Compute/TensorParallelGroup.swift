@@ -7,6 +7,17 @@ public struct GroupSettings: Sendable, Equatable {
         case sharedMemory(name: String)
         /// Ranks on any hosts, over TCP: every rank's endpoint in rank order.
         case tcp([CollectiveEndpoint])
+        /// Several hosts with several ranks each: shared memory within a host (`sharedMemoryName`
+        /// and the host's index), TCP between the hosts' first ranks.
+        case hierarchical([CollectiveEndpoint], sharedMemoryName: String)
+
+        /// Ranks whose endpoints name one host share memory: one host is `sharedMemory`, one
+        /// rank per host is `tcp`, and anything else `hierarchical`.
+        public static func byHost(_ endpoints: [CollectiveEndpoint], sharedMemoryName: String) throws -> Transport {
+            let layout = try HostLayout(endpoints: endpoints)
+            if layout.hosts.count == 1 { return .sharedMemory(name: sharedMemoryName) }
+            return layout.isHierarchical ? .hierarchical(endpoints, sharedMemoryName: sharedMemoryName) : .tcp(endpoints)
+        }
     }
 
     public var transport: Transport
@@ -25,6 +36,8 @@ public struct GroupSettings: Sendable, Equatable {
         switch transport {
         case .sharedMemory(let name): "shared memory \(name)"
         case .tcp(let endpoints): "TCP \(endpoints.map(\.description).joined(separator: ","))"
+        case .hierarchical(let endpoints, let name):
+            "shared memory \(name) within each host, TCP across \(endpoints.map(\.description).joined(separator: ","))"
         }
     }
 
@@ -35,12 +48,20 @@ public struct GroupSettings: Sendable, Equatable {
             return try SharedMemoryGroup(name: name, rank: rank, worldSize: worldSize, slotBytes: capacityBytes,
                                          fingerprint: fingerprint, joinTimeout: joinTimeout, timeout: timeout)
         case .tcp(let endpoints):
-            guard endpoints.count == worldSize else {
-                throw CollectiveError.joinFailed(group: description, rank: nil, detail:
-                    "\(endpoints.count) collective endpoints given for a group of \(worldSize) ranks")
-            }
+            try check(endpoints, worldSize: worldSize)
             return try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: capacityBytes, fingerprint: fingerprint,
                                    joinTimeout: joinTimeout, timeout: timeout)
+        case .hierarchical(let endpoints, let name):
+            try check(endpoints, worldSize: worldSize)
+            return try HierarchicalGroup(endpoints: endpoints, rank: rank, sharedMemoryName: name, capacityBytes: capacityBytes,
+                                         fingerprint: fingerprint, joinTimeout: joinTimeout, timeout: timeout)
+        }
+    }
+
+    private func check(_ endpoints: [CollectiveEndpoint], worldSize: Int) throws {
+        guard endpoints.count == worldSize else {
+            throw CollectiveError.joinFailed(group: description, rank: nil, detail:
+                "\(endpoints.count) collective endpoints given for a group of \(worldSize) ranks")
         }
     }
 }
