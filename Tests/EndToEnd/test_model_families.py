@@ -75,18 +75,30 @@ def test_gemma3_270m_greedy_text_equals_transformers(gemma3_path):
                 assert abs(logprobs[i + 1] - expected) < 2e-3, f"{case['text']!r} token {i + 1}: {logprobs[i + 1]} vs {expected}"
 
 
-def test_a_sliding_window_model_generates_past_the_whole_kv_cache():
-    """tiny-mistral attends over 8 positions on every layer: the router gives back the KV blocks
-    its window has passed, so with 4 blocks of 16 slots (64 tokens) it still generates 200 tokens,
-    the same ones as with a large cache."""
-    body = {"prompt": [1, 40, 41, 42, 43, 44, 45, 46], "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+def assert_generates_with_a_small_cache(model, max_tokens):
+    """`max_tokens` greedy tokens with a 64-token KV cache (--kv-cache-tokens 64: 4 blocks of 16
+    slots per KV group), all of them, and the same ones as with a large cache."""
+    body = {"prompt": [1, 40, 41, 42, 43, 44, 45, 46], "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
     answers = []
     for cache in ("64", "4096"):
-        with serving("--model", str(FAMILIES / "tiny-mistral"), "--activations", "f32", "--kv-cache-tokens", cache) as router:
+        with serving("--model", str(FAMILIES / model), "--activations", "f32", "--kv-cache-tokens", cache) as router:
             body["model"] = model_name(router)
             r = requests.post(router.base + "/v1/completions", json=body, timeout=120)
             assert r.status_code == 200, r.text
             answers.append(r.json())
     small, large = answers
-    assert small["usage"]["completion_tokens"] == 200 and small["choices"][0]["finish_reason"] == "length"
+    assert small["usage"]["completion_tokens"] == max_tokens and small["choices"][0]["finish_reason"] == "length"
     assert small["choices"][0]["text"] == large["choices"][0]["text"]
+
+
+def test_local_layers_give_back_their_kv_so_global_layers_hold_more():
+    """tiny-gemma3: two local layers (window 8) and one global layer, each its own KV group, so
+    12 blocks in all; the local groups give back what their window passed, so the global layer's
+    blocks hold 108 tokens of one sequence (64 if every layer held every position)."""
+    assert_generates_with_a_small_cache("tiny-gemma3", 100)
+
+
+def test_a_sliding_window_model_generates_past_the_whole_kv_cache():
+    """tiny-mistral attends over 8 positions on every layer: the router gives back the KV blocks
+    its window has passed, so with 4 blocks (64 tokens) it still generates 200 tokens."""
+    assert_generates_with_a_small_cache("tiny-mistral", 200)

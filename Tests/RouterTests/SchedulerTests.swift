@@ -562,7 +562,7 @@ struct SlidingWindowSchedulerTests {
         let runner = ScriptedStepRunner(blockCount: 8, blockSize: 4)
         let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: 16, prefixCaching: prefixCaching),
                                   limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 8, kvBlockSize: 4,
-                                                               attentionWindow: 8))
+                                                               groupWindows: [8]))
         return (scheduler, runner)
     }
 
@@ -613,6 +613,70 @@ struct SlidingWindowSchedulerTests {
         try await runToCompletion(scheduler, runner)
         let all = try await collectEvents(a.events)
         #expect(all.filter { if case .token = $0 { true } else { false } }.count == 32 - 12)
+    }
+}
+
+@Suite("Scheduler with KV groups of sliding-window and full layers (Gemma)")
+struct KVGroupSchedulerTests {
+    /// 28 blocks of 4 slots in two groups: group 0's layers attend over 8 positions, group 1's
+    /// over the whole context.
+    func run(windows: [Int], prefixCaching: Bool = true, prompts: [[TokenID]], maxNewTokens: Int) async throws
+        -> (Scheduler, ScriptedStepRunner, [[SequenceEvent]]) {
+        let runner = ScriptedStepRunner(blockCount: 28, blockSize: 4)
+        let scheduler = Scheduler(configuration: SchedulerConfiguration(maxBatchedTokens: 16, prefixCaching: prefixCaching),
+                                  limits: SchedulerModelLimits(maxContextLength: 256, kvBlockCount: 28, kvBlockSize: 4,
+                                                               groupWindows: windows))
+        var streams: [AsyncThrowingStream<SequenceEvent, any Error>] = []
+        for prompt in prompts {
+            streams.append(try await scheduler.submit(SequenceRequest(promptTokens: prompt, maxNewTokens: maxNewTokens)).events)
+        }
+        try await runToCompletion(scheduler, runner)
+        var events: [[SequenceEvent]] = []
+        for stream in streams { events.append(try await collectEvents(stream)) }
+        return (scheduler, runner, events)
+    }
+
+    @Test("the sliding group gives back what its window passed: two 40-token sequences fit 28 blocks at once, where two full groups need 40", arguments: [false, true])
+    func slidingGroupFreesItsBlocks(prefixCaching: Bool) async throws {
+        let prompts = [prompt(12), prompt(12, offset: 5)]
+        let (scheduler, runner, events) = try await run(windows: [8, 0], prefixCaching: prefixCaching, prompts: prompts,
+                                                        maxNewTokens: 28)
+        for all in events { #expect(all.filter { if case .token = $0 { true } else { false } }.count == 28) }
+        #expect(await scheduler.statistics.preemptions == 0)
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        for step in runner.steps {
+            var owner: [UInt32: UInt64] = [:]
+            for entry in step.sequences {
+                #expect(entry.blockTable.count % 2 == 0)
+                let start = Int(entry.startPosition), end = start + entry.tokens.count
+                // Group 0 reads its window's blocks, group 1 every block: none shared between sequences.
+                let windowStart = max(0, start - 8 + 1) / 4
+                for block in 0...(end - 1) / 4 {
+                    for group in block >= windowStart ? [0, 1] : [1] {
+                        let id = entry.blockTable[block * 2 + group]
+                        #expect(owner[id] == nil || owner[id] == entry.sequenceID, "block \(id) read by two sequences")
+                        owner[id] = entry.sequenceID
+                    }
+                }
+            }
+        }
+        let (full, _, _) = try await run(windows: [0, 0], prompts: prompts, maxNewTokens: 28)
+        #expect(await full.statistics.preemptions > 0)
+    }
+
+    @Test("a prefix hit needs the prefix cached in every group")
+    func prefixHitInEveryGroup() async throws {
+        let shared = prompt(20)
+        let (scheduler, runner, _) = try await run(windows: [8, 0], prompts: [shared], maxNewTokens: 2)
+        // The same prompt again, on the same scheduler: its first four blocks are cached in both groups.
+        let again = try await scheduler.submit(SequenceRequest(promptTokens: shared, maxNewTokens: 2))
+        try await runToCompletion(scheduler, runner)
+        let events = try await collectEvents(again.events)
+        #expect(events.contains(.prefixCacheHit(tokens: 16)))
+        // Its first step computes from position 16 on, with both groups' four cached blocks.
+        let first = try #require(runner.steps.first(where: { $0.sequences.contains { $0.sequenceID == again.id } }))
+        let entry = try #require(first.sequences.first { $0.sequenceID == again.id })
+        #expect(entry.startPosition == 16 && entry.blockTable.count == 10)
     }
 }
 

@@ -70,8 +70,10 @@ func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
 }
 
 /// Consecutive block ids starting at `first`, enough for `tokens` positions.
-func blockTable(first: Int32 = 0, tokens: Int, blockSize: Int = ModelExecutor.kvBlockSize) -> [Int32] {
-    (0..<Int32((tokens + blockSize - 1) / blockSize)).map { first + $0 }
+/// Consecutive blocks from `first` for `tokens` positions: one per KV group for each block of
+/// positions (group-interleaved, as the router sends them).
+func blockTable(first: Int32 = 0, tokens: Int, groups: Int = 1, blockSize: Int = ModelExecutor.kvBlockSize) -> [Int32] {
+    (0..<Int32((tokens + blockSize - 1) / blockSize * groups)).map { first + $0 }
 }
 
 enum GreedyDecodingError: Error {
@@ -81,7 +83,7 @@ enum GreedyDecodingError: Error {
 extension ModelExecutor {
     /// Greedy decoding step by step (prompt as one step, then one token per step).
     func greedy(_ prompt: [Int32], count: Int, id: UInt64 = 1, firstBlock: Int32 = 0) throws -> [Int32] {
-        let table = blockTable(first: firstBlock, tokens: prompt.count + count)
+        let table = blockTable(first: firstBlock, tokens: prompt.count + count, groups: info.kvGroupWindows.count)
         var output: [Int32] = []
         var work = SequenceWork(id: id, tokens: prompt, startPosition: 0, blockTable: table)
         for _ in 0..<count {
@@ -97,7 +99,8 @@ extension ModelExecutor {
     /// Last-position logits of a prompt run in one step.
     func promptLogits(_ prompt: [Int32], id: UInt64 = 1, firstBlock: Int32 = 0) throws -> [Float] {
         let work = SequenceWork(id: id, tokens: prompt, startPosition: 0,
-                                blockTable: blockTable(first: firstBlock, tokens: prompt.count), sample: false)
+                                blockTable: blockTable(first: firstBlock, tokens: prompt.count, groups: info.kvGroupWindows.count),
+                                sample: false)
         return try lastLogits([work])[0]
     }
 }

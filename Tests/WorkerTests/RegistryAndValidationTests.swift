@@ -162,7 +162,7 @@ struct RegistryAndValidationTests {
         #expect(refusal(SequenceWork(id: 1, tokens: [1, 300], startPosition: 0, blockTable: [0]))
                 == ExecutionError.tokenOutOfRange(id: 1, index: 1, token: 300, vocabSize: 300).description)
         #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 16, blockTable: [0]))
-                == ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17).description)
+                == ExecutionError.blockTableTooShort(id: 1, blocks: 1, groups: 1, blockSize: 16, needed: 17).description)
         #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 0, blockTable: [16]))
                 == ExecutionError.blockOutOfRange(id: 1, index: 0, block: 16, blockCount: 16).description)
         #expect(refusal(SequenceWork(id: 1, tokens: [1], startPosition: 512, blockTable: Array(repeating: 0, count: 33)))
@@ -176,7 +176,7 @@ struct RegistryAndValidationTests {
         #expect(refusal(SequenceWork(id: 7, tokens: [1], startPosition: 5, blockTable: [0], wantPromptLogprobs: true))
                 == ExecutionError.missingPromptContext(id: 7, position: 5).description)
         #expect(refusal(SequenceWork(id: 8, tokens: [1, 2], startPosition: 0, blockTable: [0])) == nil)
-        let error = ExecutionError.blockTableTooShort(id: 1, blocks: 1, blockSize: 16, needed: 17)
+        let error = ExecutionError.blockTableTooShort(id: 1, blocks: 1, groups: 1, blockSize: 16, needed: 17)
         #expect(error.description.contains("block table"))
     }
 
@@ -291,6 +291,23 @@ struct KernelTests {
             tk_axpy_portable(0.3, a, &y2, n)
             #expect(zip(y1, y2).allSatisfy { abs($0 - $1) < 1e-6 })
         }
+    }
+
+    @Test("KV groups: layers of one window share a page; Gemma 3's 5 local : 1 global layers make 6 groups of 3")
+    func kvGroups() {
+        let gemma3 = KVCacheGroups(layerWindows: (0..<18).map { ($0 + 1) % 6 == 0 ? 0 : 512 })
+        #expect(gemma3.count == 6 && gemma3.layersPerPage == 3)
+        #expect(gemma3.windows.filter { $0 == 0 }.count == 1 && gemma3.windows.filter { $0 == 512 }.count == 5)
+        for group in 0..<6 {
+            let layers = (0..<18).filter { gemma3.layerGroup[$0] == group }
+            #expect(layers.count == 3 && Set(layers.map { gemma3.layerSlot[$0] }) == [0, 1, 2])
+            #expect(layers.allSatisfy { (($0 + 1) % 6 == 0 ? 0 : 512) == gemma3.windows[group] })
+        }
+        let llama = KVCacheGroups(layerWindows: Array(repeating: 0, count: 30))
+        #expect(llama.windows == [0] && llama.layersPerPage == 30 && llama.layerSlot == Array(0..<30))
+        #expect(KVCacheGroups(layerWindows: [8, 8, 8]).windows == [8])
+        let gemma2 = KVCacheGroups(layerWindows: [8, 0, 8, 0])
+        #expect(gemma2.windows == [8, 0] && gemma2.layerGroup == [0, 1, 0, 1] && gemma2.layerSlot == [0, 0, 1, 1])
     }
 
     @Test("dynamic NTK raises the base only past the original context; LongRoPE picks its factors by the context")

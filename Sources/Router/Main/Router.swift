@@ -345,7 +345,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("workers ready", metadata: [
             "architecture": "\(info.architecture)", "context": "\(contextLength)",
             "kv_blocks": "\(info.kvBlockCount)", "kv_block_size": "\(info.kvBlockSize)",
-            "attention_window": "\(info.attentionWindow)",
+            "kv_group_windows": "\(info.kvGroupWindows)",
         ])
 
         let scheduler = Scheduler(
@@ -354,7 +354,7 @@ struct Serve: AsyncParsableCommand {
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
                                                   policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
             limits: SchedulerModelLimits(maxContextLength: contextLength, kvBlockCount: info.kvBlockCount,
-                                         kvBlockSize: info.kvBlockSize, attentionWindow: info.attentionWindow),
+                                         kvBlockSize: info.kvBlockSize, groupWindows: info.kvGroupWindows),
             metrics: metrics)
         let served = ServedModel(name: servedModelName ?? source.displayName, tokenizer: tokenizer, chatTemplate: template,
                                  maxContextLength: contextLength, vocabularySize: info.vocabSize,

@@ -9,11 +9,12 @@ public struct ClusterModelInfo: Sendable, Equatable {
     public var kvBlockCount: Int
     public var kvBlockSize: Int
     public var worldSize: Int
-    /// Positions every layer attends back over (0: the whole context).
-    public var attentionWindow: Int
+    /// Per KV group, the positions its layers attend back over (0: the whole context); a
+    /// sequence's block table holds one block of each group per block of positions.
+    public var kvGroupWindows: [Int]
 
     public init(architecture: String, vocabSize: Int, maxContextLength: Int, fingerprint: String,
-                kvBlockCount: Int, kvBlockSize: Int, worldSize: Int, attentionWindow: Int = 0) {
+                kvBlockCount: Int, kvBlockSize: Int, worldSize: Int, kvGroupWindows: [Int] = [0]) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.maxContextLength = maxContextLength
@@ -21,7 +22,7 @@ public struct ClusterModelInfo: Sendable, Equatable {
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
         self.worldSize = worldSize
-        self.attentionWindow = attentionWindow
+        self.kvGroupWindows = kvGroupWindows
     }
 }
 

@@ -300,7 +300,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             architecture: reference.architecture, vocabSize: Int(reference.vocabSize),
             maxContextLength: Int(reference.maxContextLength), fingerprint: reference.modelFingerprint,
             kvBlockCount: Int(replies.map(\.kvBlockCount).min()!), kvBlockSize: Int(reference.kvBlockSize),
-            worldSize: worldSize, attentionWindow: Int(reference.attentionWindow))
+            worldSize: worldSize, kvGroupWindows: Self.groupWindows(reference))
         lock.withLock {
             self.reference = reference
             self.modelInfo = info
@@ -358,6 +358,11 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         }
     }
 
+    /// The KV groups' windows a worker reports; a worker that names none has one group.
+    static func groupWindows(_ reply: Tessel_Wire_HandshakeReply) -> [Int] {
+        reply.kvGroupWindows.isEmpty ? [Int(reply.attentionWindow)] : reply.kvGroupWindows.map { Int($0) }
+    }
+
     private static func checkConsistent(_ reply: Tessel_Wire_HandshakeReply, rank: Int,
                                         reference: Tessel_Wire_HandshakeReply) throws
     {
@@ -367,7 +372,7 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
             ("the vocabulary size", "\(reference.vocabSize)", "\(reply.vocabSize)"),
             ("the maximum context length", "\(reference.maxContextLength)", "\(reply.maxContextLength)"),
             ("the KV block size", "\(reference.kvBlockSize)", "\(reply.kvBlockSize)"),
-            ("the attention window", "\(reference.attentionWindow)", "\(reply.attentionWindow)"),
+            ("the KV groups' windows", "\(groupWindows(reference))", "\(groupWindows(reply))"),
         ]
         for (field, expected, found) in fields where expected != found {
             throw ClusterError.inconsistentWorkers(rank: rank, field: field, expected: expected, found: found)

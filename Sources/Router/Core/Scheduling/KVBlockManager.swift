@@ -108,13 +108,17 @@ public struct KVBlockManager: Sendable {
 
     // MARK: Prefix cache
 
-    /// The cached blocks holding the longest prefix of `tokens`, limited to `maxTokens` tokens,
-    /// each with one more reference. Returns [] when prefix caching is off.
-    public mutating func acquireCachedPrefix(of tokens: [TokenID], maxTokens: Int) -> [Int] {
+    /// Where KV group `group`'s hash chains start, so that its blocks and another group's for
+    /// the same tokens (other layers' keys and values) never share a key; group 0's is 0.
+    public static func chainSeed(group: Int) -> UInt64 { UInt64(group) &* 0x9E37_79B9_7F4A_7C15 }
+
+    /// The cached blocks of KV group `group` holding the longest prefix of `tokens`, limited to
+    /// `maxTokens` tokens, each with one more reference. Returns [] when prefix caching is off.
+    public mutating func acquireCachedPrefix(of tokens: [TokenID], maxTokens: Int, group: Int = 0) -> [Int] {
         guard prefixCaching else { return [] }
         let fullBlocks = min(tokens.count, maxTokens) / blockSize
         var blocks: [Int] = []
-        var parent: UInt64 = 0
+        var parent = Self.chainSeed(group: group)
         for index in 0..<fullBlocks {
             let key = BlockContentKey(parent: parent, tokens: Array(tokens[index * blockSize..<(index + 1) * blockSize]))
             guard let block = blockByKey[key] else { break }
@@ -126,17 +130,20 @@ public struct KVBlockManager: Sendable {
         return blocks
     }
 
-    /// Records that `blocks[i]` holds the i-th full block of `tokens`, for blocks
-    /// `from..<computedTokens / blockSize`. A block whose contents another block already
-    /// caches stays unindexed. Returns the new count of registered blocks.
-    public mutating func registerFullBlocks(_ blocks: [Int], tokens: [TokenID], computedTokens: Int,
-                                            alreadyRegistered from: Int, parentChain: inout UInt64) -> Int {
+    /// Records that group `group`'s block of a group-interleaved table (`blocks[i × groups +
+    /// group]`) holds the i-th full block of `tokens`, for blocks `from..<computedTokens /
+    /// blockSize`; `parentChain` starts at `chainSeed(group:)`. A block whose contents another
+    /// block already caches stays unindexed. Returns the new count of registered blocks.
+    public mutating func registerFullBlocks(_ blocks: [Int], group: Int = 0, of groups: Int = 1, tokens: [TokenID],
+                                            computedTokens: Int, alreadyRegistered from: Int,
+                                            parentChain: inout UInt64) -> Int {
         guard prefixCaching else { return from }
-        let fullBlocks = min(computedTokens / blockSize, blocks.count)
+        let fullBlocks = min(computedTokens / blockSize, blocks.count / groups)
         guard fullBlocks > from else { return from }
+        if from == 0 { parentChain = Self.chainSeed(group: group) }
         for index in from..<fullBlocks {
             let key = BlockContentKey(parent: parentChain, tokens: Array(tokens[index * blockSize..<(index + 1) * blockSize]))
-            let block = blocks[index]
+            let block = blocks[index * groups + group]
             if blockByKey[key] == nil, contentKey[block] == nil {
                 blockByKey[key] = block
                 contentKey[block] = key

@@ -51,26 +51,31 @@ public struct SchedulerModelLimits: Sendable, Equatable {
     public var maxContextLength: Int
     public var kvBlockCount: Int
     public var kvBlockSize: Int
-    /// Positions every layer attends back over (0: some layer sees the whole context). Blocks a
-    /// running sequence's window has passed are given back, so it never holds more than
-    /// about `attentionWindow + chunk` tokens of blocks.
-    public var attentionWindow: Int
+    /// Per KV group, the positions its layers attend back over (0: the whole context). A
+    /// sequence's block table holds one block of each group per block of positions
+    /// (group-interleaved); the blocks a group's window has passed are given back, so such a
+    /// group never holds more than about `window + chunk` tokens of a sequence.
+    public var groupWindows: [Int]
 
-    public init(maxContextLength: Int, kvBlockCount: Int, kvBlockSize: Int, attentionWindow: Int = 0) {
+    public init(maxContextLength: Int, kvBlockCount: Int, kvBlockSize: Int, groupWindows: [Int] = [0]) {
+        precondition(!groupWindows.isEmpty, "a model has at least one KV group")
         self.maxContextLength = maxContextLength
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
-        self.attentionWindow = attentionWindow
+        self.groupWindows = groupWindows
     }
 
-    /// Token slots of the whole KV cache.
-    public var kvCapacityTokens: Int { kvBlockCount * kvBlockSize }
+    public var groupCount: Int { groupWindows.count }
 
-    /// With a window, the longest prefill chunk: it and the window behind it fit the whole cache,
-    /// so a sequence longer than the cache (a long prompt, or one recomputed after preemption)
-    /// still goes through, a chunk at a time.
+    /// Token slots of the whole KV cache, were every group to hold every position.
+    public var kvCapacityTokens: Int { kvBlockCount / groupCount * kvBlockSize }
+
+    /// With a window on every group, the longest prefill chunk: it and the window behind it fit
+    /// the whole cache, so a sequence longer than the cache (a long prompt, or one recomputed
+    /// after preemption) still goes through, a chunk at a time.
     var windowChunkLimit: Int {
-        attentionWindow > 0 ? max(1, kvCapacityTokens - attentionWindow - 2 * kvBlockSize) : Int.max
+        guard !groupWindows.contains(0) else { return Int.max }
+        return max(1, kvCapacityTokens - groupWindows.max()! - 2 * kvBlockSize)
     }
 }
 
@@ -104,27 +109,42 @@ final class ScheduledSequence {
     var tokens: [TokenID]
     /// Tokens whose KV is in the cache (the one number the scheduler plans with).
     var computedTokens = 0
-    /// Its KV blocks. Whenever they are taken away (preemption, a failed admission, the end),
-    /// the workers' copy of the sequence goes stale with them.
+    /// KV groups of the model (`SchedulerModelLimits.groupWindows`).
+    let groups: Int
+    /// Its KV blocks, group-interleaved: entry `b × groups + g` is group g's block for positions
+    /// `b × blockSize ..<`. Whenever they are taken away (preemption, a failed admission, the
+    /// end), the workers' copy of the sequence goes stale with them.
     var blocks: [Int] = [] {
         didSet {
             if blocks.isEmpty {
                 workerCopy = nil
-                blocksBehindWindow = 0
+                blocksBehindWindow = Array(repeating: 0, count: groups)
             }
         }
     }
-    /// Leading blocks already given back because every layer's window has passed them (their
-    /// ids stay in `blocks`, so positions still map to table entries; the workers never read them).
-    var blocksBehindWindow = 0
+    /// Blocks of positions in the table.
+    var tableLength: Int { blocks.count / groups }
+    /// Per group: leading blocks already given back because the group's window has passed them
+    /// (their ids stay in `blocks`, so positions still map to table entries; the workers never
+    /// read them).
+    var blocksBehindWindow: [Int]
     /// The blocks this sequence still holds a reference to.
-    var heldBlocks: ArraySlice<Int> { blocks[blocksBehindWindow...] }
+    var heldBlocks: [Int] {
+        var held: [Int] = []
+        held.reserveCapacity(blocks.count)
+        for (index, block) in blocks.enumerated() where index / groups >= blocksBehindWindow[index % groups] {
+            held.append(block)
+        }
+        return held
+    }
     /// What the workers hold of it from earlier steps; nil: nothing, the next step sends it whole.
     var workerCopy: WorkerCopy?
     /// Named in a step at least once: the workers may hold it until told it finished.
     var everSent = false
+    /// Blocks of positions whose blocks are registered with the prefix cache (in every group),
+    /// and each group's hash chain over them.
     var registeredBlocks = 0
-    var registeredChain: UInt64 = 0
+    var registeredChains: [UInt64]
     var generatedCount = 0
     /// Filled while the prompt is prefilled when prompt logprobs are asked for.
     var promptLogprobs: [PromptTokenLogprob]?
@@ -135,9 +155,12 @@ final class ScheduledSequence {
     /// the generated tokens are kept too).
     let constraint: (any TokenConstraint)?
 
-    init(id: UInt64, request: SequenceRequest, arrival: UInt64,
+    init(id: UInt64, request: SequenceRequest, arrival: UInt64, groups: Int,
          continuation: AsyncThrowingStream<SequenceEvent, any Error>.Continuation) {
         self.id = id
+        self.groups = groups
+        blocksBehindWindow = Array(repeating: 0, count: groups)
+        registeredChains = Array(repeating: 0, count: groups)
         self.request = request
         self.arrival = arrival
         self.continuation = continuation
@@ -243,7 +266,8 @@ public actor Scheduler {
         nextSequenceID += 1
         arrivals += 1
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: SequenceEvent.self, throwing: (any Error).self)
-        let sequence = ScheduledSequence(id: id, request: request, arrival: arrivals, continuation: continuation)
+        let sequence = ScheduledSequence(id: id, request: request, arrival: arrivals, groups: limits.groupCount,
+                                         continuation: continuation)
         sequences[id] = sequence
         enqueue(sequence)
         continuation.onTermination = { [weak self] termination in
@@ -333,7 +357,8 @@ public actor Scheduler {
         /// queue order first) if the cache is full; false if `sequence` itself had to go.
         func place(_ sequence: ScheduledSequence, _ take: Int) -> Bool {
             while true {
-                let missing = blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.blocks.count
+                let missing = (blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.tableLength)
+                    * limits.groupCount
                 if missing <= 0 { return true }
                 if let blocks = blockManager.allocate(missing) {
                     sequence.blocks += blocks
@@ -365,16 +390,15 @@ public actor Scheduler {
             let looksUp = sequence.computedTokens == 0 && sequence.blocks.isEmpty && !sequence.wantsPromptLogprobs
             if looksUp {
                 // At least one token is always computed, so the step has logits to sample from.
-                let cached = blockManager.acquireCachedPrefix(of: sequence.tokens, maxTokens: sequence.tokens.count - 1)
-                sequence.blocks = cached
-                sequence.computedTokens = cached.count * limits.kvBlockSize
+                sequence.blocks = acquireCachedPrefix(of: sequence.tokens)
+                sequence.computedTokens = sequence.tableLength * limits.kvBlockSize
             }
             let start = sequence.computedTokens
             let take = chunk(sequence.tokens.count - start, from: start)
-            let missing = blockManager.blocksNeeded(forTokens: start + take) - sequence.blocks.count
+            let missing = (blockManager.blocksNeeded(forTokens: start + take) - sequence.tableLength) * limits.groupCount
             if missing > 0 {
                 guard let blocks = blockManager.allocate(missing) else {
-                    blockManager.free(Array(sequence.heldBlocks))
+                    blockManager.free(sequence.heldBlocks)
                     sequence.blocks = []
                     sequence.computedTokens = 0
                     break
@@ -447,7 +471,8 @@ public actor Scheduler {
         let held = sequence.workerCopy
         let blocksNeeded = max(blockManager.blocksNeeded(forTokens: start + take), held?.blocks ?? 0)
         entry.continues = held != nil
-        entry.blockTable = sequence.blocks[(held?.blocks ?? 0)..<blocksNeeded].map { UInt32($0) }
+        let groups = limits.groupCount
+        entry.blockTable = sequence.blocks[(held?.blocks ?? 0) * groups..<blocksNeeded * groups].map { UInt32($0) }
         entry.sample = start + take == sequence.tokens.count
         entry.wantPromptLogprobs = sequence.wantsPromptLogprobs && start < sequence.promptCount
         entry.sampleIndex = UInt32(sequence.request.sampleIndex)
@@ -473,37 +498,53 @@ public actor Scheduler {
         return entry
     }
 
-    /// With a sliding window on every layer: gives back the leading blocks no later token of
+    /// In each group with a sliding window: gives back the leading blocks no later token of
     /// `sequence` attends to (the next one, at position `computedTokens`, reads positions from
     /// `computedTokens - window + 1` on). They were registered with the prefix cache first, so
     /// a cached block keeps its contents until it is reused.
     private func releaseBlocksBehindWindow(_ sequence: ScheduledSequence) {
-        let window = limits.attentionWindow
-        guard window > 0 else { return }
-        let registered = configuration.prefixCaching ? sequence.registeredBlocks : sequence.blocks.count
-        let behind = min(max(0, sequence.computedTokens - window + 1) / limits.kvBlockSize, registered, sequence.blocks.count)
-        guard behind > sequence.blocksBehindWindow else { return }
-        blockManager.free(Array(sequence.blocks[sequence.blocksBehindWindow..<behind]))
-        sequence.blocksBehindWindow = behind
+        let groups = limits.groupCount
+        let registered = configuration.prefixCaching ? sequence.registeredBlocks : sequence.tableLength
+        for (group, window) in limits.groupWindows.enumerated() where window > 0 {
+            let behind = min(max(0, sequence.computedTokens - window + 1) / limits.kvBlockSize, registered, sequence.tableLength)
+            let released = sequence.blocksBehindWindow[group]
+            guard behind > released else { continue }
+            blockManager.free((released..<behind).map { sequence.blocks[$0 * groups + group] })
+            sequence.blocksBehindWindow[group] = behind
+        }
     }
 
     /// The most blocks a sequence of `tokens` holds at once, computed `chunk` tokens at a time:
-    /// all of them, or with a window the ones the window and one chunk span (plus the partial
-    /// blocks at both ends).
+    /// in each group all of them, or with a window the ones the window and one chunk span (plus
+    /// the partial blocks at both ends).
     private func peakBlocks(forTokens tokens: Int, chunk: Int) -> Int {
         let all = blockManager.blocksNeeded(forTokens: tokens)
-        guard limits.attentionWindow > 0 else { return all }
-        return min(all, blockManager.blocksNeeded(forTokens: limits.attentionWindow + min(chunk, limits.windowChunkLimit)) + 1)
+        return limits.groupWindows.reduce(0) { sum, window in
+            guard window > 0 else { return sum + all }
+            return sum + min(all, blockManager.blocksNeeded(forTokens: window + min(chunk, limits.windowChunkLimit)) + 1)
+        }
+    }
+
+    /// The longest prefix of `tokens` (all but the last) whose blocks every group has cached,
+    /// group-interleaved, each with one more reference.
+    private func acquireCachedPrefix(of tokens: [TokenID]) -> [Int] {
+        let groups = limits.groupCount
+        let found = (0..<groups).map {
+            blockManager.acquireCachedPrefix(of: tokens, maxTokens: tokens.count - 1, group: $0)
+        }
+        let length = found.map(\.count).min() ?? 0
+        for blocks in found where blocks.count > length { blockManager.free(Array(blocks[length...])) }
+        return (0..<length * groups).map { found[$0 % groups][$0 / groups] }
     }
 
     /// Gives a running sequence's blocks back; it restarts from its cached prefix later.
     private func preempt(_ sequence: ScheduledSequence) {
         running.removeAll { $0 === sequence }
-        blockManager.free(Array(sequence.heldBlocks))
+        blockManager.free(sequence.heldBlocks)
         sequence.blocks = []
         sequence.computedTokens = 0
         sequence.registeredBlocks = 0
-        sequence.registeredChain = 0
+        sequence.registeredChains = Array(repeating: 0, count: limits.groupCount)
         sequence.preemptions += 1
         preemptionCount += 1
         enqueue(sequence)
@@ -563,9 +604,14 @@ public actor Scheduler {
             let sent = step.message.sequences[position]
             let start = sequence.computedTokens
             sequence.computedTokens += entry.tokenCount
-            sequence.registeredBlocks = blockManager.registerFullBlocks(
-                sequence.blocks, tokens: sequence.tokens, computedTokens: sequence.computedTokens,
-                alreadyRegistered: sequence.registeredBlocks, parentChain: &sequence.registeredChain)
+            var registered = sequence.registeredBlocks
+            for group in 0..<limits.groupCount {
+                registered = blockManager.registerFullBlocks(
+                    sequence.blocks, group: group, of: limits.groupCount, tokens: sequence.tokens,
+                    computedTokens: sequence.computedTokens, alreadyRegistered: sequence.registeredBlocks,
+                    parentChain: &sequence.registeredChains[group])
+            }
+            sequence.registeredBlocks = registered
             releaseBlocksBehindWindow(sequence)
             if sent.wantPromptLogprobs {
                 recordPromptLogprobs(sequence, chunkStart: start, chunkLength: entry.tokenCount,
@@ -662,7 +708,7 @@ public actor Scheduler {
         guard sequences.removeValue(forKey: sequence.id) != nil else { return }
         running.removeAll { $0 === sequence }
         waiting.removeAll { $0 === sequence }
-        blockManager.free(Array(sequence.heldBlocks))
+        blockManager.free(sequence.heldBlocks)
         sequence.blocks = []
         if sequence.everSent { pendingReleases.append(sequence.id) }
     }

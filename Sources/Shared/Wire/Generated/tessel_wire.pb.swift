@@ -218,9 +218,15 @@ public nonisolated struct Tessel_Wire_HandshakeReply: Sendable {
   /// Every rank of one formation reports the same; a restarted group gets a new one.
   public var groupID: UInt64 = 0
 
-  /// Positions every layer attends back over (0: some layer sees the whole context): the router
-  /// gives back the KV blocks a sequence's window has passed.
+  /// Positions every layer attends back over (0: some layer sees the whole context).
   public var attentionWindow: UInt32 = 0
+
+  /// The KV groups' windows (0: the whole context), one per group: layers are grouped so that a
+  /// KV block (page) holds one group's keys and values, and a sequence's block_table holds, for
+  /// each block of positions, one page of every group in this order (entry b × groups + g). The
+  /// router gives back the pages a group's window has passed. Empty: one group, with
+  /// attention_window.
+  public var kvGroupWindows: [UInt32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -309,7 +315,8 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._startPosition = newValue}
   }
 
-  /// KV block ids covering positions [0, start_position + len(tokens)); with `continues`, only
+  /// KV block ids covering positions [0, start_position + len(tokens)), one per KV group for
+  /// each block of positions (group-interleaved, see kv_group_windows); with `continues`, only
   /// the ids to append to the table the worker holds.
   public var blockTable: [UInt32] {
     get {_storage._blockTable}
@@ -857,7 +864,7 @@ nonisolated extension Tessel_Wire_Handshake: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HandshakeReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0\u{3}group_id\0\u{3}attention_window\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}rank\0\u{3}world_size\0\u{3}model_fingerprint\0\u{1}architecture\0\u{3}vocab_size\0\u{3}max_context_length\0\u{3}kv_block_count\0\u{3}kv_block_size\0\u{1}pid\0\u{3}heartbeat_interval_ms\0\u{3}group_id\0\u{3}attention_window\0\u{3}kv_group_windows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -878,6 +885,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.groupID) }()
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.attentionWindow) }()
+      case 14: try { try decoder.decodeRepeatedUInt32Field(value: &self.kvGroupWindows) }()
       default: break
       }
     }
@@ -923,6 +931,9 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if self.attentionWindow != 0 {
       try visitor.visitSingularUInt32Field(value: self.attentionWindow, fieldNumber: 13)
     }
+    if !self.kvGroupWindows.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.kvGroupWindows, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -940,6 +951,7 @@ nonisolated extension Tessel_Wire_HandshakeReply: SwiftProtobuf.Message, SwiftPr
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.groupID != rhs.groupID {return false}
     if lhs.attentionWindow != rhs.attentionWindow {return false}
+    if lhs.kvGroupWindows != rhs.kvGroupWindows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

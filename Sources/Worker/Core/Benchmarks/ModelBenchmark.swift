@@ -23,7 +23,8 @@ public struct ModelBenchmark: Sendable {
 
     public func run(_ executor: ModelExecutor) throws -> Result {
         let blockSize = executor.info.kvBlockSize
-        let blocksPerSequence = (promptTokens + decodeSteps + blockSize - 1) / blockSize
+        // One block of each KV group per block of positions.
+        let blocksPerSequence = (promptTokens + decodeSteps + blockSize - 1) / blockSize * executor.info.kvGroupWindows.count
         guard blocksPerSequence * batch <= executor.info.kvBlockCount else {
             throw ModelBenchmarkError.cacheTooSmall(needed: blocksPerSequence * batch, available: executor.info.kvBlockCount)
         }

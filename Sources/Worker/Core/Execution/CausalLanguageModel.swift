@@ -7,18 +7,25 @@ public struct TokenBatch {
     public var count: Int
     public var tokens: UnsafePointer<Int32>
     public var positions: UnsafePointer<Int32>
-    /// Per token: where its sequence's block table starts in `blockTables`.
+    /// Per token: where its sequence's block table starts in each group's tables.
     public var blockTableStarts: UnsafePointer<Int32>
+    /// The block tables of KV group 0, then those of group 1 (`groupTableStride` entries on), …
     public var blockTables: UnsafePointer<Int32>
+    public var groupTableStride: Int
 
     public init(count: Int, tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
-                blockTableStarts: UnsafePointer<Int32>, blockTables: UnsafePointer<Int32>) {
+                blockTableStarts: UnsafePointer<Int32>, blockTables: UnsafePointer<Int32>, groupTableStride: Int = 0) {
         self.count = count
         self.tokens = tokens
         self.positions = positions
         self.blockTableStarts = blockTableStarts
         self.blockTables = blockTables
+        self.groupTableStride = groupTableStride
     }
+
+    /// The block tables of KV group `group` (index them with `blockTableStarts`).
+    @inline(__always)
+    public func tables(group: Int) -> UnsafePointer<Int32> { blockTables + group * groupTableStride }
 }
 
 /// What the step executor needs from an architecture's graph. Implementations own their weights
@@ -27,7 +34,11 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var hiddenSize: Int { get }
     var vocabSize: Int { get }
     var maxContextLength: Int { get }
+    /// One page's shape: `cacheShape.layers` is the layers of one of `cacheGroups`.
     var cacheShape: KVCacheShape { get }
+    /// How the layers share pages; every sequence's block table holds, per position block, one
+    /// page of each group (group-interleaved: entry `b × groups + g`).
+    var cacheGroups: KVCacheGroups { get }
     /// The most tokens `forward` accepts in one call.
     var maxChunkTokens: Int { get }
     /// The encoding most weight bytes are stored in (it picks the default KV element type).
@@ -60,6 +71,10 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
 
 extension CausalLanguageModel {
     public var attentionWindow: Int { 0 }
+    /// One group of every layer, with the model's window.
+    public var cacheGroups: KVCacheGroups {
+        KVCacheGroups(layerWindows: Array(repeating: attentionWindow, count: cacheShape.layers))
+    }
     public var collectiveFailure: CollectiveError? { nil }
     public var groupID: UInt64 { 0 }
     public func checkGroup() {}

@@ -4,7 +4,7 @@ public enum ExecutionError: Error, CustomStringConvertible, Equatable {
     case tokenOutOfRange(id: UInt64, index: Int, token: Int32, vocabSize: Int)
     case negativeStartPosition(id: UInt64, position: Int)
     case contextOverflow(id: UInt64, endPosition: Int, maxContext: Int)
-    case blockTableTooShort(id: UInt64, blocks: Int, blockSize: Int, needed: Int)
+    case blockTableTooShort(id: UInt64, blocks: Int, groups: Int, blockSize: Int, needed: Int)
     case blockOutOfRange(id: UInt64, index: Int, block: Int32, blockCount: Int)
     case invalidSampling(id: UInt64, detail: String)
     case missingPromptContext(id: UInt64, position: Int)
@@ -19,8 +19,10 @@ public enum ExecutionError: Error, CustomStringConvertible, Equatable {
             "sequence \(id): start position \(position) is negative"
         case .contextOverflow(let id, let endPosition, let maxContext):
             "sequence \(id): positions up to \(endPosition) exceed the model's context of \(maxContext) tokens"
-        case .blockTableTooShort(let id, let blocks, let blockSize, let needed):
-            "sequence \(id): block table has \(blocks) blocks of \(blockSize) tokens, \(needed) positions need \((needed + blockSize - 1) / blockSize)"
+        case .blockTableTooShort(let id, let blocks, let groups, let blockSize, let needed):
+            groups == 1
+                ? "sequence \(id): block table has \(blocks) blocks of \(blockSize) tokens, \(needed) positions need \((needed + blockSize - 1) / blockSize)"
+                : "sequence \(id): block table has \(blocks) blocks, \(needed) positions need \((needed + blockSize - 1) / blockSize) blocks of \(blockSize) tokens in each of \(groups) KV groups"
         case .blockOutOfRange(let id, let index, let block, let blockCount):
             "sequence \(id): block table entry \(index) is block \(block), the pool has blocks 0..<\(blockCount)"
         case .invalidSampling(let id, let detail):

@@ -30,6 +30,8 @@ public final class ModelExecutor: @unchecked Sendable {
     private var carriedHidden: [UInt64: (position: Int, hidden: [Float])] = [:]
 
     public static let kvBlockSize = 16
+    /// KV groups of the model: block tables hold one page of each per position block.
+    private var groupCount: Int { info.kvGroupWindows.count }
     static let logitRowsPerBatch = 16
     static let maxCarriedSequences = 1024
     /// Without `--kv-cache-memory` or `--kv-cache-tokens`: this share of the memory available
@@ -65,9 +67,10 @@ public final class ModelExecutor: @unchecked Sendable {
 
     public init(model: any CausalLanguageModel, architecture: String, fingerprint: String, options: EngineOptions,
                 pool: ComputePool, samples: Bool = true) throws {
-        let shape = model.cacheShape
+        let shape = model.cacheShape, groups = model.cacheGroups
         let dtype = options.resolvedKVCacheDType(weights: model.weightEncoding)
-        let bytesPerToken = shape.bytesPerToken(dtype)
+        // A token's keys and values over every layer: one page position in each group.
+        let bytesPerToken = shape.bytesPerToken(dtype) * groups.count
         let tokens: Int
         if let requested = options.kvCacheTokens {
             tokens = requested
@@ -81,7 +84,9 @@ public final class ModelExecutor: @unchecked Sendable {
         guard !tokens.multipliedReportingOverflow(by: bytesPerToken).overflow else {
             throw ModelLoadError.invalidCacheSize(tokens: tokens, detail: "\(bytesPerToken) bytes per token overflow the address space")
         }
-        let blocks = tokens / Self.kvBlockSize
+        // As many pages as `tokens` positions in every group; a group with a window gives its
+        // passed pages back to the others.
+        let blocks = tokens / Self.kvBlockSize * groups.count
         self.model = model
         self.pool = pool
         self.samples = samples
@@ -93,7 +98,7 @@ public final class ModelExecutor: @unchecked Sendable {
         info = ModelInfo(architecture: architecture, vocabSize: model.vocabSize,
                          maxContextLength: min(model.maxContextLength, options.maxModelLength ?? .max),
                          fingerprint: fingerprint, kvBlockCount: blocks, kvBlockSize: Self.kvBlockSize,
-                         attentionWindow: model.attentionWindow)
+                         kvGroupWindows: groups.windows)
     }
 
     /// The default KV budget out of `available` bytes of free memory.
@@ -198,11 +203,19 @@ public final class ModelExecutor: @unchecked Sendable {
     /// computed a few rows at a time and handed to `consume` in token order.
     private func run(_ work: [SequenceWork], wants: (Int, Int) -> Bool,
                      consume: (Int, Int, UnsafePointer<Float>) -> Void) {
+        // Each group's tables side by side (a sequence's table is group-interleaved).
         sequenceTableStarts.removeAll(keepingCapacity: true)
         blockTables.removeAll(keepingCapacity: true)
+        let groups = groupCount
+        var perGroup = 0
         for item in work {
-            sequenceTableStarts.append(Int32(blockTables.count))
-            blockTables.append(contentsOf: item.blockTable)
+            sequenceTableStarts.append(Int32(perGroup))
+            perGroup += item.blockTable.count / groups
+        }
+        for group in 0..<groups {
+            for item in work {
+                for entry in stride(from: group, to: item.blockTable.count, by: groups) { blockTables.append(item.blockTable[entry]) }
+            }
         }
         let hiddenSize = model.hiddenSize, vocabSize = model.vocabSize
         pendingRows.removeAll(keepingCapacity: true)
@@ -240,7 +253,8 @@ public final class ModelExecutor: @unchecked Sendable {
                             let batch = TokenBatch(count: tokens.count, tokens: tokens.baseAddress!,
                                                    positions: positions.baseAddress!,
                                                    blockTableStarts: starts.baseAddress!,
-                                                   blockTables: tables.baseAddress ?? starts.baseAddress!)
+                                                   blockTables: tables.baseAddress ?? starts.baseAddress!,
+                                                   groupTableStride: perGroup)
                             model.forward(batch, cache: cache, hidden: hidden.pointer)
                         }
                     }
@@ -291,10 +305,12 @@ public final class ModelExecutor: @unchecked Sendable {
             throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
                                                  maxContext: info.maxContextLength)
         }
-        guard item.blockTable.count * blockSize >= end else {
-            throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, blockSize: blockSize, needed: end)
+        let groups = groupCount
+        guard item.blockTable.count % groups == 0, item.blockTable.count / groups * blockSize >= end else {
+            throw ExecutionError.blockTableTooShort(id: item.id, blocks: item.blockTable.count, groups: groups,
+                                                    blockSize: blockSize, needed: end)
         }
-        for (index, block) in item.blockTable.prefix((end + blockSize - 1) / blockSize).enumerated()
+        for (index, block) in item.blockTable.prefix((end + blockSize - 1) / blockSize * groups).enumerated()
         where block < 0 || Int(block) >= cache.blockCount {
             throw ExecutionError.blockOutOfRange(id: item.id, index: index, block: block, blockCount: cache.blockCount)
         }

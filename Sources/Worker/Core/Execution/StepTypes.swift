@@ -92,17 +92,20 @@ public struct ModelInfo: Sendable, Equatable {
     public var fingerprint: String
     public var kvBlockCount: Int
     public var kvBlockSize: Int
-    /// `CausalLanguageModel.attentionWindow`.
-    public var attentionWindow: Int
+    /// Per KV group (`KVCacheGroups.windows`): the positions its layers attend back over.
+    public var kvGroupWindows: [Int]
 
     public init(architecture: String, vocabSize: Int, maxContextLength: Int, fingerprint: String,
-                kvBlockCount: Int, kvBlockSize: Int, attentionWindow: Int = 0) {
+                kvBlockCount: Int, kvBlockSize: Int, kvGroupWindows: [Int] = [0]) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.maxContextLength = maxContextLength
         self.fingerprint = fingerprint
         self.kvBlockCount = kvBlockCount
         self.kvBlockSize = kvBlockSize
-        self.attentionWindow = attentionWindow
+        self.kvGroupWindows = kvGroupWindows
     }
+
+    /// Positions every layer attends back over (0: some layer sees the whole context).
+    public var attentionWindow: Int { kvGroupWindows.contains(0) ? 0 : kvGroupWindows.max() ?? 0 }
 }

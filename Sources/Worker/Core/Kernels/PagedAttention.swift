@@ -38,8 +38,9 @@ final class AttentionPlan: @unchecked Sendable {
 
     /// `queries` rows hold each token's `heads` query vectors first (stride `queryStride`
     /// floats); results go to `out` rows of `heads × headDimension`. `window` 0 and `softcap`
-    /// 0 turn those off. `batch` is the chunk last given to `prepare`.
-    func run(_ batch: TokenBatch, layer: Int, cache: KVCachePool, pool: ComputePool,
+    /// 0 turn those off. `batch` is the chunk last given to `prepare`; `layer` is the layer of
+    /// the pool's pages, read through KV group `kvGroup`'s block tables.
+    func run(_ batch: TokenBatch, kvGroup: Int, layer: Int, cache: KVCachePool, pool: ComputePool,
              queries: UnsafePointer<Float>, queryStride: Int, heads: Int, kvHeads: Int,
              scale: Float, softcap: Float, window: Int, into out: UnsafeMutablePointer<Float>) {
         let tiles = self.tiles
@@ -49,6 +50,7 @@ final class AttentionPlan: @unchecked Sendable {
         let (tileStarts, tileCounts, contexts, nextItem) = (self.tileStarts, self.tileCounts, self.contexts, self.nextItem)
         let scratch = self.scratch.pointer, scratchFloats = self.scratchFloats
         let outStride = heads * headDimension
+        let tables = batch.tables(group: kvGroup)
         func work(_ thread: Int, _: Int) {
             let own = scratch + thread * scratchFloats
             while true {
@@ -62,7 +64,7 @@ final class AttentionPlan: @unchecked Sendable {
                     v_cache: UnsafeRawPointer(cache.values(layer: layer, head: head)),
                     block_stride: cache.blockStride, block_size: cache.blockSize, kv_type: cache.dtype.kernelType,
                     scale: scale, softcap: softcap, window: window)
-                tk_attention(&parameters, batch.blockTables + Int(batch.blockTableStarts[first]), rows,
+                tk_attention(&parameters, tables + Int(batch.blockTableStarts[first]), rows,
                              queries + first * queryStride + head * group * headDimension, queryStride,
                              contexts + first, out + first * outStride + head * group * headDimension, outStride, own)
             }

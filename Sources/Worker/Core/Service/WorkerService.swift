@@ -215,6 +215,7 @@ public final class WorkerService {
         reply.kvBlockCount = UInt32(clamping: info.kvBlockCount)
         reply.kvBlockSize = UInt32(clamping: info.kvBlockSize)
         reply.attentionWindow = UInt32(clamping: info.attentionWindow)
+        reply.kvGroupWindows = info.kvGroupWindows.map { UInt32(clamping: $0) }
         reply.pid = UInt32(bitPattern: ProcessInfo.processInfo.processIdentifier)
         reply.groupID = executor.groupID
         reply.heartbeatIntervalMs = heartbeatInterval.map { UInt32(clamping: Int($0 / .milliseconds(1))) } ?? 0

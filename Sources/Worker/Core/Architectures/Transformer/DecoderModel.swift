@@ -34,7 +34,9 @@ final class DecoderScratch: @unchecked Sendable {
 /// scale. In a tensor-parallel group, `heads` and `kvHeads` are this rank's and `out` is its
 /// partial sum.
 struct DecoderAttention: Sendable {
-    let layer: Int
+    /// The layer's KV group (which block table it reads) and its layer within the group's pages.
+    let group: Int
+    let slot: Int
     let queryKeyValue: Linear  // [q heads | k heads | v heads] rows, stacked
     let bias: FloatBuffer?
     let queryNorm: RMSNorm?
@@ -53,7 +55,8 @@ struct DecoderAttention: Sendable {
         let width = (heads + 2 * kvHeads) * headDimension
         engine.multiply(queryKeyValue, x, rows: batch.count, into: scratch.qkv.pointer)
         let qkv = scratch.qkv.pointer
-        let (heads, kvHeads, headDimension) = (self.heads, self.kvHeads, self.headDimension)
+        let (heads, kvHeads, headDimension, slot) = (self.heads, self.kvHeads, self.headDimension, self.slot)
+        let tables = batch.tables(group: group)
         engine.pool.forEachRange(batch.count, minimumPerThread: 4) { tokens in
             for t in tokens {
                 let row = qkv + t * width
@@ -64,15 +67,15 @@ struct DecoderAttention: Sendable {
                 }
                 rotary.apply(row, heads: heads + kvHeads, token: t)  // q and k are adjacent
                 let position = Int(batch.positions[t])
-                let block = Int(batch.blockTables[Int(batch.blockTableStarts[t]) + position / cache.blockSize])
+                let block = Int(tables[Int(batch.blockTableStarts[t]) + position / cache.blockSize])
                 for head in 0..<kvHeads {
-                    cache.store(layer: layer, head: head, block: block, slot: position % cache.blockSize,
+                    cache.store(layer: slot, head: head, block: block, slot: position % cache.blockSize,
                                 key: row + (heads + head) * headDimension,
                                 value: row + (heads + kvHeads + head) * headDimension)
                 }
             }
         }
-        scratch.attentionPlan.run(batch, layer: layer, cache: cache, pool: engine.pool,
+        scratch.attentionPlan.run(batch, kvGroup: group, layer: slot, cache: cache, pool: engine.pool,
                                   queries: UnsafePointer(qkv), queryStride: width, heads: heads, kvHeads: kvHeads,
                                   scale: scale, softcap: softcap, window: window, into: scratch.attention.pointer)
         engine.multiply(output, scratch.attention.pointer, rows: batch.count, into: out)
@@ -158,6 +161,8 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
     public let config: DecoderConfig
     let shard: DecoderShard
     let group: TensorParallelGroup?
+    /// The layers' KV groups: Gemma's local and global layers keep their KV in pages of their own.
+    public let cacheGroups: KVCacheGroups
     /// Logit rows one gather carries (the collective slots are sized for it).
     static let logitRowsPerGather = 16
     /// This rank's rows of logits before the gather (empty in a group of one).
@@ -197,12 +202,14 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
         func norm(_ weight: FloatBuffer?) -> RMSNorm? {
             weight.map { RMSNorm(weight: $0, epsilon: epsilon, weightOffset: offset) }
         }
+        let groups = KVCacheGroups(layerWindows: config.layers.map(\.window))
+        cacheGroups = groups
         blocks = weights.layers.enumerated().map { index, layer in
             let kind = config.layers[index]
             return DecoderBlock(
                 attentionNorm: norm(layer.attentionNorm)!,
                 attention: DecoderAttention(
-                    layer: index, queryKeyValue: layer.queryKeyValue, bias: layer.queryKeyValueBias,
+                    group: groups.layerGroup[index], slot: groups.layerSlot[index], queryKeyValue: layer.queryKeyValue, bias: layer.queryKeyValueBias,
                     queryNorm: norm(layer.queryNorm), keyNorm: norm(layer.keyNorm), output: layer.output,
                     rotary: rotaries[kinds.firstIndex(of: kind.rotary)!],
                     heads: weights.shard.queryHeads, kvHeads: weights.shard.kvHeads, headDimension: config.headDimension,
@@ -237,8 +244,9 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
         config.layers.allSatisfy { $0.window > 0 } ? config.layers.map(\.window).max() ?? 0 : 0
     }
     public var cacheShape: KVCacheShape {
-        KVCacheShape(layers: config.layerCount, kvHeads: shard.kvHeads, headDimension: config.headDimension)
+        KVCacheShape(layers: cacheGroups.layersPerPage, kvHeads: shard.kvHeads, headDimension: config.headDimension)
     }
+
 
     public func forward(_ batch: TokenBatch, cache: KVCachePool, hidden: UnsafeMutablePointer<Float>) {
         precondition(batch.count <= scratch.capacity, "chunk of \(batch.count) tokens exceeds \(scratch.capacity)")
