@@ -45,7 +45,8 @@ let package = Package(
 
         // Collectives: shared-memory groups of the ranks of one host (C: atomics and futexes on
         // a segment mapped by several processes), hwloc topology and pinning.
-        .target(name: "CCollectives", path: "Sources/CCollectives", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CCollectives", path: "Sources/CCollectives", cSettings: [.unsafeFlags(["-O3"])],
+                linkerSettings: [.linkedLibrary("sodium")]),
         .target(name: "Collectives", dependencies: ["CHwloc", "CCollectives"],
                 path: "Sources/Collectives", swiftSettings: optimised),
 
@@ -73,7 +74,7 @@ let package = Package(
                 ],
                 path: "Sources/Router/Core"),
         .executableTarget(name: "router",
-                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats", "Collectives", "ServiceNotify",
+                          dependencies: ["RouterCore", "Tokenizers", "Jinja", "ModelFormats", "Collectives", "ServiceNotify", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log"),
                                          .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
@@ -87,7 +88,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Worker/Core", swiftSettings: optimised),
         .executableTarget(name: "worker",
-                          dependencies: ["WorkerCore", "Collectives", "CKernels", "ModelFormats", "ServiceNotify",
+                          dependencies: ["WorkerCore", "Collectives", "CKernels", "ModelFormats", "ServiceNotify", "Wire",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           path: "Sources/Worker/Main",

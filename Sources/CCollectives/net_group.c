@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #define TN_MAGIC 0x74657373656c4e31ULL /* "tesselN1" */
 #define TN_VERSION 1u
 /* How long a wait retries non-blocking I/O before it sleeps in poll(2). */
@@ -27,7 +29,7 @@
 
 typedef struct {
     uint64_t magic;
-    uint32_t version, rank, world, reserved;
+    uint32_t version, rank, world, flags;
     uint64_t fingerprint;
 } tn_hello;
 
@@ -37,12 +39,22 @@ typedef struct {
     uint64_t group_id; /* rank 0's, passed on by every rank */
 } tn_answer;
 
-enum { TN_ACCEPTED = 0, TN_OTHER_WORLD = 1, TN_OTHER_FINGERPRINT = 2, TN_DUPLICATE_RANK = 3, TN_BAD_RANK = 4 };
+enum { TN_ACCEPTED = 0, TN_OTHER_WORLD = 1, TN_OTHER_FINGERPRINT = 2, TN_DUPLICATE_RANK = 3, TN_BAD_RANK = 4, TN_OTHER_SEALING = 5 };
+/* tn_hello.flags: the rank seals its payloads (it was given a key). */
+#define TN_SEALED 1u
 
 /* Precedes every payload: the collective it belongs to and its length. */
 typedef struct {
     uint32_t sequence, bytes;
 } tn_frame;
+
+#define TN_TAG crypto_aead_chacha20poly1305_ietf_ABYTES
+
+/* The sealing of one direction of one connection: its key and its next message's number. */
+typedef struct {
+    uint8_t key[crypto_aead_chacha20poly1305_ietf_KEYBYTES];
+    uint64_t counter;
+} tn_seal;
 
 struct tc_net {
     int rank, world;
@@ -51,6 +63,11 @@ struct tc_net {
     size_t max_bytes;
     uint32_t sequence;
     uint64_t group_id;
+    /* With a key: per peer, the sealing of what this rank sends and of what it receives, and
+     * areas of max_bytes + TN_TAG for the sealed payloads going out and coming in. */
+    int sealed;
+    tn_seal *outgoing, *incoming;
+    uint8_t *sealed_out, *sealed_in;
 };
 
 uint64_t tc_net_group_id(const tc_net *net) { return net->group_id; }
@@ -169,8 +186,42 @@ static const char *verdict_text(uint32_t verdict) {
     case TN_OTHER_WORLD: return "belongs to a group of another size";
     case TN_OTHER_FINGERPRINT: return "serves another model or shard geometry";
     case TN_DUPLICATE_RANK: return "is claimed by two processes";
+    case TN_OTHER_SEALING: return "differs from this rank in encrypting payloads (keys given to some ranks only)";
     default: return "is not a rank of this group";
     }
+}
+
+/* The key of the direction `from` → `to` in formation `group_id`: BLAKE2b keyed by the group key. */
+static void direction_key(const uint8_t *group_key, uint64_t group_id, int from, int to, uint8_t *out) {
+    uint8_t message[16];
+    memcpy(message, &group_id, 8);
+    uint32_t ranks[2] = {(uint32_t)from, (uint32_t)to};
+    memcpy(message + 8, ranks, 8);
+    crypto_generichash(out, crypto_aead_chacha20poly1305_ietf_KEYBYTES, message, sizeof message, group_key, 32);
+}
+
+static uint8_t *sealed_area(uint8_t *areas, const tc_net *net, int peer) {
+    return areas + (size_t)peer * (net->max_bytes + TN_TAG);
+}
+
+/* Seals `bytes` of `data` for `peer` into its outgoing area, the frame as associated data. */
+static void seal(tc_net *net, int peer, const tn_frame *frame, const char *data, size_t bytes) {
+    tn_seal *s = &net->outgoing[peer];
+    uint8_t nonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES] = {0};
+    memcpy(nonce, &s->counter, 8);
+    s->counter++;
+    crypto_aead_chacha20poly1305_ietf_encrypt(sealed_area(net->sealed_out, net, peer), NULL, (const uint8_t *)data, bytes,
+                                              (const uint8_t *)frame, sizeof *frame, NULL, nonce, s->key);
+}
+
+/* Opens `peer`'s sealed payload of `bytes` (plain) into `data`; 0 when it is authentic. */
+static int open_sealed(tc_net *net, int peer, const tn_frame *frame, char *data, size_t bytes) {
+    tn_seal *s = &net->incoming[peer];
+    uint8_t nonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES] = {0};
+    memcpy(nonce, &s->counter, 8);
+    s->counter++;
+    return crypto_aead_chacha20poly1305_ietf_decrypt((uint8_t *)data, NULL, NULL, sealed_area(net->sealed_in, net, peer),
+                                                     bytes + TN_TAG, (const uint8_t *)frame, sizeof *frame, nonce, s->key);
 }
 
 void tc_net_close(tc_net *net) {
@@ -178,12 +229,22 @@ void tc_net_close(tc_net *net) {
     for (int r = 0; r < net->world; r++)
         if (net->fds[r] >= 0) close(net->fds[r]);
     free(net->scratch);
+    if (net->sealed) {
+        sodium_memzero(net->outgoing, (size_t)net->world * sizeof(tn_seal));
+        sodium_memzero(net->incoming, (size_t)net->world * sizeof(tn_seal));
+    }
+    free(net->outgoing);
+    free(net->incoming);
+    free(net->sealed_out);
+    free(net->sealed_in);
     free(net);
 }
 
+static tc_status prove_key(tc_net *net, long deadline, int *failed_rank);
+
 tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int world, uint64_t fingerprint,
-                      size_t max_bytes, long timeout_ns, tc_net **out, int *failed_rank, char *message,
-                      size_t message_size) {
+                      size_t max_bytes, const uint8_t *key, long timeout_ns, tc_net **out, int *failed_rank,
+                      char *message, size_t message_size) {
     *out = NULL;
     *failed_rank = -1;
     if (world < 2 || world > TN_MAX_WORLD || rank < 0 || rank >= world)
@@ -200,6 +261,18 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
         free(net);
         return failf(message, message_size, TC_SYSTEM, "cannot allocate %zu bytes of receive buffers", (size_t)world * net->max_bytes);
     }
+    if (key) {
+        size_t area = (size_t)world * (net->max_bytes + TN_TAG);
+        net->sealed = 1;
+        net->outgoing = calloc((size_t)world, sizeof(tn_seal));
+        net->incoming = calloc((size_t)world, sizeof(tn_seal));
+        net->sealed_out = malloc(area);
+        net->sealed_in = malloc(area);
+        if (sodium_init() < 0 || !net->outgoing || !net->incoming || !net->sealed_out || !net->sealed_in) {
+            tc_net_close(net);
+            return failf(message, message_size, TC_SYSTEM, "cannot set up encryption (%zu bytes of buffers)", 2 * area);
+        }
+    }
     tc_status status = TC_OK;
     int error = 0;
     /* Listening first: a higher rank's connection waits in the backlog until this rank has met
@@ -210,7 +283,7 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
                        error < 0 ? gai_strerror(-error) : strerror(error));
         goto failed;
     }
-    tn_hello hello = {TN_MAGIC, TN_VERSION, (uint32_t)rank, (uint32_t)world, 0, fingerprint};
+    tn_hello hello = {TN_MAGIC, TN_VERSION, (uint32_t)rank, (uint32_t)world, key ? TN_SEALED : 0, fingerprint};
     for (int peer = 0; peer < rank; peer++) {
         for (;;) {
             if (now_ns() >= deadline) {
@@ -269,6 +342,7 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
         else if (peer <= rank || peer >= world) verdict = TN_BAD_RANK;
         else if (net->fds[peer] >= 0) verdict = TN_DUPLICATE_RANK;
         else if (theirs.fingerprint != fingerprint) verdict = TN_OTHER_FINGERPRINT;
+        else if (((theirs.flags & TN_SEALED) != 0) != (key != NULL)) verdict = TN_OTHER_SEALING;
         tn_answer answer = {TN_MAGIC, verdict, (uint32_t)rank, net->group_id};
         int sent = move_all(fd, &answer, sizeof answer, 1, deadline) == 0;
         if (verdict != TN_ACCEPTED) {
@@ -290,6 +364,21 @@ tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int 
     }
     if (listener >= 0) close(listener);
     net->sequence = 0;
+    if (key) {
+        for (int peer = 0; peer < world; peer++) {
+            if (peer == rank) continue;
+            direction_key(key, net->group_id, rank, peer, net->outgoing[peer].key);
+            direction_key(key, net->group_id, peer, rank, net->incoming[peer].key);
+        }
+        status = prove_key(net, deadline, failed_rank);
+        if (status != TC_OK) {
+            status = status == TC_FORGED
+                ? failf(message, message_size, TC_FORGED, "rank %d does not hold this group's key (this is rank %d)", *failed_rank, rank)
+                : failf(message, message_size, status, "rank %d left while the ranks proved their key (this is rank %d)", *failed_rank, rank);
+            tc_net_close(net);
+            return status;
+        }
+    }
     *out = net;
     return TC_OK;
 
@@ -300,7 +389,7 @@ failed:
 }
 
 /* One side of an exchange: a framed payload to send to or receive from one peer. */
-typedef struct {
+typedef struct tn_transfer {
     int peer;
     tn_frame frame;
     char *data;
@@ -344,7 +433,25 @@ static int advance(const tc_net *net, tn_transfer *t, int sending, uint32_t sequ
  * or that moved nothing for `timeout_ns`. */
 static tc_status exchange(tc_net *net, tn_transfer *sends, int send_count, tn_transfer *receives, int receive_count,
                           uint32_t sequence, long timeout_ns, int *failed_rank) {
-    for (int i = 0; i < send_count; i++) sends[i].frame = (tn_frame){sequence, (uint32_t)sends[i].bytes};
+    /* Sealed: the payloads go out of and come into the sealed areas, TN_TAG bytes longer. */
+    char *targets[TN_MAX_WORLD];
+    for (int i = 0; i < send_count; i++) {
+        tn_transfer *t = &sends[i];
+        if (net->sealed) {
+            t->frame = (tn_frame){sequence, (uint32_t)(t->bytes + TN_TAG)};
+            seal(net, t->peer, &t->frame, t->data, t->bytes);
+            t->data = (char *)sealed_area(net->sealed_out, net, t->peer);
+            t->bytes += TN_TAG;
+        }
+        t->frame = (tn_frame){sequence, (uint32_t)t->bytes};
+    }
+    if (net->sealed) {
+        for (int i = 0; i < receive_count; i++) {
+            targets[i] = receives[i].data;
+            receives[i].data = (char *)sealed_area(net->sealed_in, net, receives[i].peer);
+            receives[i].bytes += TN_TAG;
+        }
+    }
     long progress = now_ns(), spin_until = progress + TN_SPIN_NS;
     struct pollfd waits[2 * TN_MAX_WORLD];
     int owners[2 * TN_MAX_WORLD];
@@ -373,7 +480,16 @@ static tc_status exchange(tc_net *net, tn_transfer *sends, int send_count, tn_tr
                 }
             }
         }
-        if (waiting == 0) return TC_OK;
+        if (waiting == 0) {
+            for (int i = 0; net->sealed && i < receive_count; i++) {
+                tn_transfer *t = &receives[i];
+                if (open_sealed(net, t->peer, &t->frame, targets[i], t->bytes - TN_TAG) != 0) {
+                    *failed_rank = t->peer;
+                    return TC_FORGED;
+                }
+            }
+            return TC_OK;
+        }
         long now = now_ns();
         if (moved) progress = now;
         if (now - progress >= timeout_ns) {
@@ -383,6 +499,30 @@ static tc_status exchange(tc_net *net, tn_transfer *sends, int send_count, tn_tr
         if (now < spin_until) continue;
         poll(waits, (nfds_t)waiting, poll_ms(progress + timeout_ns));
     }
+}
+
+/* Every rank sends every other a sealed token (the formation's id) and opens theirs: a peer
+ * without the key fails it with TC_FORGED. Sequence 0, before any collective. */
+static tc_status prove_key(tc_net *net, long deadline, int *failed_rank) {
+    tn_transfer sends[TN_MAX_WORLD], receives[TN_MAX_WORLD];
+    uint64_t tokens[TN_MAX_WORLD];
+    int n = 0;
+    for (int peer = 0; peer < net->world; peer++) {
+        if (peer == net->rank) continue;
+        sends[n] = (tn_transfer){peer, {0, 0}, (char *)&net->group_id, sizeof net->group_id, 0};
+        receives[n] = (tn_transfer){peer, {0, 0}, (char *)&tokens[peer], sizeof tokens[peer], 0};
+        n++;
+    }
+    long left = deadline - now_ns();
+    tc_status status = exchange(net, sends, n, receives, n, 0, left > 1000000000L ? left : 1000000000L, failed_rank);
+    if (status != TC_OK) return status;
+    for (int peer = 0; peer < net->world; peer++) {
+        if (peer != net->rank && tokens[peer] != net->group_id) {
+            *failed_rank = peer;
+            return TC_FORGED;
+        }
+    }
+    return TC_OK;
 }
 
 static float *area(const tc_net *net, int rank) {

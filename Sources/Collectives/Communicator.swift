@@ -10,6 +10,8 @@ public enum CollectiveError: Error, CustomStringConvertible, Equatable, Sendable
     /// A peer sent a payload of another collective or size: the ranks' calls went out of step.
     case outOfStep(rank: Int)
     case invalidEndpoint(String, reason: String)
+    /// A peer's encrypted payload failed authentication: it does not hold the group's key.
+    case forged(rank: Int)
 
     public var description: String {
         switch self {
@@ -23,6 +25,8 @@ public enum CollectiveError: Error, CustomStringConvertible, Equatable, Sendable
             "tensor-parallel group: rank \(rank) sent data of another collective (the ranks went out of step)"
         case .invalidEndpoint(let text, let reason):
             "tensor-parallel group: '\(text)' is not a collective endpoint: \(reason)"
+        case .forged(let rank):
+            "tensor-parallel group: rank \(rank) sent a payload that fails authentication (it does not hold the group's key)"
         }
     }
 }

@@ -54,7 +54,7 @@ public final class HierarchicalGroup: Communicator, @unchecked Sendable {
     /// meet in the shared-memory segment `sharedMemoryName` + the host's index (so two "hosts"
     /// on one machine keep apart).
     public init(endpoints: [CollectiveEndpoint], rank: Int, sharedMemoryName: String, capacityBytes: Int,
-                fingerprint: UInt64, joinTimeout: Duration, timeout: Duration = .seconds(10)) throws {
+                fingerprint: UInt64, key: CollectiveKey? = nil, joinTimeout: Duration, timeout: Duration = .seconds(10)) throws {
         let layout = try HostLayout(endpoints: endpoints)
         let host = layout.host(of: rank)
         let ranks = layout.hosts[host]
@@ -69,7 +69,7 @@ public final class HierarchicalGroup: Communicator, @unchecked Sendable {
         // `joinTimeout`), not at a first collective (bounded by `timeout`).
         let leaders = rank == ranks.lowerBound
             ? try SocketGroup(endpoints: layout.hosts.map { endpoints[$0.lowerBound] }, rank: host,
-                              capacityBytes: capacityBytes * widest, fingerprint: fingerprint, joinTimeout: joinTimeout,
+                              capacityBytes: capacityBytes * widest, fingerprint: fingerprint, key: key, joinTimeout: joinTimeout,
                               timeout: timeout)
             : nil
         let local = ranks.count > 1
@@ -154,6 +154,7 @@ public final class HierarchicalGroup: Communicator, @unchecked Sendable {
         case .peerDied(let rank): return .peerDied(rank: map(rank))
         case .peerStalled(let rank, let seconds): return .peerStalled(rank: map(rank), seconds: seconds)
         case .outOfStep(let rank): return .outOfStep(rank: map(rank))
+        case .forged(let rank): return .forged(rank: map(rank))
         case .joinFailed(let group, let rank, let detail): return .joinFailed(group: group, rank: rank.map(map), detail: detail)
         default: return failure
         }

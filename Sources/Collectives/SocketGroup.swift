@@ -36,6 +36,17 @@ public struct CollectiveEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)" }
 }
 
+/// The secret a TCP group encrypts its payloads with: 32 bytes every rank holds (the workers'
+/// CURVE secret key, `router keygen`).
+public struct CollectiveKey: Sendable, Equatable {
+    public let bytes: [UInt8]
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        self.bytes = bytes
+    }
+}
+
 /// The ranks of a group on several hosts meeting over TCP (tessel_net.h): a connection between
 /// every two ranks, payloads sent as they are. Small allreduces (and every one with two ranks)
 /// exchange whole buffers and sum in rank order; larger ones with more ranks go round a ring.
@@ -57,8 +68,9 @@ public final class SocketGroup: Communicator, @unchecked Sendable {
     /// Joins the group whose ranks listen at `endpoints` (rank order; this rank listens on its
     /// own entry), waiting up to `joinTimeout` for every peer. `fingerprint` must be equal on
     /// every rank (the model and its shard geometry): a peer of another is refused by name.
+    /// With `key`, payloads are encrypted and authenticated, and a peer without it is refused.
     public init(endpoints: [CollectiveEndpoint], rank: Int, capacityBytes: Int, fingerprint: UInt64,
-                joinTimeout: Duration, timeout: Duration = .seconds(10)) throws {
+                key: CollectiveKey? = nil, joinTimeout: Duration, timeout: Duration = .seconds(10)) throws {
         var net: OpaquePointer?
         var failed: Int32 = -1
         var message = [CChar](repeating: 0, count: 512)
@@ -66,8 +78,12 @@ public final class SocketGroup: Communicator, @unchecked Sendable {
         defer { hosts.forEach { free($0) } }
         let ports = endpoints.map { Int32($0.port) }
         let status = hosts.map { UnsafePointer($0) }.withUnsafeBufferPointer { hostList in
-            tc_net_join(hostList.baseAddress, ports, Int32(rank), Int32(endpoints.count), fingerprint,
-                        max(capacityBytes, 4), joinTimeout.nanoseconds, &net, &failed, &message, message.count)
+            func join(_ key: UnsafePointer<UInt8>?) -> tc_status {
+                tc_net_join(hostList.baseAddress, ports, Int32(rank), Int32(endpoints.count), fingerprint,
+                            max(capacityBytes, 4), key, joinTimeout.nanoseconds, &net, &failed, &message, message.count)
+            }
+            guard let key else { return join(nil) }
+            return key.bytes.withUnsafeBufferPointer { join($0.baseAddress) }
         }
         guard status == TC_OK, let net else {
             let detail = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -132,6 +148,7 @@ public final class SocketGroup: Communicator, @unchecked Sendable {
         case TC_OK: return
         case TC_PEER_DEAD: latch.record(.peerDied(rank: Int(rank)))
         case TC_TIMEOUT: latch.record(.peerStalled(rank: Int(rank), seconds: timeout.seconds))
+        case TC_FORGED: latch.record(.forged(rank: Int(rank)))
         default: latch.record(.outOfStep(rank: Int(rank)))
         }
     }

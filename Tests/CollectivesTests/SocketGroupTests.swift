@@ -131,6 +131,41 @@ struct SocketGroupTests {
         #expect(results[1].contains("refused rank 1"), "\(results[1])")
     }
 
+    static let key = CollectiveKey(bytes: (0..<32).map { UInt8($0 * 7 + 1) })!
+
+    static func sealedRanks<Value: Sendable>(_ world: Int, _ capacity: Int, _ timeout: Duration,
+                                              _ body: @escaping @Sendable (any Communicator) throws -> Value) throws -> [Value] {
+        let endpoints = freeLoopbackEndpoints(world)
+        return try onRankThreads(world) { rank in
+            try body(try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: capacity, fingerprint: 42, key: Self.key,
+                                     joinTimeout: .seconds(10), timeout: timeout))
+        }
+    }
+
+    @Test("with a key, payloads are sealed and the collectives still sum and gather: direct and ring",
+          arguments: [(2, 1000), (3, 70_000)])
+    func sealed(world: Int, count: Int) throws {
+        try CommunicatorContract.allReduce(world: world, count: count, ranks: Self.sealedRanks)
+        try CommunicatorContract.gather(ranks: Self.sealedRanks)
+    }
+
+    @Test("a rank without the group's key, or with another, is refused at the join by rank")
+    func wrongKey() throws {
+        for (other, refusal) in [(nil, "rank 1 differs from this rank in encrypting payloads"),
+                                 (CollectiveKey(bytes: Array(repeating: 9, count: 32)), "rank 1 does not hold this group's key")] {
+            let endpoints = freeLoopbackEndpoints(2)
+            let results = try onRankThreads(2) { rank -> String in
+                do {
+                    _ = try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: 64, fingerprint: 1,
+                                        key: rank == 0 ? Self.key : other, joinTimeout: .seconds(5))
+                    return "joined"
+                } catch let error as CollectiveError { return error.description }
+            }
+            #expect(results[0].contains(refusal), "\(results[0])")
+            #expect(results[1] != "joined", "\(results[1])")
+        }
+    }
+
     @Test("endpoints parse as tcp://host:port, and anything else is refused saying why")
     func endpoints() throws {
         let parsed = try CollectiveEndpoint.list("tcp://10.0.0.1:7100, tcp://[::1]:7101,tcp://node-b:80")

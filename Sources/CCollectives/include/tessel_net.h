@@ -9,7 +9,13 @@
  * arrival. Waiting is poll(2) on the sockets: a peer whose process is gone closes its
  * connection and fails the collective at once with its rank; a live peer that sends nothing for
  * `timeout_ns` fails it as stalled. Payloads are little-endian floats: hosts of one group share
- * the byte order (the hello's magic checks it). */
+ * the byte order (the hello's magic checks it).
+ *
+ * With a key (32 secret bytes every rank holds), payloads are encrypted and authenticated
+ * (ChaCha20-Poly1305, libsodium): each direction of each connection has its own key, derived
+ * from the group key, the formation's id and the two ranks, and numbers its messages, so a
+ * payload can be neither read, forged nor replayed. The join ends with an exchange of sealed
+ * tokens: a rank without the key is refused by rank. */
 #ifndef TESSEL_NET_H
 #define TESSEL_NET_H
 
@@ -27,11 +33,11 @@ typedef struct tc_net tc_net;
 /* Joins the group of `world` ranks whose endpoints are `hosts[r]:ports[r]` (IPv4 or IPv6
  * literals or names), as `rank`, listening on its own entry. Connecting retries until
  * `timeout_ns` after the call (peers may start in any order). `max_bytes` is the largest
- * payload of any later collective. On failure returns non-zero, sets `*failed_rank` to the rank
+ * payload of any later collective; `key` is 32 bytes to encrypt with, or NULL. On failure returns non-zero, sets `*failed_rank` to the rank
  * at fault (or -1) and writes a message into `message`. */
 tc_status tc_net_join(const char *const *hosts, const int *ports, int rank, int world, uint64_t fingerprint,
-                      size_t max_bytes, long timeout_ns, tc_net **out, int *failed_rank, char *message,
-                      size_t message_size);
+                      size_t max_bytes, const uint8_t *key, long timeout_ns, tc_net **out, int *failed_rank,
+                      char *message, size_t message_size);
 
 void tc_net_close(tc_net *net);
 

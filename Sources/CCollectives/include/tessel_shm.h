@@ -32,6 +32,8 @@ typedef enum {
     TC_SYSTEM = 3,
     /* The segment's geometry or fingerprint differs from this rank's. */
     TC_MISMATCH = 4,
+    /* A TCP peer's encrypted payload failed authentication: it does not hold the group's key. */
+    TC_FORGED = 5,
 } tc_status;
 
 /* Joins (rank 0: creates) the group named `name` (a POSIX shared-memory name, "/…"). Rank 0

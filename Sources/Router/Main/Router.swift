@@ -7,6 +7,7 @@ import RouterCore
 import ServiceLifecycle
 import ServiceNotify
 import Tokenizers
+import Wire
 
 @main
 struct Router: AsyncParsableCommand {
@@ -14,7 +15,8 @@ struct Router: AsyncParsableCommand {
         commandName: "router",
         abstract: "Tessel's router: the OpenAI-compatible HTTP API in front of the model workers.",
         version: TesselVersion.current,
-        subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, BenchTokenizer.self, BenchGrammar.self],
+        subcommands: [Serve.self, Tokenize.self, Detokenize.self, ChatTemplateCommand.self, Keygen.self, BenchTokenizer.self,
+                      BenchGrammar.self],
         defaultSubcommand: Serve.self)
 
     /// `router --help` is the help of what `router` alone does, serving, with the other
@@ -41,6 +43,7 @@ enum RouterStartupError: Error, CustomStringConvertible {
     case chatTemplateUnreadable(path: String, reason: String)
     case workersUnavailable(reason: String)
     case contextTooLong(requested: Int, model: Int)
+    case invalidKeys(reason: String)
 
     var description: String {
         switch self {
@@ -54,6 +57,8 @@ enum RouterStartupError: Error, CustomStringConvertible {
             return "workers did not start: \(reason)"
         case .contextTooLong(let requested, let model):
             return "--max-model-len \(requested) is longer than the model's context of \(model) tokens"
+        case .invalidKeys(let reason):
+            return "--curve-keys: \(reason)"
         }
     }
 }
@@ -161,6 +166,11 @@ struct Serve: AsyncParsableCommand {
     var customArchitectures: String?
 
     @Option(name: .long, help: ArgumentHelp(
+        "Directory of the cluster's CURVE keys (`router keygen DIR`; the router needs router.key and worker.pub): the link to every worker is encrypted, and the workers must hold the workers' key. Spawned workers get the same directory.",
+        valueName: "dir"))
+    var curveKeys: String?
+
+    @Option(name: .long, help: ArgumentHelp(
         "Seconds to wait for every worker to load the model and answer its handshake.",
         discussion: "Attached workers (--worker-endpoints) may still be starting under systemd; spawned ones load the model first."))
     var workerStartupTimeout: Int = 300
@@ -263,6 +273,9 @@ struct Serve: AsyncParsableCommand {
         if let dtype { arguments += ["--dtype", dtype] }
         // The workers build context-dependent rotary embeddings (dynamic NTK, LongRoPE) for it.
         if let maxModelLen { arguments += ["--max-model-len", String(maxModelLen)] }
+        if let curveKeys {
+            arguments += ["--curve-keys", URL(fileURLWithPath: curveKeys).standardizedFileURL.path]
+        }
         if let customArchitectures {
             // Absolute paths: the workers need not share the router's working directory.
             let paths = customArchitectures.split(separator: ",").map {
@@ -312,6 +325,13 @@ struct Serve: AsyncParsableCommand {
         options.threadsPerWorker = workerThreads
         options.engineArguments = engineArguments
         options.startupTimeout = .seconds(workerStartupTimeout)
+        if let curveKeys {
+            do {
+                options.curveKeys = try CurveKeys.load(directory: URL(fileURLWithPath: curveKeys), role: .router)
+            } catch {
+                throw RouterStartupError.invalidKeys(reason: "\(error)")
+            }
+        }
         if endpoints == nil, workers > 1 {
             let placement = WorkerPlacement(workers: workers)
             options.rankProcessors = placement.processorSets

@@ -43,13 +43,15 @@ public enum ZeroMQError: Error, CustomStringConvertible, Equatable {
 /// The socket patterns Tessel uses. The router talks to each worker through a `dealer`; a worker
 /// answers on a `router` socket, which tags every request with the peer it came from.
 public enum ZeroMQSocketKind: Sendable, CustomStringConvertible {
-    case dealer, router, pair
+    /// `reply` answers ZeroMQ's authentication requests (ZAP).
+    case dealer, router, pair, reply
 
     var cValue: Int32 {
         switch self {
         case .dealer: return ZMQ_DEALER
         case .router: return ZMQ_ROUTER
         case .pair: return ZMQ_PAIR
+        case .reply: return ZMQ_REP
         }
     }
 
@@ -58,6 +60,7 @@ public enum ZeroMQSocketKind: Sendable, CustomStringConvertible {
         case .dealer: return "DEALER"
         case .router: return "ROUTER"
         case .pair: return "PAIR"
+        case .reply: return "REP"
         }
     }
 }
@@ -163,6 +166,27 @@ public final class ZeroMQSocket {
     /// How long libzmq waits before reconnecting after a connection is lost.
     public func setReconnectInterval(_ interval: Duration) throws {
         try setOption(ZMQ_RECONNECT_IVL, Int32(clamping: interval.wholeMilliseconds), name: "ZMQ_RECONNECT_IVL")
+    }
+
+    /// CURVE, server side: this socket's secret key; clients are checked by the context's ZAP
+    /// handler (`CurveAuthenticator`), which must be running before the socket binds.
+    public func makeCurveServer(secretKey: CurveKey) throws {
+        try setOption(ZMQ_CURVE_SERVER, 1, name: "ZMQ_CURVE_SERVER")
+        try setOption(ZMQ_CURVE_SECRETKEY, bytes: secretKey.bytes, name: "ZMQ_CURVE_SECRETKEY")
+        try setOption(ZMQ_ZAP_DOMAIN, bytes: Array("tessel".utf8), name: "ZMQ_ZAP_DOMAIN")
+    }
+
+    /// CURVE, client side: the server's public key, and this socket's key pair.
+    public func makeCurveClient(serverKey: CurveKey, keys: CurveKeyPair) throws {
+        try setOption(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes, name: "ZMQ_CURVE_SERVERKEY")
+        try setOption(ZMQ_CURVE_PUBLICKEY, bytes: keys.publicKey.bytes, name: "ZMQ_CURVE_PUBLICKEY")
+        try setOption(ZMQ_CURVE_SECRETKEY, bytes: keys.secretKey.bytes, name: "ZMQ_CURVE_SECRETKEY")
+    }
+
+    private func setOption(_ option: Int32, bytes: [UInt8], name: String) throws {
+        let socket = try openHandle(for: endpoint)
+        let status = bytes.withUnsafeBytes { zmq_setsockopt(socket, option, $0.baseAddress, $0.count) }
+        guard status == 0 else { throw ZeroMQError.optionFailed(option: name, reason: ZeroMQContext.lastError()) }
     }
 
     func setOption(_ option: Int32, _ value: Int32, name: String) throws {

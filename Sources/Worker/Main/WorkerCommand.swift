@@ -5,6 +5,7 @@ import CKernels
 import Logging
 import ModelFormats
 import ServiceNotify
+import Wire
 import WorkerCore
 
 /// `worker`: one rank of a Tessel cluster. Loads its shard of the model and serves the router's
@@ -95,6 +96,11 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .customLong("numa-node"),
             help: "NUMA node to bind threads and memory to (default: rank modulo the host's node count).")
     var numaNode: Int?
+
+    @Option(name: .customLong("curve-keys"), help: ArgumentHelp(
+        "Directory of the cluster's CURVE keys (`router keygen DIR`; this host needs worker.key and router.pub): the router link is encrypted and only the router's key gets in, and the TCP collectives are encrypted with a key derived from worker.key.",
+        valueName: "dir"))
+    var curveKeys: String?
 
     @Option(name: .customLong("custom-architectures"), help: ArgumentHelp(
         "Architecture plugins to load before the model: dynamic libraries built against Tessel's TesselWorkerCore product, comma-separated (see examples/custom-architecture).",
@@ -221,10 +227,15 @@ struct WorkerCommand: ParsableCommand {
         let notifier = ServiceNotifier()
         notifier.status("rank \(rank) of \(worldSize): loading \(model)")
 
+        let keys: CurveKeys?
+        do { keys = try curveKeys.map { try CurveKeys.load(directory: URL(fileURLWithPath: $0), role: .worker) } } catch {
+            exitWithError("worker rank \(rank): \(error)")
+        }
+
         let executor: ModelExecutor
         do {
             let timeout = Duration.milliseconds(Int(collectiveTimeout * 1000))
-            let settings: GroupSettings?
+            var settings: GroupSettings?
             switch (peers, group) {
             case (let peers?, let group?):
                 settings = GroupSettings(try .byHost(CollectiveEndpoint.list(peers), sharedMemoryName: "/\(group)"), timeout: timeout)
@@ -233,6 +244,8 @@ struct WorkerCommand: ParsableCommand {
             case (nil, let group):
                 settings = group.map { GroupSettings(.sharedMemory(name: "/\($0)"), timeout: timeout) }
             }
+            // The TCP collectives are sealed with the workers' secret (every rank holds it).
+            settings?.key = keys.flatMap { CollectiveKey(bytes: $0.own.secretKey.bytes) }
             executor = try notifier.extendingTimeout {
                 try ModelExecutor.load(model: model, rank: rank, worldSize: worldSize, group: settings,
                                        options: options, pool: pool, registry: registry, log: { message in
@@ -255,6 +268,7 @@ struct WorkerCommand: ParsableCommand {
             let service = try WorkerService(executor: executor, rank: rank, worldSize: worldSize, endpoint: listen,
                                             logger: logger, stopSignal: stopSignal)
             service.parentProcessID = parentPID
+            service.curveKeys = keys
             service.alive = { notifier.watchdogIfDue() }
             notifier.ready(status: "rank \(rank) of \(worldSize): serving \(executor.info.architecture) on \(listen)")
             let exit = try service.run()

@@ -35,6 +35,9 @@ public struct WorkerClusterOptions: Sendable {
     public var maxRestartBackoff: Duration = .seconds(30)
     /// Where each rank's step compute time is recorded (`/metrics`); nil: nowhere.
     public var metrics: ServingMetrics?
+    /// CURVE keys (`--curve-keys`): the link to every worker is encrypted, and each worker must
+    /// prove the workers' key. Spawned workers get the same directory.
+    public var curveKeys: CurveKeys?
     /// Extra environment variables for spawned workers.
     public var environment: [String: String] = [:]
     /// Per spawned rank, the OS processors it runs on (its `--cpus`), e.g. disjoint cores of
@@ -135,7 +138,8 @@ public final class WorkerCluster: StepRunner, @unchecked Sendable {
         let relay = FailureRelay()
         self.links = endpoints.enumerated().map { rank, endpoint in
             WorkerLink(rank: rank, endpoint: endpoint, context: context, healthInterval: options.healthInterval,
-                       healthTimeout: options.healthTimeout, stallTimeout: options.stallTimeout, logger: logger,
+                       healthTimeout: options.healthTimeout, stallTimeout: options.stallTimeout, curveKeys: options.curveKeys,
+                       logger: logger,
                        onFailure: { rank, error in
                            logger.error("worker failed", metadata: ["rank": "\(rank)", "error": "\(error)"])
                            relay.cluster?.rankFailed(rank)

@@ -65,10 +65,15 @@ final class WorkerLink: @unchecked Sendable {
     private var identity = WorkerIdentity(pid: 0, groupID: 0)
     private var threadFinished = false
 
+    /// CURVE: the workers' public key and the router's pair (nil: the link is plain).
+    private let curveKeys: CurveKeys?
+
     init(rank: Int, endpoint: String, context: ZeroMQContext, healthInterval: Duration, healthTimeout: Duration,
-         stallTimeout: Duration, logger: Logger, onFailure: @escaping @Sendable (Int, ClusterError) -> Void)
+         stallTimeout: Duration, curveKeys: CurveKeys? = nil, logger: Logger,
+         onFailure: @escaping @Sendable (Int, ClusterError) -> Void)
     {
         self.rank = rank
+        self.curveKeys = curveKeys
         self.endpoint = endpoint
         self.context = context
         self.healthInterval = healthInterval
@@ -311,6 +316,7 @@ final class WorkerLink: @unchecked Sendable {
 
     private func openSocket() throws -> ZeroMQSocket {
         let socket = try context.socket(.dealer)
+        if let curveKeys { try socket.makeCurveClient(serverKey: curveKeys.peer, keys: curveKeys.own) }
         try socket.setReconnectInterval(.milliseconds(100))
         try socket.connect(endpoint)
         return socket

@@ -25,6 +25,8 @@ public struct GroupSettings: Sendable, Equatable {
     public var joinTimeout: Duration
     /// How long a rank waits at one collective for a peer that is alive (a dead one fails it at once).
     public var timeout: Duration
+    /// Seals the TCP payloads (`--curve-keys`); shared memory stays within the host.
+    public var key: CollectiveKey?
 
     public init(_ transport: Transport, joinTimeout: Duration = .seconds(600), timeout: Duration = .seconds(10)) {
         self.transport = transport
@@ -50,11 +52,11 @@ public struct GroupSettings: Sendable, Equatable {
         case .tcp(let endpoints):
             try check(endpoints, worldSize: worldSize)
             return try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: capacityBytes, fingerprint: fingerprint,
-                                   joinTimeout: joinTimeout, timeout: timeout)
+                                   key: key, joinTimeout: joinTimeout, timeout: timeout)
         case .hierarchical(let endpoints, let name):
             try check(endpoints, worldSize: worldSize)
             return try HierarchicalGroup(endpoints: endpoints, rank: rank, sharedMemoryName: name, capacityBytes: capacityBytes,
-                                         fingerprint: fingerprint, joinTimeout: joinTimeout, timeout: timeout)
+                                         fingerprint: fingerprint, key: key, joinTimeout: joinTimeout, timeout: timeout)
         }
     }
 

@@ -66,6 +66,8 @@ public final class WorkerService {
     /// step runs, at each heartbeat whose compute progress moved since the last: a service
     /// manager's watchdog fed from here starves when the loop or the compute is stuck.
     public var alive: @Sendable () -> Void = {}
+    /// CURVE (`--curve-keys`): the router link is encrypted, and only the router's key gets in.
+    public var curveKeys: CurveKeys?
 
     private let executor: any StepExecuting
     /// The running sequences' state the steps extend.
@@ -92,8 +94,17 @@ public final class WorkerService {
     /// to the router as a WorkerError and the loop goes on.
     @discardableResult
     public func run() throws -> WorkerExitReason {
+        let authenticator = try curveKeys.map { keys in
+            try CurveAuthenticator(context: context, allowed: [keys.peer]) { [logger] refusal in
+                logger.warning("\(refusal)")
+            }
+        }
+        defer { authenticator?.stop() }
         let socket = SharedSocket(try context.socket(.router))
-        try socket.withSocket { try $0.bind(endpoint) }
+        try socket.withSocket { socket in
+            if let curveKeys { try socket.makeCurveServer(secretKey: curveKeys.own.secretKey) }
+            try socket.bind(endpoint)
+        }
         let heartbeat = heartbeatInterval.map { interval in
             Heartbeat(socket: socket, interval: interval, rank: rank, progress: executor.progress, logger: logger,
                       alive: alive)
