@@ -17,6 +17,34 @@ extension Fixtures {
         }
     }
 
+    /// HF's decode of the reference ids (scripts/fixtures/tokenizer_models.py).
+    static func referenceDecoded(_ family: String, _ text: String) throws -> String {
+        try String(contentsOf: url("\(family).\(text).decoded.txt", in: "reference"), encoding: .utf8)
+    }
+
+    /// A tokenizer.json fixture (`wordpiece`, `unigram`) with one entry of its variants.json applied
+    /// (dotted key -> new value), written to a fresh temporary directory.
+    static func variant(_ name: String, of folder: String) throws -> URL {
+        func read(_ file: String) throws -> [String: Any] {
+            let data = try Data(contentsOf: url(file, in: folder))
+            return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        }
+        func setting(_ value: Any, at path: ArraySlice<Substring>, in object: [String: Any]) -> [String: Any] {
+            var object = object
+            let key = String(path.first!)
+            object[key] = path.count == 1
+                ? value : setting(value, at: path.dropFirst(), in: object[key] as? [String: Any] ?? [:])
+            return object
+        }
+        var document = try read("tokenizer.json")
+        let edits = try #require(try read("variants.json")[name] as? [String: Any], "no variant \(name)")
+        for (key, value) in edits { document = setting(value, at: key.split(separator: ".")[...], in: document) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(folder)-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: document).write(to: directory.appendingPathComponent("tokenizer.json"))
+        return directory
+    }
+
     static func smolLM2Directory() throws -> URL {
         try url("", in: "smollm2")
     }
@@ -71,6 +99,43 @@ struct ReferenceTextTests {
         let ids = tokenizer.encode(input, addSpecialTokens: false, parseSpecial: false)
         #expect(firstDifference(ids, expected) == "equal")
         #expect(tokenizer.decode(ids, skipSpecialTokens: false) == input)
+    }
+
+    /// Variants (see the folders' variants.json): `wordpiece-whitespace`: HF's Whitespace pre-tokenizer;
+    /// `unigram-unk`: no byte fallback, so unknown runs are fused into one <unk>; `unigram-accents`: NFKD,
+    /// StripAccents and Lowercase normalizers; `unigram-words`: T5's WhitespaceSplit + Metaspace pre-tokenizer.
+    static let modelCases: [(model: String, text: String)] =
+        ["wordpiece", "wordpiece-whitespace", "unigram", "unigram-unk", "unigram-accents", "unigram-words"]
+            .flatMap { model in texts.map { (model, $0) } }
+
+    @Test("WordPiece and Unigram tokenizer.json files encode and decode like HF", arguments: modelCases)
+    func otherModelsMatchHF(model: String, text: String) throws {
+        let parts = model.split(separator: "-", maxSplits: 1).map(String.init)
+        let directory = parts.count == 2
+            ? try Fixtures.variant(parts[1], of: parts[0]) : try Fixtures.url("", in: model)
+        defer { if parts.count == 2 { try? FileManager.default.removeItem(at: directory) } }
+        let tokenizer = try TokenizerLoader.load(directory: directory)
+        let input = try Fixtures.text(text)
+        let expected = try Fixtures.referenceIDs(model, text)
+        #expect(expected.count > 500)
+        let ids = tokenizer.encode(input, addSpecialTokens: false, parseSpecial: false)
+        #expect(firstDifference(ids, expected) == "equal")
+        let decoded = tokenizer.decode(expected, skipSpecialTokens: false)
+        #expect(decoded == (try Fixtures.referenceDecoded(model, text)))
+    }
+
+    @Test("a T5-style GGUF (llama.cpp UGM) encodes like SentencePiece", arguments: texts)
+    func t5GGUFMatchesSentencePiece(text: String) throws {
+        let tokenizer = try TokenizerLoader.load(gguf: GGUFFile.open(Fixtures.url("t5.gguf", in: "unigram")))
+        let input = try Fixtures.text(text)
+        let expected = try Fixtures.referenceIDs("t5", text)
+        #expect(expected.count > 500)
+        let ids = tokenizer.encode(input, addSpecialTokens: false, parseSpecial: false)
+        #expect(firstDifference(ids, expected) == "equal")
+        #expect(tokenizer.encode(input, addSpecialTokens: true, parseSpecial: false) == ids + [1])
+        if text == "alice29" {
+            #expect(tokenizer.decode(ids, skipSpecialTokens: false) == (try Fixtures.referenceDecoded("t5", text)))
+        }
     }
 
     @Test("the SmolLM2 directory reads special tokens, stop ids and chat template")

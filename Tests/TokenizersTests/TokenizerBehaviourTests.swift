@@ -55,16 +55,34 @@ struct SpecialTokenTests {
         // A space followed by a combining mark is one Character but still a space to SentencePiece.
         #expect(tokenizer.encode("a \u{300}b", addSpecialTokens: false, parseSpecial: false) == [263, 29871, 30712, 29890])
     }
+
+    @Test("Gemma 4: BOS always, spaces as U+2581 without a dummy prefix, newline runs whole, <turn|> ends a turn")
+    func gemma4() throws {
+        let tokenizer = try Fixtures.gguf("gemma-4")
+        let hello = tokenizer.encode("Hello world", addSpecialTokens: false, parseSpecial: false)
+        #expect(tokenizer.encode("Hello world", addSpecialTokens: true, parseSpecial: false) == [2] + hello)
+        #expect(hello.map { tokenizer.token(for: $0)! } == ["Hello", "▁world"])
+        #expect(tokenizer.encode("\n\n\n", addSpecialTokens: false, parseSpecial: false) == [109])
+        #expect(!tokenizer.stripsLeadingSpace)
+        #expect(tokenizer.decode(tokenizer.encode(" a  b\n\nc")) == " a  b\n\nc")
+        #expect(tokenizer.specialTokens.eot == 106)
+        #expect(tokenizer.specialTokens.stop.isSuperset(of: [1, 106]))
+        let turn = tokenizer.encode("<|turn>user\nHi<turn|>", addSpecialTokens: false, parseSpecial: true)
+        #expect(turn.first == 105 && turn.last == 106)
+    }
 }
 
 @Suite("Streaming detokenization")
 struct IncrementalDetokenizerTests {
-    static let families = ["llama-bpe", "qwen2", "gpt-2", "llama-spm", "starcoder", "deepseek-llm"]
+    /// GGUF vocabularies and the WordPiece / Unigram tokenizer.json directories.
+    static let families = ["llama-bpe", "qwen2", "gpt-2", "llama-spm", "starcoder", "deepseek-llm", "gemma-4", "bert-bge",
+                           "wordpiece", "unigram"]
 
     @Test("token-by-token output concatenates to the full decode and never splits a character",
           arguments: families)
     func streamsWholeCharacters(family: String) throws {
-        let tokenizer = try Fixtures.gguf(family)
+        let tokenizer = ["wordpiece", "unigram"].contains(family)
+            ? try TokenizerLoader.load(directory: Fixtures.url("", in: family)) : try Fixtures.gguf(family)
         let text = try Fixtures.text("mixed-script")
         let ids = tokenizer.encode(text, addSpecialTokens: true, parseSpecial: false)
         for skip in [true, false] {
@@ -196,6 +214,39 @@ struct TokenizerJSONTests {
         #expect(error?.description.contains("tokenizer.json") == true)
     }
 
+    @Test("Unigram: the best-scoring segmentation, unknown characters fused into one <unk>")
+    func unigramLattice() throws {
+        let json = #"""
+        {"added_tokens":[],
+         "model":{"type":"Unigram","unk_id":0,"vocab":[["<unk>",0.0],["▁",-1.0],["a",-2.0],["b",-2.0],["ab",-3.5],["c",-1.0]]}}
+        """#
+        let tokenizer = try TokenizerLoader.load(directory: Self.directory(json))
+        #expect(tokenizer.encode("abc") == [4, 5])     // ab+c scores -4.5, a+b+c -5
+        #expect(tokenizer.encode("xyab") == [0, 4])    // x and y are one fused unknown
+        #expect(tokenizer.encode("axb") == [2, 0, 3])
+        #expect(tokenizer.specialTokens.unknown == 0)
+    }
+
+    @Test("an unsupported model or component is an error naming the file and what it is")
+    func unsupportedParts() throws {
+        let wordLevel = #"{"added_tokens":[],"model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#
+        let modelError = #expect(throws: TokenizerError.self) {
+            try TokenizerLoader.load(directory: Self.directory(wordLevel))
+        }
+        #expect(modelError?.description.contains("'WordLevel'") == true)
+        #expect(modelError?.description.contains("tokenizer.json") == true)
+        #expect(modelError?.description.contains("WordPiece, Unigram") == true)
+        let punctuation = #"""
+        {"added_tokens":[],"pre_tokenizer":{"type":"Punctuation","behavior":"Isolated"},
+         "model":{"type":"WordPiece","vocab":{"[UNK]":0,"a":1},"unk_token":"[UNK]"}}
+        """#
+        let directory = try Self.directory(punctuation)
+        #expect(throws: TokenizerError.unsupportedComponent(
+            source: directory.appendingPathComponent("tokenizer.json").path, kind: "pre-tokenizer", type: "Punctuation")) {
+            try TokenizerLoader.load(directory: directory)
+        }
+    }
+
     @Test("a directory without tokenizer.json is an error naming the file")
     func missingFile() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("tessel-empty-\(UUID().uuidString)")
@@ -246,7 +297,7 @@ struct PreTokenizerTests {
 
     static let familyTexts: [(family: String, text: String)] =
         ["gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "falcon",
-         "gpt-4o", "tekken", "qwen35"]
+         "gpt-4o", "tekken", "qwen35", "default"]
             .flatMap { family in ["mixed-script", "fuzz"].map { (family, $0) } }
 
     @Test("each family's scanners split like its regexes do in Python's regex module", arguments: familyTexts)

@@ -32,7 +32,12 @@ enum Fixtures {
 
 @Suite("llama.cpp vocabulary test cases")
 struct VocabularyCaseTests {
-    static let families = ["llama-bpe", "qwen2", "gpt-2", "llama-spm", "starcoder", "deepseek-llm"]
+    static let families = [
+        "llama-bpe", "qwen2", "qwen35", "gpt-2", "llama-spm", "phi-3", "gemma-4", "starcoder", "refact", "command-r",
+        "deepseek-llm", "deepseek-coder", "falcon", "mpt", "bert-bge",
+    ]
+    /// BERT lowercases and strips accents, so its ids do not spell the input back.
+    static let losslessFamilies = families.filter { $0 != "bert-bge" }
 
     @Test("every llama.cpp case encodes to the expected ids", arguments: families)
     func encodesLikeReference(family: String) throws {
@@ -45,7 +50,7 @@ struct VocabularyCaseTests {
         }
     }
 
-    @Test("decoding the expected ids gives back the input", arguments: families)
+    @Test("decoding the expected ids gives back the input", arguments: losslessFamilies)
     func decodesBack(family: String) throws {
         let tokenizer = try Fixtures.gguf(family)
         var checked = 0
@@ -55,5 +60,31 @@ struct VocabularyCaseTests {
             checked += 1
         }
         #expect(checked > 25)
+    }
+}
+
+@Suite("WordPiece")
+struct WordPieceTests {
+    @Test("BERT GGUF (llama.cpp WPM): [CLS] and [SEP] with special tokens, words decode lowercased")
+    func bertGGUF() throws {
+        let tokenizer = try Fixtures.gguf("bert-bge")
+        let ids = tokenizer.encode("Hello, Wörld!", addSpecialTokens: true, parseSpecial: false)
+        #expect(ids.first == 101 && ids.last == 102)
+        #expect(ids.dropFirst().dropLast().map { tokenizer.token(for: $0)! } == ["▁hello", "▁,", "▁world", "▁!"])
+        #expect(tokenizer.decode(ids, skipSpecialTokens: true) == "hello , world !")
+        #expect(tokenizer.encode("unaffable") == [14477, 20961, 3468])
+        // A word with a part no piece covers is one unknown token.
+        #expect(tokenizer.encode("a🦙b c") == [100, tokenizer.id(for: "▁c")!])
+    }
+
+    @Test("BERT tokenizer.json: [CLS] text [SEP] from the template, ## pieces joined when decoding")
+    func bertDirectory() throws {
+        let tokenizer = try TokenizerLoader.load(directory: Fixtures.url("", in: "wordpiece"))
+        let ids = tokenizer.encode("Alice's  sister, ALICE!", addSpecialTokens: true, parseSpecial: false)
+        #expect(ids.first == tokenizer.id(for: "[CLS]") && ids.last == tokenizer.id(for: "[SEP]"))
+        // HF's cleanup joins " ," and " !" but not a lone apostrophe token.
+        #expect(tokenizer.decode(ids, skipSpecialTokens: true) == "alice ' s sister, alice!")
+        #expect(tokenizer.specialTokens.unknown == tokenizer.id(for: "[UNK]"))
+        #expect(tokenizer.encode(String(repeating: "a", count: 101)) == [tokenizer.id(for: "[UNK]")!])
     }
 }

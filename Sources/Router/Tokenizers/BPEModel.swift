@@ -9,6 +9,24 @@ enum InitialSymbols: Sendable {
     case characters
 }
 
+/// Words looked up whole before merging (llama.cpp's ignore_merges and its Gemma 4 newline rule).
+enum WholeWordTokens: Sendable {
+    case never
+    /// Every word (Llama 3, Tekken; HF `ignore_merges`).
+    case always
+    /// Runs of newlines only (Gemma 4, whose merges do not rebuild its newline-run tokens).
+    case newlineRuns
+
+    @inline(__always)
+    func applies(to word: UnsafeBufferPointer<UInt8>) -> Bool {
+        switch self {
+        case .never: return false
+        case .always: return true
+        case .newlineRuns: return word.allSatisfy { $0 == 0x0A }
+        }
+    }
+}
+
 /// Reusable buffers of one encode call, so the merge loop allocates nothing per word.
 struct BPEScratch {
     var ids: [TokenID] = []
@@ -67,14 +85,14 @@ struct BPEModel: Sendable {
     let vocabulary: ByteStringTable
     let unknownID: TokenID?
     let fuseUnknown: Bool
-    /// A word that is itself in the vocabulary becomes that token without merging (Llama 3).
-    let ignoreMerges: Bool
+    /// Which words that are themselves in the vocabulary become that token without merging.
+    let wholeWords: WholeWordTokens
     let cache = WordCache()
 
     /// Appends the ids of one pre-tokenized word.
     func encodeWord(_ word: UnsafeBufferPointer<UInt8>, into output: inout [TokenID], scratch: inout BPEScratch) {
         guard word.count > 0 else { return }
-        if ignoreMerges, let id = vocabulary.find(word) {
+        if wholeWords.applies(to: word), let id = vocabulary.find(word) {
             output.append(TokenID(id))
             return
         }

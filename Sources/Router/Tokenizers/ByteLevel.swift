@@ -99,6 +99,6 @@ enum EndOfTurnNames {
     static let all: Set<String> = [
         "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
         "<|end_of_text|>", "<EOT>", "_<EOT>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>", "<|return|>",
-        "<|end_of_turn|>", "</s>",
+        "<|end_of_turn|>", "</s>", "<turn|>",
     ]
 }

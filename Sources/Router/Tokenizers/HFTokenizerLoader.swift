@@ -6,7 +6,7 @@ import Foundation
 enum HFTokenizerLoader {
     typealias JSON = [String: Any]
 
-    static func load(directory: URL) throws -> BPETokenizer {
+    static func load(directory: URL) throws -> PipelineTokenizer {
         let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
         let source = tokenizerURL.path
         let root = try readJSON(tokenizerURL, required: true)!
@@ -15,14 +15,35 @@ enum HFTokenizerLoader {
 
         guard let model = root["model"] as? JSON else { throw TokenizerError.missingKey(source: source, key: "model") }
         let modelType = model["type"] as? String ?? (model["merges"] != nil ? "BPE" : "unknown")
-        guard modelType == "BPE" else { throw TokenizerError.unsupportedModel(source: source, model: modelType) }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if let affix = model[key] as? String, !affix.isEmpty {
-                throw TokenizerError.unsupportedComponent(source: source, kind: "BPE \(key)", type: affix)
+        guard ["BPE", "WordPiece", "Unigram"].contains(modelType) else {
+            throw TokenizerError.unsupportedModel(source: source, model: modelType)
+        }
+        if modelType == "BPE" {
+            for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+                if let affix = model[key] as? String, !affix.isEmpty {
+                    throw TokenizerError.unsupportedComponent(source: source, kind: "BPE \(key)", type: affix)
+                }
             }
         }
-        guard let vocab = model["vocab"] as? [String: Int] else {
-            throw TokenizerError.missingKey(source: source, key: "model.vocab")
+        // Unigram lists [piece, score] pairs, the id being the position; the others map token -> id.
+        var unigramPieces: [(text: String, score: Double)] = []
+        let vocab: [String: Int]
+        if modelType == "Unigram" {
+            guard let list = model["vocab"] as? [[Any]] else { throw TokenizerError.missingKey(source: source, key: "model.vocab") }
+            var map = [String: Int](minimumCapacity: list.count)
+            for (id, entry) in list.enumerated() {
+                guard entry.count == 2, let piece = entry[0] as? String, let score = entry[1] as? Double else {
+                    throw TokenizerError.missingKey(source: source, key: "model.vocab[\(id)]")
+                }
+                unigramPieces.append((piece, score))
+                if map[piece] == nil { map[piece] = id }
+            }
+            vocab = map
+        } else {
+            guard let map = model["vocab"] as? [String: Int] else {
+                throw TokenizerError.missingKey(source: source, key: "model.vocab")
+            }
+            vocab = map
         }
 
         // Pre-tokenizer and normalizer.
@@ -30,10 +51,12 @@ enum HFTokenizerLoader {
         if let normalizer = root["normalizer"] as? JSON {
             try addNormalizer(normalizer, to: &transforms, source: source)
         }
-        var rules: [SplitRule] = []
+        var preTokenizer = PreTokenizer(rules: [])
         var byteLevel = false
         if let pre = root["pre_tokenizer"] as? JSON {
-            try addPreTokenizer(pre, transforms: &transforms, rules: &rules, byteLevel: &byteLevel, source: source)
+            var afterWhitespaceSplit = false
+            try addPreTokenizer(pre, transforms: &transforms, preTokenizer: &preTokenizer, byteLevel: &byteLevel,
+                                afterWhitespaceSplit: &afterWhitespaceSplit, source: source)
         }
         var stripsLeadingSpace = false
         var decoderSteps: [DecoderStep] = []
@@ -47,7 +70,11 @@ enum HFTokenizerLoader {
         var size = (vocab.values.max() ?? -1) + 1
         for token in addedJSON { if let id = token["id"] as? Int { size = max(size, id + 1) } }
         var tokens = [String](repeating: "", count: size)
-        for (token, id) in vocab where id >= 0 { tokens[id] = token }
+        if modelType == "Unigram" {
+            for (id, piece) in unigramPieces.enumerated() { tokens[id] = piece.text }
+        } else {
+            for (token, id) in vocab where id >= 0 { tokens[id] = token }
+        }
         var addedTokens: [AddedToken] = []
         var isSpecial = [Bool](repeating: false, count: size)
         for token in addedJSON {
@@ -62,43 +89,13 @@ enum HFTokenizerLoader {
                                           rightStrip: token["rstrip"] as? Bool ?? false))
         }
 
-        // The BPE model.
-        let unknownToken = model["unk_token"] as? String
-        let unknownID = unknownToken.flatMap { vocab[$0] }.map { TokenID($0) }
-        let byteFallback = model["byte_fallback"] as? Bool ?? false
-        var vocabulary = ByteStringTable(expectedCount: vocab.count)
-        var byteTokens = [TokenID](repeating: -1, count: 256)
-        for (token, id) in vocab.sorted(by: { $0.value < $1.value }) {
-            if byteLevel {
-                if let raw = ByteLevel.decode(token) { vocabulary.insert(raw, value: Int64(id)) }
-            } else {
-                vocabulary.insert(Array(token.utf8), value: Int64(id))
-                if byteFallback, let b = SentencePiece.byteValue(of: token) { byteTokens[Int(b)] = TokenID(id) }
-            }
+        let tokenizerModel: TokenizerModel
+        switch modelType {
+        case "WordPiece": tokenizerModel = .wordPiece(try wordPieceModel(model, vocab: vocab, source: source))
+        case "Unigram": tokenizerModel = .unigram(try unigramModel(model, pieces: unigramPieces, source: source))
+        default: tokenizerModel = .bpe(try bpeModel(model, vocab: vocab, byteLevel: byteLevel, source: source))
         }
-        if byteLevel {
-            for b in 0..<256 { if let id = vocabulary.find([UInt8(b)]) { byteTokens[b] = TokenID(id) } }
-        }
-        let mergeList = model["merges"] as? [Any] ?? []
-        var merges = MergeTable(expectedCount: mergeList.count)
-        for (rank, entry) in mergeList.enumerated() {
-            let left: String, right: String
-            if let line = entry as? String, let space = line.firstIndex(of: " ") {
-                left = String(line[..<space])
-                right = String(line[line.index(after: space)...])
-            } else if let pair = entry as? [String], pair.count == 2 {
-                left = pair[0]
-                right = pair[1]
-            } else {
-                throw TokenizerError.missingKey(source: source, key: "model.merges[\(rank)]")
-            }
-            guard let l = vocab[left], let r = vocab[right], let m = vocab[left + right] else { continue }
-            merges.insert(left: TokenID(l), right: TokenID(r), rank: UInt32(rank), merged: TokenID(m))
-        }
-        let bpe = BPEModel(initialSymbols: byteLevel ? .bytes : .characters, byteTokens: byteTokens, merges: merges,
-                           vocabulary: vocabulary, unknownID: unknownID,
-                           fuseUnknown: model["fuse_unk"] as? Bool ?? false,
-                           ignoreMerges: model["ignore_merges"] as? Bool ?? false)
+        let unknownID = tokenizerModel.unknownID
 
         let pieces = tokens.map { DecoderStep.piece(of: $0, steps: decoderSteps) }
 
@@ -147,11 +144,69 @@ enum HFTokenizerLoader {
             chatTemplate = (named.first { $0["name"] as? String == "default" } ?? named.first)?["template"] as? String
         }
 
-        return BPETokenizer(TokenizerDefinition(
-            source: source, tokens: tokens, pieces: pieces, isSpecial: isSpecial, model: bpe, transforms: transforms,
-            preTokenizer: PreTokenizer(rules: rules), addedTokens: addedTokens, prefixIDs: prefix, suffixIDs: suffix,
+        return PipelineTokenizer(TokenizerDefinition(
+            source: source, tokens: tokens, pieces: pieces, isSpecial: isSpecial, model: tokenizerModel,
+            transforms: transforms, preTokenizer: preTokenizer, addedTokens: addedTokens, prefixIDs: prefix, suffixIDs: suffix,
             specialTokens: SpecialTokenIDs(bos: bos, eos: eos, pad: pad, eot: eot, unknown: unknown, stop: stop),
             chatTemplate: chatTemplate, stripsLeadingSpace: stripsLeadingSpace))
+    }
+
+    /// The BPE model: merges as pairs of ids, a byte-level or character (byte fallback) start.
+    private static func bpeModel(_ model: JSON, vocab: [String: Int], byteLevel: Bool, source: String) throws -> BPEModel {
+        let unknownToken = model["unk_token"] as? String
+        let unknownID = unknownToken.flatMap { vocab[$0] }.map { TokenID($0) }
+        let byteFallback = model["byte_fallback"] as? Bool ?? false
+        var vocabulary = ByteStringTable(expectedCount: vocab.count)
+        var byteTokens = [TokenID](repeating: -1, count: 256)
+        for (token, id) in vocab.sorted(by: { $0.value < $1.value }) {
+            if byteLevel {
+                if let raw = ByteLevel.decode(token) { vocabulary.insert(raw, value: Int64(id)) }
+            } else {
+                vocabulary.insert(Array(token.utf8), value: Int64(id))
+                if byteFallback, let b = SentencePiece.byteValue(of: token) { byteTokens[Int(b)] = TokenID(id) }
+            }
+        }
+        if byteLevel {
+            for b in 0..<256 { if let id = vocabulary.find([UInt8(b)]) { byteTokens[b] = TokenID(id) } }
+        }
+        let mergeList = model["merges"] as? [Any] ?? []
+        var merges = MergeTable(expectedCount: mergeList.count)
+        for (rank, entry) in mergeList.enumerated() {
+            let left: String, right: String
+            if let line = entry as? String, let space = line.firstIndex(of: " ") {
+                left = String(line[..<space])
+                right = String(line[line.index(after: space)...])
+            } else if let pair = entry as? [String], pair.count == 2 {
+                left = pair[0]
+                right = pair[1]
+            } else {
+                throw TokenizerError.missingKey(source: source, key: "model.merges[\(rank)]")
+            }
+            guard let l = vocab[left], let r = vocab[right], let m = vocab[left + right] else { continue }
+            merges.insert(left: TokenID(l), right: TokenID(r), rank: UInt32(rank), merged: TokenID(m))
+        }
+        return BPEModel(initialSymbols: byteLevel ? .bytes : .characters, byteTokens: byteTokens, merges: merges,
+                        vocabulary: vocabulary, unknownID: unknownID,
+                        fuseUnknown: model["fuse_unk"] as? Bool ?? false,
+                        wholeWords: model["ignore_merges"] as? Bool == true ? .always : .never)
+    }
+
+    /// WordPiece: `##`-style continuation prefix, the unknown token, `max_input_chars_per_word`.
+    private static func wordPieceModel(_ model: JSON, vocab: [String: Int], source: String) throws -> WordPieceModel {
+        guard let unknown = model["unk_token"] as? String, let unknownID = vocab[unknown] else {
+            throw TokenizerError.missingKey(source: source, key: "model.unk_token")
+        }
+        return WordPieceModel(tokens: vocab.map { ($0.key, TokenID($0.value)) }.sorted { $0.1 < $1.1 },
+                              wordPrefix: "", continuationPrefix: model["continuing_subword_prefix"] as? String ?? "##",
+                              unknownID: TokenID(unknownID), maxScalars: model["max_input_chars_per_word"] as? Int ?? 100)
+    }
+
+    private static func unigramModel(_ model: JSON, pieces: [(text: String, score: Double)], source: String) throws -> UnigramModel {
+        guard let unknownID = model["unk_id"] as? Int, unknownID >= 0, unknownID < pieces.count else {
+            throw TokenizerError.missingKey(source: source, key: "model.unk_id")
+        }
+        return UnigramModel(pieces: pieces, lowestScore: pieces.map(\.score).min() ?? 0, unknownID: TokenID(unknownID),
+                            byteFallback: model["byte_fallback"] as? Bool ?? false)
     }
 
     private static func readJSON(_ url: URL, required: Bool) throws -> JSON? {
@@ -182,32 +237,72 @@ enum HFTokenizerLoader {
         case "NFKC": transforms.append(.nfkc)
         case "NFKD": transforms.append(.nfkd)
         case "Lowercase": transforms.append(.lowercase)
+        case "StripAccents": transforms.append(.stripMarks)
         case "Prepend":
             transforms.append(.prepend(json["prepend"] as? String ?? "", firstSegmentOnly: false))
         case "Replace":
-            guard let pattern = (json["pattern"] as? JSON)?["String"] as? String else {
+            let content = json["content"] as? String ?? ""
+            let pattern = json["pattern"] as? JSON
+            if let literal = pattern?["String"] as? String {
+                transforms.append(.replace(literal, with: content))
+            } else if let regex = pattern?["Regex"] as? String, let run = repeatedScalar(regex) {
+                transforms.append(.collapseRuns(of: run.scalar, minimum: run.minimum, with: content))
+            } else {
                 throw TokenizerError.unsupportedPattern(source: source, pattern: "\(json["pattern"] ?? "nil")")
             }
-            transforms.append(.replace(pattern, with: json["content"] as? String ?? ""))
         case "Strip":
             transforms.append(.strip(left: json["strip_left"] as? Bool ?? true, right: json["strip_right"] as? Bool ?? true))
+        case "BertNormalizer":
+            let lowercase = json["lowercase"] as? Bool ?? true
+            transforms.append(.bert(BertNormalization(
+                cleanText: json["clean_text"] as? Bool ?? true,
+                chineseCharacters: json["handle_chinese_chars"] as? Bool ?? true,
+                stripAccents: json["strip_accents"] as? Bool ?? lowercase, lowercase: lowercase)))
+        case "Precompiled":
+            guard let base64 = json["precompiled_charsmap"] as? String, let data = Data(base64Encoded: base64),
+                  let charsmap = PrecompiledCharsmap(Array(data)) else {
+                throw TokenizerError.missingKey(source: source, key: "normalizer.precompiled_charsmap")
+            }
+            transforms.append(.precompiled(charsmap))
         default:
             throw TokenizerError.unsupportedComponent(source: source, kind: "normalizer", type: type)
         }
     }
 
-    private static func addPreTokenizer(_ json: JSON, transforms: inout [TextTransform], rules: inout [SplitRule],
-                                        byteLevel: inout Bool, source: String) throws {
+    /// A regex `X{n,}` (one literal scalar repeated at least n times), as SentencePiece converters write
+    /// the collapsing of space runs.
+    static func repeatedScalar(_ regex: String) -> (scalar: Unicode.Scalar, minimum: Int)? {
+        let scalars = Array(regex.unicodeScalars)
+        guard scalars.count >= 4, scalars[1] == "{", scalars.last == "}", scalars[scalars.count - 2] == ",",
+              !"\\.[](){}*+?|^$".unicodeScalars.contains(scalars[0]),
+              let minimum = Int(String(String.UnicodeScalarView(scalars[2..<(scalars.count - 2)]))) else { return nil }
+        return (scalars[0], minimum)
+    }
+
+    /// `afterWhitespaceSplit`: a `WhitespaceSplit` came first, so a following Metaspace sees words, not spaces.
+    private static func addPreTokenizer(_ json: JSON, transforms: inout [TextTransform], preTokenizer: inout PreTokenizer,
+                                        byteLevel: inout Bool, afterWhitespaceSplit: inout Bool, source: String) throws {
         let type = json["type"] as? String ?? "?"
         switch type {
         case "Sequence":
             for item in json["pretokenizers"] as? [JSON] ?? [] {
-                try addPreTokenizer(item, transforms: &transforms, rules: &rules, byteLevel: &byteLevel, source: source)
+                try addPreTokenizer(item, transforms: &transforms, preTokenizer: &preTokenizer, byteLevel: &byteLevel,
+                                    afterWhitespaceSplit: &afterWhitespaceSplit, source: source)
             }
+        case "BertPreTokenizer":
+            preTokenizer.rules.append(contentsOf: PreTokenizer.bert.rules)
+            preTokenizer.removesWhitespace = true
+        case "Whitespace":
+            preTokenizer.rules.append(.words)
+            preTokenizer.removesWhitespace = true
+        case "WhitespaceSplit":
+            preTokenizer.rules.append(contentsOf: PreTokenizer.whitespaceSplit.rules)
+            preTokenizer.removesWhitespace = true
+            afterWhitespaceSplit = true
         case "ByteLevel":
             byteLevel = true
             if json["add_prefix_space"] as? Bool == true { transforms.append(.prefixSpace) }
-            if json["use_regex"] as? Bool ?? true { rules.append(.gpt2) }
+            if json["use_regex"] as? Bool ?? true { preTokenizer.rules.append(.gpt2) }
         case "Split":
             let behavior = json["behavior"] as? String ?? "Isolated"
             guard behavior == "Isolated", json["invert"] as? Bool != true else {
@@ -219,16 +314,23 @@ enum HFTokenizerLoader {
             guard let known = PreTokenizer.rule(forSplitPattern: pattern) else {
                 throw TokenizerError.unsupportedPattern(source: source, pattern: pattern)
             }
-            rules.append(contentsOf: known)
+            preTokenizer.rules.append(contentsOf: known)
         case "Digits":
-            rules.append(.digits(individual: json["individual_digits"] as? Bool ?? false))
+            preTokenizer.rules.append(.digits(individual: json["individual_digits"] as? Bool ?? false))
         case "Metaspace":
             let marker = json["replacement"] as? String ?? SentencePiece.spaceMarker
-            transforms.append(.replace(" ", with: marker))
+            if afterWhitespaceSplit {
+                // Each whitespace-separated word gets its own marker: the same as every whitespace run
+                // becoming one marker, with none at either end.
+                transforms.append(.strip(left: true, right: true))
+                transforms.append(.collapseRuns(of: nil, minimum: 1, with: marker))
+            } else {
+                transforms.append(.replace(" ", with: marker))
+            }
             let scheme = json["prepend_scheme"] as? String
                 ?? ((json["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
             if scheme != "never" { transforms.append(.metaspacePrefix(marker, firstSegmentOnly: scheme == "first")) }
-            if json["split"] as? Bool ?? true { rules.append(.beforeMetaspace) }
+            if json["split"] as? Bool ?? true { preTokenizer.rules.append(.beforeMetaspace) }
         default:
             throw TokenizerError.unsupportedComponent(source: source, kind: "pre-tokenizer", type: type)
         }
@@ -257,6 +359,9 @@ enum HFTokenizerLoader {
                 throw TokenizerError.unsupportedComponent(source: source, kind: "decoder", type: "Strip(\(json))")
             }
             if start == 1 { stripsLeadingSpace = true }
+        case "WordPiece":
+            steps.append(.wordPiece(prefix: json["prefix"] as? String ?? "##", cleanup: json["cleanup"] as? Bool ?? true))
+            stripsLeadingSpace = true
         case "Metaspace":
             let marker = json["replacement"] as? String ?? SentencePiece.spaceMarker
             steps.append(.replace(marker, " "))
@@ -309,11 +414,26 @@ enum DecoderStep: Equatable {
     case byteLevel
     case byteFallback
     case replace(String, String)
+    /// Word-initial tokens get a space in front (stripped again at the start of a text), inner ones lose
+    /// the prefix; `cleanup` joins punctuation and English contractions to the word before.
+    case wordPiece(prefix: String, cleanup: Bool)
+
+    static let wordPieceCleanup = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                                   (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
 
     static func piece(of token: String, steps: [DecoderStep]) -> [UInt8] {
         var text = token
         for step in steps {
             switch step {
+            case .wordPiece(let prefix, let cleanup):
+                if !prefix.isEmpty && text.hasScalarPrefix(prefix) {
+                    text = String(decoding: text.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)
+                } else {
+                    text = " " + text
+                }
+                if cleanup {
+                    for (from, to) in wordPieceCleanup { text = text.replacingScalars(of: from, with: to) }
+                }
             case .replace(let pattern, let content):
                 text = text.replacingScalars(of: pattern, with: content)
             case .byteFallback:
@@ -328,5 +448,5 @@ enum DecoderStep: Equatable {
 
 extension EndOfTurnNames {
     /// The end-of-turn token a chat model uses, in order of preference, when the file names none.
-    static let preferredEOT = ["<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|end_of_turn|>", "<EOT>"]
+    static let preferredEOT = ["<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<turn|>", "<|end|>", "<|end_of_turn|>", "<EOT>"]
 }

@@ -161,3 +161,98 @@ struct ByteStringTable: Sendable {
         }
     }
 }
+
+/// A trie over byte strings whose edges live in one open-addressing table keyed by (node, byte): walking
+/// a text costs one probe per byte and allocates nothing. Longest-match (WordPiece) and every-prefix
+/// (Unigram) searches walk it from a node and read `value(at:)` on the way.
+struct ByteTrie: Sendable {
+    static let root: Int32 = 0
+    static let none: Int32 = -1
+    private static let empty = UInt64.max
+
+    /// node << 8 | byte, or `empty`
+    private var keys: [UInt64]
+    private var children: [Int32]
+    private var mask: Int
+    private var edges = 0
+    /// Per node: the value stored for the string that ends there, or `none`.
+    private var values: [Int32] = [ByteTrie.none]
+
+    init(expectedBytes: Int = 16) {
+        var capacity = 16
+        while capacity < expectedBytes * 2 { capacity <<= 1 }
+        keys = Array(repeating: ByteTrie.empty, count: capacity)
+        children = Array(repeating: ByteTrie.none, count: capacity)
+        mask = capacity - 1
+    }
+
+    @inline(__always)
+    private func slot(of key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+    }
+
+    /// The child of `node` along `byte`, or `none`.
+    @inline(__always)
+    func child(_ node: Int32, _ byte: UInt8) -> Int32 {
+        let key = UInt64(UInt32(bitPattern: node)) << 8 | UInt64(byte)
+        return keys.withUnsafeBufferPointer { keys in
+            var i = slot(of: key)
+            while true {
+                let found = keys[i]
+                if found == key { return children.withUnsafeBufferPointer { $0[i] } }
+                if found == Self.empty { return Self.none }
+                i = (i + 1) & mask
+            }
+        }
+    }
+
+    @inline(__always)
+    func value(at node: Int32) -> Int32 { values.withUnsafeBufferPointer { $0[Int(node)] } }
+
+    /// The node `bytes` lead to from `node`, or `none`.
+    func walk(_ bytes: some Sequence<UInt8>, from node: Int32 = ByteTrie.root) -> Int32 {
+        var node = node
+        for byte in bytes {
+            node = child(node, byte)
+            if node == Self.none { return node }
+        }
+        return node
+    }
+
+    /// Stores `value` for `bytes` unless a value is there already (the first token with a spelling wins).
+    mutating func insert(_ bytes: some Sequence<UInt8>, value: Int32) {
+        var node = Self.root
+        for byte in bytes {
+            var next = child(node, byte)
+            if next == Self.none {
+                next = Int32(values.count)
+                values.append(Self.none)
+                addEdge(UInt64(UInt32(bitPattern: node)) << 8 | UInt64(byte), next)
+            }
+            node = next
+        }
+        if values[Int(node)] == Self.none { values[Int(node)] = value }
+    }
+
+    private mutating func addEdge(_ key: UInt64, _ child: Int32) {
+        if (edges + 1) * 2 > keys.count { grow() }
+        var i = slot(of: key)
+        while keys[i] != Self.empty { i = (i + 1) & mask }
+        keys[i] = key
+        children[i] = child
+        edges += 1
+    }
+
+    private mutating func grow() {
+        let oldKeys = keys, oldChildren = children
+        keys = Array(repeating: Self.empty, count: oldKeys.count * 2)
+        children = Array(repeating: Self.none, count: oldKeys.count * 2)
+        mask = keys.count - 1
+        for (i, key) in oldKeys.enumerated() where key != Self.empty {
+            var j = slot(of: key)
+            while keys[j] != Self.empty { j = (j + 1) & mask }
+            keys[j] = key
+            children[j] = oldChildren[i]
+        }
+    }
+}

@@ -45,6 +45,10 @@ enum SplitRule: Sendable, Equatable {
     case deepSeekV3
     /// `[\r\n]`
     case newline
+    /// `[^\n]+|[\n]+` (Gemma 4, newlines only) or `\S+|\s+` (whitespace splitting)
+    case alternatingRuns(newlinesOnly: Bool)
+    /// Every scalar of the set is a piece of its own (BERT's punctuation).
+    case isolated(ScalarSet)
     /// `\s?[set]+`
     case optionalWhitespaceThenRun(ScalarSet)
     /// `[set]+`
@@ -53,6 +57,9 @@ enum SplitRule: Sendable, Equatable {
     case trailingWhitespace
     /// Split before every U+2581 (Metaspace with split, MergedWithNext).
     case beforeMetaspace
+    /// `\w+|[^\w\s]+` (HF `Whitespace`), `\w` being Unicode's word characters: alphabetic, marks,
+    /// decimal digits, connector punctuation, joiners.
+    case words
 
     private static let letter = ScalarClass.letter.rawValue
     private static let number = ScalarClass.number.rawValue
@@ -115,6 +122,16 @@ enum SplitRule: Sendable, Equatable {
             return (Self.matchDeepSeekV3(s, c, i, b), i + 1)
         case .newline:
             return (s[i] == 0x0A || s[i] == 0x0D ? i + 1 : -1, i + 1)
+        case .alternatingRuns(let newlinesOnly):
+            @inline(__always) func isBreak(_ k: Int) -> Bool {
+                newlinesOnly ? s[k] == 0x0A : c[k] & Self.whitespace != 0
+            }
+            let kind = isBreak(i)
+            var k = i + 1
+            while k < b && isBreak(k) == kind { k += 1 }
+            return (k, k)
+        case .isolated(let set):
+            return (set.contains(s[i], class: c[i]) ? i + 1 : -1, i + 1)
         case .optionalWhitespaceThenRun(let set):
             var j = i
             if c[i] & Self.whitespace != 0, i + 1 < b, set.contains(s[i + 1], class: c[i + 1]) { j = i + 1 }
@@ -137,6 +154,24 @@ enum SplitRule: Sendable, Equatable {
             var k = i + 1
             while k < b && s[k] != 0x2581 { k += 1 }
             return (k, i + 1)
+        case .words:
+            if c[i] & Self.whitespace != 0 { return (-1, i + 1) }
+            let word = Self.isWordCharacter(s[i], c[i])
+            var k = i + 1
+            while k < b && c[k] & Self.whitespace == 0 && Self.isWordCharacter(s[k], c[k]) == word { k += 1 }
+            return (k, k)
+        }
+    }
+
+    @inline(__always)
+    private static func isWordCharacter(_ v: UInt32, _ flags: UInt8) -> Bool {
+        if flags & (letter | ScalarClass.mark.rawValue) != 0 { return true }
+        if v < 0x80 { return (0x30...0x39).contains(v) || v == 0x5F }
+        guard let scalar = Unicode.Scalar(v) else { return false }
+        let properties = scalar.properties
+        switch properties.generalCategory {
+        case .decimalNumber, .connectorPunctuation: return true
+        default: return properties.isAlphabetic || properties.isJoinControl
         }
     }
 
@@ -331,6 +366,16 @@ enum SplitRule: Sendable, Equatable {
 /// The pre-tokenizer of a family: the rules applied in order, each refining the pieces of the previous.
 struct PreTokenizer: Sendable, Equatable {
     var rules: [SplitRule]
+    /// Pieces of whitespace are dropped rather than encoded (BERT, `WhitespaceSplit`); the rules then
+    /// must keep whitespace runs apart from other text.
+    var removesWhitespace = false
+
+    /// BERT's: whitespace splits words and is dropped, punctuation (and ASCII symbols) stands alone.
+    static let bert = PreTokenizer(rules: [.alternatingRuns(newlinesOnly: false), .isolated(punctuationAndASCIISymbols)],
+                                   removesWhitespace: true)
+    static let whitespaceSplit = PreTokenizer(rules: [.alternatingRuns(newlinesOnly: false)], removesWhitespace: true)
+    /// `\p{P}` and the ASCII symbols `$+<=>^`|~` (BERT's punctuation; Falcon's first split).
+    static let punctuationAndASCIISymbols: ScalarSet = .punctuationOr([0x24, 0x2B, 0x3C, 0x3D, 0x3E, 0x5E, 0x60, 0x7C, 0x7E])
 
     /// Fills `cuts` with the piece boundaries (scalar indices) of `text`.
     func split(_ text: ScalarText, cuts: inout [Int32], scratch: inout [Int32]) {
@@ -386,8 +431,12 @@ struct PreTokenizer: Sendable, Equatable {
 
     static let deepSeekV3CJK: ScalarSet = .ranges([0x4E00...0x9FA5, 0x3040...0x309F, 0x30A0...0x30FF])
     static let deepSeekV3Rules: [SplitRule] = [.digitGroups(maxLength: 3), .run(deepSeekV3CJK), .deepSeekV3]
-    static let falconRules: [SplitRule] = [
-        .run(.punctuationOr([0x24, 0x2B, 0x3C, 0x3D, 0x3E, 0x5E, 0x7E, 0x7C, 0x60])), .gpt2, .asciiDigitTriples,
+    static let falconRules: [SplitRule] = [.run(punctuationAndASCIISymbols), .gpt2, .asciiDigitTriples]
+    /// llama.cpp's rules when `tokenizer.ggml.pre` is "default" or missing (GPT-NeoX and Aquila vocabularies):
+    /// Falcon's without the backtick, and digit runs before the triples.
+    static let defaultRules: [SplitRule] = [
+        .run(.punctuationOr([0x24, 0x2B, 0x3C, 0x3D, 0x3E, 0x5E, 0x7C, 0x7E])), .gpt2, .digits(individual: false),
+        .asciiDigitTriples,
     ]
 
     /// `tokenizer.ggml.pre` names (as llama.cpp's converter writes them) -> rules.
@@ -417,6 +466,8 @@ struct PreTokenizer: Sendable, Equatable {
             return deepSeekV3Rules
         case "falcon":
             return falconRules
+        case "default":
+            return defaultRules
         default:
             return nil
         }

@@ -1,10 +1,16 @@
 import Foundation
 
 // How this module is put together (decisions worth knowing before changing it):
-// - One engine for every supported model: BPE over token ids. Byte-level vocabularies (GPT-2, Llama 3,
+// - One pipeline for every model (PipelineTokenizer): added tokens split off, text runs normalized
+//   (TextTransform), pre-tokenized (PreTokenizer), and each piece handed to the model (TokenizerModel):
+//   BPE, WordPiece (BERT; greedy longest pieces over a ByteTrie) or Unigram (Viterbi over a ByteTrie, as
+//   HF runs it; GGUF `t5` as llama.cpp's UGM, with SentencePiece's own normalization). Decoding
+//   concatenates per-token bytes, so streaming works the same for all of them.
+// - BPE runs over token ids. Byte-level vocabularies (GPT-2, Llama 3,
 //   Qwen2, …) start from one symbol per byte; SentencePiece vocabularies (Llama 2, Mistral v0.1) start
 //   from one symbol per character with <0xXX> byte fallback, and their scores become merge ranks
-//   (every split of a token into two tokens is a merge, ranked by the token's score).
+//   (every split of a token into two tokens is a merge, ranked by the token's score). Gemma 4 (GGUF
+//   `gemma4`) is BPE with real merges over characters, spaces spelled U+2581 and <0xXX> byte fallback.
 // - Pre-tokenizer regexes are hand-written scanners over Unicode scalars (PreTokenizer.swift). Only the
 //   known family patterns are accepted; an unknown tokenizer.json `Split` regex is a load error naming it.
 // - Special tokens written in text are recognised only with `parseSpecial` (llama.cpp's parse_special);
@@ -98,7 +104,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
         case .missingKey(let source, let key):
             return "\(source): missing or malformed key '\(key)'"
         case .unsupportedModel(let source, let model):
-            return "\(source): unsupported tokenizer model '\(model)' (supported: BPE / gpt2 byte-level, llama SentencePiece)"
+            return "\(source): unsupported tokenizer model '\(model)' (supported: tokenizer.json BPE, WordPiece, Unigram; GGUF gpt2, llama, gemma4, bert, t5)"
         case .unsupportedPreTokenizer(let source, let name):
             return "\(source): unsupported pre-tokenizer '\(name)'"
         case .unsupportedPattern(let source, let pattern):

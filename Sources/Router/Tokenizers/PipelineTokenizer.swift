@@ -4,6 +4,8 @@ import Foundation
 /// pre-tokenizers that change the text rather than split it).
 enum TextTransform: Sendable, Equatable {
     case nfc, nfd, nfkc, nfkd, lowercase
+    /// Drops every mark (Mn, Mc, Me): HF `StripAccents`, which leaves decomposing to an NFD/NFKD before it.
+    case stripMarks
     /// Prepends `text` to a non-empty segment; with `firstSegmentOnly`, only to a segment at the start of the input.
     case prepend(String, firstSegmentOnly: Bool)
     case replace(String, with: String)
@@ -12,11 +14,18 @@ enum TextTransform: Sendable, Equatable {
     /// Metaspace's prefix: the marker in front unless the (already replaced) segment starts with it.
     case metaspacePrefix(String, firstSegmentOnly: Bool)
     case strip(left: Bool, right: Bool)
+    /// Runs of at least `minimum` of `scalar` (nil: of any whitespace) become `replacement`
+    /// (HF `Replace` with a regex like ` {2,}`).
+    case collapseRuns(of: Unicode.Scalar?, minimum: Int, with: String)
+    case bert(BertNormalization)
+    case precompiled(PrecompiledCharsmap)
+    case sentencePiece(SentencePieceNormalizer)
 
-    /// Unicode normalization forms leave ASCII text unchanged; skipping them saves a copy of every segment.
+    /// Unicode normalization forms (and mark stripping) leave ASCII text unchanged; skipping them saves a
+    /// copy of every segment.
     var isIdentityOnASCII: Bool {
         switch self {
-        case .nfc, .nfd, .nfkc, .nfkd: return true
+        case .nfc, .nfd, .nfkc, .nfkd, .stripMarks: return true
         default: return false
         }
     }
@@ -28,6 +37,16 @@ enum TextTransform: Sendable, Equatable {
         case .nfkc: return text.precomposedStringWithCompatibilityMapping
         case .nfkd: return text.decomposedStringWithCompatibilityMapping
         case .lowercase: return text.lowercased()
+        case .stripMarks:
+            var output: [UInt8] = []
+            output.reserveCapacity(text.utf8.count)
+            for scalar in text.unicodeScalars {
+                switch scalar.properties.generalCategory {
+                case .nonspacingMark, .spacingMark, .enclosingMark: continue
+                default: UTF8.encode(scalar) { output.append($0) }
+                }
+            }
+            return String(decoding: output, as: UTF8.self)
         case .prepend(let prefix, let firstOnly):
             if text.isEmpty || (firstOnly && !isFirstSegment) { return text }
             return prefix + text
@@ -43,6 +62,29 @@ enum TextTransform: Sendable, Equatable {
             if left { while let first = scalars.first, first.properties.isWhitespace { scalars.removeFirst() } }
             if right { while let last = scalars.last, last.properties.isWhitespace { scalars.removeLast() } }
             return String(String.UnicodeScalarView(scalars))
+        case .collapseRuns(let target, let minimum, let replacement):
+            // Bytes, not String.UnicodeScalarView: appending to that copies the whole string each time.
+            var output: [UInt8] = []
+            output.reserveCapacity(text.utf8.count)
+            var runStart = 0, runScalars = 0
+            func flush() {
+                if runScalars >= minimum { output.replaceSubrange(runStart..., with: replacement.utf8) }
+                runScalars = 0
+            }
+            for scalar in text.unicodeScalars {
+                if target.map({ scalar == $0 }) ?? scalar.properties.isWhitespace {
+                    if runScalars == 0 { runStart = output.count }
+                    runScalars += 1
+                } else {
+                    flush()
+                }
+                UTF8.encode(scalar) { output.append($0) }
+            }
+            flush()
+            return String(decoding: output, as: UTF8.self)
+        case .bert(let options): return options.apply(text)
+        case .precompiled(let charsmap): return charsmap.apply(text)
+        case .sentencePiece(let normalizer): return normalizer.apply(text)
         }
     }
 }
@@ -131,14 +173,14 @@ struct AddedTokenMatcher: Sendable {
     }
 }
 
-/// The vocabulary-side description a loader produces; `BPETokenizer` turns it into lookup tables.
+/// The vocabulary-side description a loader produces; `PipelineTokenizer` turns it into lookup tables.
 struct TokenizerDefinition {
     var source: String
     var tokens: [String]
     /// Bytes each token contributes to decoded text.
     var pieces: [[UInt8]]
     var isSpecial: [Bool]
-    var model: BPEModel
+    var model: TokenizerModel
     var transforms: [TextTransform]
     var preTokenizer: PreTokenizer
     var addedTokens: [AddedToken]
@@ -149,10 +191,11 @@ struct TokenizerDefinition {
     var stripsLeadingSpace: Bool
 }
 
-/// Byte-level BPE (GPT-2, Llama 3, Qwen2, …) and SentencePiece-style BPE (Llama 2, Mistral) tokenizers,
-/// loaded from GGUF metadata or tokenizer.json.
-public struct BPETokenizer: Tokenizer {
-    let model: BPEModel
+/// Every tokenizer this module loads, from GGUF metadata or tokenizer.json, as one pipeline: added tokens are
+/// split off, each text run is normalized (`transforms`) and pre-tokenized, and the model (BPE, WordPiece or
+/// Unigram) turns each piece into ids; decoding concatenates per-token bytes.
+public struct PipelineTokenizer: Tokenizer {
+    let model: TokenizerModel
     let transforms: [TextTransform]
     let preTokenizer: PreTokenizer
     let addedTokens: AddedTokenMatcher
@@ -236,7 +279,7 @@ public struct BPETokenizer: Tokenizer {
         var text = ScalarText()
         var cuts: [Int32] = []
         var cutScratch: [Int32] = []
-        var bpe = BPEScratch()
+        var model = ModelScratch()
     }
 
     private func encodeSegment(_ utf8: UnsafeBufferPointer<UInt8>, isFirstSegment: Bool,
@@ -253,20 +296,40 @@ public struct BPETokenizer: Tokenizer {
         normalized.withUTF8 { encodeNormalized($0, into: &output, scratch: &scratch) }
     }
 
+    /// Encodes one normalized segment. The model is taken apart once here, not once per word: matching an
+    /// enum payload per word would copy (retain and release) the model's tables every time.
     private func encodeNormalized(_ utf8: UnsafeBufferPointer<UInt8>, into output: inout [TokenID],
                                   scratch: inout EncodeScratch) {
         guard utf8.count > 0 else { return }
+        switch model {
+        case .bpe(let bpe):
+            encodePieces(utf8, into: &output, scratch: &scratch) { bpe.encodeWord($0, into: &$1, scratch: &$2.bpe) }
+        case .wordPiece(let wordPiece):
+            encodePieces(utf8, into: &output, scratch: &scratch) { word, output, _ in wordPiece.encodeWord(word, into: &output) }
+        case .unigram(let unigram):
+            encodePieces(utf8, into: &output, scratch: &scratch) { unigram.encodeWord($0, into: &$1, scratch: &$2.unigram) }
+        }
+    }
+
+    /// Pre-tokenizes `utf8` and hands each piece to `encodeWord`.
+    @inline(__always)
+    private func encodePieces(_ utf8: UnsafeBufferPointer<UInt8>, into output: inout [TokenID], scratch: inout EncodeScratch,
+                              _ encodeWord: (UnsafeBufferPointer<UInt8>, inout [TokenID], inout ModelScratch) -> Void) {
         if preTokenizer.rules.isEmpty {
-            model.encodeWord(utf8, into: &output, scratch: &scratch.bpe)
+            encodeWord(utf8, &output, &scratch.model)
             return
         }
         scratch.text.load(utf8)
         preTokenizer.split(scratch.text, cuts: &scratch.cuts, scratch: &scratch.cutScratch)
         let cuts = scratch.cuts
         let offsets = scratch.text.byteOffsets
+        let removesWhitespace = preTokenizer.removesWhitespace
         for p in 1..<cuts.count {
+            if removesWhitespace, scratch.text.classes[Int(cuts[p - 1])] & ScalarClass.whitespace.rawValue != 0 {
+                continue
+            }
             let start = Int(offsets[Int(cuts[p - 1])]), end = Int(offsets[Int(cuts[p])])
-            model.encodeWord(UnsafeBufferPointer(rebasing: utf8[start..<end]), into: &output, scratch: &scratch.bpe)
+            encodeWord(UnsafeBufferPointer(rebasing: utf8[start..<end]), &output, &scratch.model)
         }
     }
 
