@@ -174,14 +174,17 @@ struct DecoderWeightAdapter: Sendable {
     }
 
     /// This rank's MLP columns: gate/up rows and down columns split alike, on the down
-    /// projection's blocks.
+    /// projection's blocks, balanced against the ranks' attention weights (`shard.attentionWeights`).
     func mlpColumns(layer: Int?) throws -> Range<Int> {
         guard shard.plan.isSharded else { return 0..<config.intermediateSize }
         let down = try checkpointName(.down, layer: layer)
         guard let descriptor = loader.store.descriptor(down) else {
             throw ModelLoadError.missingTensor(file: loader.store.path, tensor: down)
         }
-        return shard.plan.elements(of: config.intermediateSize, block: descriptor.encoding.blockSize)
+        let block = descriptor.encoding.blockSize
+        let blocks = shard.plan.balancedBlocks(config.intermediateSize / block, blockWeights: 3 * block * config.hiddenSize,
+                                               otherWeights: shard.attentionWeights)
+        return blocks.lowerBound * block..<blocks.upperBound * block
     }
 
     /// One product over the layer's tensors `parts`, stacked by output rows.
@@ -296,11 +299,20 @@ struct DecoderShard: Sendable {
     let vocabulary: Range<Int>
     let headDimension: Int
 
+    /// Per rank, the weights of its attention projections (Q and output rows and columns of its
+    /// query heads, K and V rows of its KV heads), which its MLP share is balanced against.
+    let attentionWeights: [Int]
+
     init(config: DecoderConfig, plan: TensorParallelPlan) throws {
         self.plan = plan
         attention = try plan.attentionHeads(queryHeads: config.headCount, kvHeads: config.kvHeadCount)
         vocabulary = plan.units(of: config.vocabSize)
         headDimension = config.headDimension
+        attentionWeights = try (0..<plan.worldSize).map { rank in
+            let heads = try TensorParallelPlan(rank: rank, worldSize: plan.worldSize)
+                .attentionHeads(queryHeads: config.headCount, kvHeads: config.kvHeadCount)
+            return 2 * (heads.queryHeads.count + heads.kvHeads.count) * config.headDimension * config.hiddenSize
+        }
     }
 
     var queryHeads: Int { attention.queryHeads.count }
