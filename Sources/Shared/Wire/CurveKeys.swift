@@ -124,8 +124,6 @@ public final class CurveAuthenticator: @unchecked Sendable {
     private let stopped = NSCondition()
     private var stopping = false
     private var finished = false
-    /// Handshakes refused so far (tests and logs).
-    public private(set) var refusals = 0
     private let onRefusal: @Sendable (String) -> Void
 
     public init(context: ZeroMQContext, allowed: [CurveKey], onRefusal: @escaping @Sendable (String) -> Void = { _ in }) throws {
@@ -169,7 +167,6 @@ public final class CurveAuthenticator: @unchecked Sendable {
             let key = request.count > 6 ? request[6] : []
             let accepted = mechanism == "CURVE" && allowed.contains { $0.bytes == key }
             if !accepted {
-                refusals += 1
                 let address = String(decoding: request[3], as: UTF8.self)
                 onRefusal("refused a \(mechanism) connection from \(address.isEmpty ? "an unknown address" : address): its key is not the router's")
             }
