@@ -229,10 +229,8 @@ void tc_net_close(tc_net *net) {
     for (int r = 0; r < net->world; r++)
         if (net->fds[r] >= 0) close(net->fds[r]);
     free(net->scratch);
-    if (net->sealed) {
-        sodium_memzero(net->outgoing, (size_t)net->world * sizeof(tn_seal));
-        sodium_memzero(net->incoming, (size_t)net->world * sizeof(tn_seal));
-    }
+    if (net->outgoing) sodium_memzero(net->outgoing, (size_t)net->world * sizeof(tn_seal));
+    if (net->incoming) sodium_memzero(net->incoming, (size_t)net->world * sizeof(tn_seal));
     free(net->outgoing);
     free(net->incoming);
     free(net->sealed_out);
