@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Wire
 
 /// `worker bench-allreduce`: one rank of an allreduce latency measurement. Start one process per
 /// rank with the same --group or --peers (scripts/bench/collectives.sh does); rank 0 prints, per
@@ -17,6 +18,8 @@ struct BenchCollectives: ParsableCommand {
     @Option(help: "Payload sizes in KiB, comma-separated.") var sizes: String = "4,16,64,256,1024,4096"
     @Option(help: "Allreduces timed per size.") var iterations: Int = 2000
     @Option(help: "Processor to pin this rank to (default: unpinned).") var cpu: Int?
+    @Option(name: .customLong("curve-keys"), help: "With --peers: seal the payloads with the workers' key from this directory (`router keygen`).")
+    var curveKeys: String?
 
     func run() throws {
         let kib = try sizes.split(separator: ",").map { text -> Int in
@@ -33,8 +36,11 @@ struct BenchCollectives: ParsableCommand {
         case (nil, let peers?):
             let endpoints = try CollectiveEndpoint.list(peers)
             guard endpoints.count == world else { throw ValidationError("--peers lists \(endpoints.count) endpoints for --world \(world)") }
+            let key = try curveKeys.map { directory in
+                CollectiveKey(bytes: try CurveKeys.load(directory: URL(fileURLWithPath: directory), role: .worker).own.secretKey.bytes)!
+            }
             members = try SocketGroup(endpoints: endpoints, rank: rank, capacityBytes: largest, fingerprint: UInt64(largest),
-                                      joinTimeout: .seconds(60))
+                                      key: key, joinTimeout: .seconds(60))
         default:
             throw ValidationError("give one of --group (shared memory) and --peers (TCP)")
         }
@@ -45,7 +51,7 @@ struct BenchCollectives: ParsableCommand {
         copy.initialize(repeating: 0, count: largest / 4)
         func serial(_ count: Int, _ body: (Range<Int>) -> Void) { body(0..<count) }
         if rank == 0 {
-            print("ranks \(world) over \(peers == nil ? "shared memory" : "TCP"); latency of one allreduce (µs), \(iterations) per size; memcpy: one core copying the same bytes")
+            print("ranks \(world) over \(peers == nil ? "shared memory" : curveKeys == nil ? "TCP" : "TCP, sealed"); latency of one allreduce (µs), \(iterations) per size; memcpy: one core copying the same bytes")
             print("size        p50      p99   memcpy  p50/memcpy")
         }
         for size in kib {
