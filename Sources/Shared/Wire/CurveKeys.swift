@@ -12,10 +12,17 @@ public struct CurveKey: Sendable, Equatable {
         bytes = decoded
     }
 
+    /// A key libzmq wrote as Z85 into a 41-character C buffer.
+    init?(z85Buffer text: [CChar]) { self.init(z85: Self.string(z85Buffer: text)) }
+
     public var z85: String {
         var text = [CChar](repeating: 0, count: 41)
         _ = bytes.withUnsafeBufferPointer { zmq_z85_encode(&text, $0.baseAddress, 32) }
-        return String(decoding: text.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Self.string(z85Buffer: text)
+    }
+
+    private static func string(z85Buffer text: [CChar]) -> String {
+        String(decoding: text.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
@@ -29,10 +36,7 @@ public struct CurveKeyPair: Sendable, Equatable {
         guard zmq_curve_keypair(&publicText, &secretText) == 0 else {
             throw CurveKeyError.generationFailed(reason: ZeroMQContext.lastError())
         }
-        func key(_ text: [CChar]) -> CurveKey {
-            CurveKey(z85: String(decoding: text.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self))!
-        }
-        return CurveKeyPair(publicKey: key(publicText), secretKey: key(secretText))
+        return CurveKeyPair(publicKey: CurveKey(z85Buffer: publicText)!, secretKey: CurveKey(z85Buffer: secretText)!)
     }
 }
 
@@ -64,7 +68,6 @@ public enum CurveKeyError: Error, CustomStringConvertible, Equatable {
 public struct CurveKeys: Sendable, Equatable {
     public enum Role: String, Sendable { case router, worker }
 
-    public let role: Role
     /// This side's pair.
     public let own: CurveKeyPair
     /// The other side's public key.
@@ -87,9 +90,9 @@ public struct CurveKeys: Sendable, Equatable {
         // The public half follows from the secret one; a stale .pub beside it would only mislead.
         var publicText = [CChar](repeating: 0, count: 41)
         guard zmq_curve_public(&publicText, secret.z85) == 0,
-              let publicKey = CurveKey(z85: String(decoding: publicText.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+              let publicKey = CurveKey(z85Buffer: publicText)
         else { throw CurveKeyError.malformed(file: directory.appendingPathComponent("\(role.rawValue).key").path) }
-        return CurveKeys(role: role, own: CurveKeyPair(publicKey: publicKey, secretKey: secret), peer: peer)
+        return CurveKeys(own: CurveKeyPair(publicKey: publicKey, secretKey: secret), peer: peer)
     }
 
     /// Writes fresh router and worker pairs into `directory` (made if missing); secret files
