@@ -45,9 +45,6 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     var weightEncoding: WeightEncoding { get }
     /// Bytes of weight matrices the graph reads per token.
     var weightBytes: Int { get }
-    /// Positions every layer attends back over, the token itself included (0: some layer sees
-    /// the whole context); KV blocks further back are never read again.
-    var attentionWindow: Int { get }
 
     /// Runs `batch` through the model: writes each token's keys and values into `cache` and its
     /// final-normed hidden state into `hidden` (`batch.count × hiddenSize`).
@@ -70,10 +67,10 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
 }
 
 extension CausalLanguageModel {
-    public var attentionWindow: Int { 0 }
-    /// One group of every layer, with the model's window.
+    /// One group of every layer, attending over the whole context (a model with sliding
+    /// windows says which layers slide, and how far, in its own `cacheGroups`).
     public var cacheGroups: KVCacheGroups {
-        KVCacheGroups(layerWindows: Array(repeating: attentionWindow, count: cacheShape.layers))
+        KVCacheGroups(layerWindows: Array(repeating: 0, count: cacheShape.layers))
     }
     public var collectiveFailure: CollectiveError? { nil }
     public var groupID: UInt64 { 0 }

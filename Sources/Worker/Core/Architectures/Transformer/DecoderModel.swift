@@ -240,9 +240,6 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
     public var vocabSize: Int { config.vocabSize }
     public var maxContextLength: Int { config.maxPositionEmbeddings }
     public var maxChunkTokens: Int { scratch.capacity }
-    public var attentionWindow: Int {
-        config.layers.allSatisfy { $0.window > 0 } ? config.layers.map(\.window).max() ?? 0 : 0
-    }
     public var cacheShape: KVCacheShape {
         KVCacheShape(layers: cacheGroups.layersPerPage, kvHeads: shard.kvHeads, headDimension: config.headDimension)
     }
