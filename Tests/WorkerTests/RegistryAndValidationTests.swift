@@ -87,34 +87,44 @@ struct RegistryAndValidationTests {
         #expect(try TensorParallelPlan(rank: 0, worldSize: 1).units(of: 9) == 0..<9)
     }
 
-    @Test("heads split by KV group: 9/3 over 2 ranks is 6 + 3 query heads, over 4 ranks KV head 0 is shared")
+    @Test("heads split in runs of query heads: 9/3 over 2 ranks is 4 + 5 query heads sharing KV head 1, 32/8 over 4 falls on the KV groups")
     func attentionSplit() throws {
         func shard(_ rank: Int, _ world: Int, _ heads: Int, _ kvHeads: Int) throws -> AttentionShard {
             try TensorParallelPlan(rank: rank, worldSize: world).attentionHeads(queryHeads: heads, kvHeads: kvHeads)
         }
-        #expect(try shard(0, 2, 9, 3) == AttentionShard(queryHeads: 0..<6, kvHeads: 0..<2))
-        #expect(try shard(1, 2, 9, 3) == AttentionShard(queryHeads: 6..<9, kvHeads: 2..<3))
-        #expect(try shard(0, 4, 9, 3) == AttentionShard(queryHeads: 0..<2, kvHeads: 0..<1))
-        #expect(try shard(1, 4, 9, 3) == AttentionShard(queryHeads: 2..<3, kvHeads: 0..<1))
-        #expect(try shard(2, 4, 9, 3) == AttentionShard(queryHeads: 3..<6, kvHeads: 1..<2))
-        #expect(try shard(3, 4, 9, 3) == AttentionShard(queryHeads: 6..<9, kvHeads: 2..<3))
+        // Attention weights (Q + output per query head, K + V per KV head): 12 and 14 against 16
+        // and 8 for a cut on the KV groups (6 + 3); rank 0 takes the lighter side.
+        #expect(try shard(0, 2, 9, 3) == AttentionShard(queryHeads: 0..<4, kvHeads: 0..<2, group: 3))
+        #expect(try shard(1, 2, 9, 3) == AttentionShard(queryHeads: 4..<9, kvHeads: 1..<3, group: 3))
+        #expect(try shard(0, 2, 9, 3).queryRuns == [0..<3, 3..<4])
+        #expect(try shard(1, 2, 9, 3).queryRuns == [0..<2, 2..<5])
+        #expect(try shard(0, 4, 9, 3) == AttentionShard(queryHeads: 0..<1, kvHeads: 0..<1, group: 3))
+        #expect(try shard(1, 4, 9, 3) == AttentionShard(queryHeads: 1..<3, kvHeads: 0..<1, group: 3))
+        #expect(try shard(2, 4, 9, 3) == AttentionShard(queryHeads: 3..<6, kvHeads: 1..<2, group: 3))
+        #expect(try shard(3, 4, 9, 3) == AttentionShard(queryHeads: 6..<9, kvHeads: 2..<3, group: 3))
+        // As many KV heads per rank: nothing is held twice.
+        for rank in 0..<4 {
+            #expect(try shard(rank, 4, 32, 8) == AttentionShard(queryHeads: rank * 8..<rank * 8 + 8,
+                                                                kvHeads: rank * 2..<rank * 2 + 2, group: 4))
+        }
         // One KV head over two ranks: both hold it, the query heads split 3 + 3.
-        #expect(try shard(1, 2, 6, 1) == AttentionShard(queryHeads: 3..<6, kvHeads: 0..<1))
-        #expect(throws: TensorParallelError.tooFewQueryHeads(kvHead: 0, queryHeads: 2, ranks: 4)) { try shard(0, 4, 2, 1) }
+        #expect(try shard(1, 2, 6, 1) == AttentionShard(queryHeads: 3..<6, kvHeads: 0..<1, group: 6))
+        #expect(try shard(1, 2, 6, 1).queryRuns == [0..<3])
+        #expect(throws: TensorParallelError.tooFewQueryHeads(queryHeads: 2, ranks: 4)) { try shard(0, 4, 2, 1) }
         #expect(throws: TensorParallelError.headsNotGrouped(queryHeads: 9, kvHeads: 2)) { try shard(0, 2, 9, 2) }
         #expect(TensorParallelPlan.units(of: 9, rank: 1, worldSize: 2) == 5..<9)
-        // Even other weights: an even split of the blocks; SmolLM2's 2 + 1 KV heads over 2 ranks: rank 1 takes
-        // more of the 48 MLP blocks of 32 columns, so both read about the same weights.
+        // Even other weights: an even split of the blocks; SmolLM2's 4 + 5 query heads (2 KV heads each) over
+        // 2 ranks: rank 0 takes more of the 48 MLP blocks of 32 columns, so both read about the same weights.
         func blocks(_ rank: Int, _ world: Int, _ other: [Int]) throws -> Range<Int> {
             try TensorParallelPlan(rank: rank, worldSize: world).balancedBlocks(6, blockWeights: 10, otherWeights: other)
         }
         #expect(try (0..<4).map { try blocks($0, 4, [0, 0, 0, 0]) } == [0..<2, 2..<3, 3..<5, 5..<6])
         #expect(try blocks(0, 2, [40, 0]) == 0..<1 && blocks(1, 2, [40, 0]) == 1..<6)
         #expect(try blocks(0, 2, [1000, 0]) == 0..<1)  // every rank keeps a block
-        let smol = [2 * (6 + 2) * 64 * 576, 2 * (3 + 1) * 64 * 576]
+        let smol = [2 * (4 + 2) * 64 * 576, 2 * (5 + 2) * 64 * 576]
         let first = try TensorParallelPlan(rank: 0, worldSize: 2).balancedBlocks(48, blockWeights: 3 * 32 * 576, otherWeights: smol)
         let second = try TensorParallelPlan(rank: 1, worldSize: 2).balancedBlocks(48, blockWeights: 3 * 32 * 576, otherWeights: smol)
-        #expect(first.upperBound == second.lowerBound && second.upperBound == 48 && first.count < second.count)
+        #expect(first.upperBound == second.lowerBound && second.upperBound == 48 && first.count > second.count)
         let loads = [smol[0] + first.count * 3 * 32 * 576, smol[1] + second.count * 3 * 32 * 576]
         #expect(abs(loads[0] - loads[1]) <= 3 * 32 * 576)
         #expect(LlamaArchitecture.registration.sharding["query"] == .outputRows(.queryHeads))

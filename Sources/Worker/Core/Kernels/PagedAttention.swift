@@ -18,6 +18,7 @@ final class AttentionPlan: @unchecked Sendable {
     /// Tiles of the chunk `prepare` last saw.
     private var tiles = 0
 
+    /// `group`: the most query heads that read one KV head.
     init(capacity: Int, threads: Int, group: Int, headDimension: Int) {
         self.capacity = capacity
         tileStarts = .allocate(capacity: capacity)
@@ -37,14 +38,16 @@ final class AttentionPlan: @unchecked Sendable {
     }
 
     /// `queries` rows hold each token's `heads` query vectors first (stride `queryStride`
-    /// floats); results go to `out` rows of `heads × headDimension`. `window` 0 and `softcap`
-    /// 0 turn those off. `batch` is the chunk last given to `prepare`; `layer` is the layer of
-    /// the pool's pages, read through KV group `kvGroup`'s block tables.
+    /// floats); results go to `out` rows of `heads × headDimension`. KV head `h` of the cache
+    /// is read by query heads `queryRuns[h]` (all of its group, or the part a tensor-parallel
+    /// rank holds). `window` 0 and `softcap` 0 turn those off. `batch` is the chunk last given
+    /// to `prepare`; `layer` is the layer of the pool's pages, read through KV group `kvGroup`'s
+    /// block tables.
     func run(_ batch: TokenBatch, kvGroup: Int, layer: Int, cache: KVCachePool, pool: ComputePool,
-             queries: UnsafePointer<Float>, queryStride: Int, heads: Int, kvHeads: Int,
+             queries: UnsafePointer<Float>, queryStride: Int, heads: Int, queryRuns: [Range<Int>],
              scale: Float, softcap: Float, window: Int, into out: UnsafeMutablePointer<Float>) {
-        let tiles = self.tiles
-        let headDimension = cache.shape.headDimension, group = heads / kvHeads
+        let tiles = self.tiles, kvHeads = queryRuns.count
+        let headDimension = cache.shape.headDimension
         let items = tiles * kvHeads
         nextItem.pointee = 0
         let (tileStarts, tileCounts, contexts, nextItem) = (self.tileStarts, self.tileCounts, self.contexts, self.nextItem)
@@ -58,15 +61,16 @@ final class AttentionPlan: @unchecked Sendable {
                 guard item < items else { return }
                 let tile = tiles - 1 - item / kvHeads, head = item % kvHeads
                 let first = Int(tileStarts[tile]), rows = Int(tileCounts[tile])
+                let run = queryRuns[head]
                 var parameters = tk_attention_params(
-                    head_dim: headDimension, group: group,
+                    head_dim: headDimension, group: run.count,
                     k_cache: UnsafeRawPointer(cache.keys(layer: layer, head: head)),
                     v_cache: UnsafeRawPointer(cache.values(layer: layer, head: head)),
                     block_stride: cache.blockStride, block_size: cache.blockSize, kv_type: cache.dtype.kernelType,
                     scale: scale, softcap: softcap, window: window)
                 tk_attention(&parameters, tables + Int(batch.blockTableStarts[first]), rows,
-                             queries + first * queryStride + head * group * headDimension, queryStride,
-                             contexts + first, out + first * outStride + head * group * headDimension, outStride, own)
+                             queries + first * queryStride + run.lowerBound * headDimension, queryStride,
+                             contexts + first, out + first * outStride + run.lowerBound * headDimension, outStride, own)
             }
         }
         if items == 1 || pool.threadCount == 1 { work(0, 1) } else { pool.run(work) }

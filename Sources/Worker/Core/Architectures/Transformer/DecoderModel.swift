@@ -24,7 +24,7 @@ final class DecoderScratch: @unchecked Sendable {
         attention = FloatBuffer(count: capacity * shard.queryHeads * config.headDimension)
         gateUp = FloatBuffer(count: capacity * 2 * mlpColumns)
         activated = FloatBuffer(count: capacity * mlpColumns)
-        attentionPlan = AttentionPlan(capacity: capacity, threads: threads, group: shard.queryHeads / shard.kvHeads,
+        attentionPlan = AttentionPlan(capacity: capacity, threads: threads, group: shard.queryRuns.map(\.count).max()!,
                                       headDimension: config.headDimension)
     }
 }
@@ -45,6 +45,8 @@ struct DecoderAttention: Sendable {
     let rotary: RotaryEmbedding
     let heads: Int
     let kvHeads: Int
+    /// Which query heads read each KV head (see `AttentionShard.queryRuns`).
+    let queryRuns: [Range<Int>]
     let headDimension: Int
     let scale: Float
     let softcap: Float
@@ -76,7 +78,7 @@ struct DecoderAttention: Sendable {
             }
         }
         scratch.attentionPlan.run(batch, kvGroup: group, layer: slot, cache: cache, pool: engine.pool,
-                                  queries: UnsafePointer(qkv), queryStride: width, heads: heads, kvHeads: kvHeads,
+                                  queries: UnsafePointer(qkv), queryStride: width, heads: heads, queryRuns: queryRuns,
                                   scale: scale, softcap: softcap, window: window, into: scratch.attention.pointer)
         engine.multiply(output, scratch.attention.pointer, rows: batch.count, into: out)
     }
@@ -212,7 +214,8 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
                     group: groups.layerGroup[index], slot: groups.layerSlot[index], queryKeyValue: layer.queryKeyValue, bias: layer.queryKeyValueBias,
                     queryNorm: norm(layer.queryNorm), keyNorm: norm(layer.keyNorm), output: layer.output,
                     rotary: rotaries[kinds.firstIndex(of: kind.rotary)!],
-                    heads: weights.shard.queryHeads, kvHeads: weights.shard.kvHeads, headDimension: config.headDimension,
+                    heads: weights.shard.queryHeads, kvHeads: weights.shard.kvHeads, queryRuns: weights.shard.queryRuns,
+                    headDimension: config.headDimension,
                     scale: config.resolvedAttentionScale, softcap: config.attentionSoftcap, window: kind.window),
                 postAttentionNorm: norm(layer.postAttentionNorm),
                 mlpNorm: norm(layer.mlpNorm)!,

@@ -317,6 +317,7 @@ struct DecoderShard: Sendable {
 
     var queryHeads: Int { attention.queryHeads.count }
     var kvHeads: Int { attention.kvHeads.count }
+    var queryRuns: [Range<Int>] { attention.queryRuns }
 
     /// Rows (or columns) of a head- or vocabulary-split weight.
     func range(_ unit: ShardUnit) -> Range<Int> {
