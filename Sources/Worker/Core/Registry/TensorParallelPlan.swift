@@ -49,30 +49,6 @@ public struct TensorParallelPlan: Sendable, Equatable {
         EvenSplit.part(rank, of: count, parts: worldSize)
     }
 
-    /// `blocks` blocks of `blockWeights` weights each, dealt so that every rank's weights,
-    /// these and its `otherWeights[rank]`, add up to about the same: a decode step reads every
-    /// weight once, so the slowest rank sets the pace. With an uneven attention split (3 KV heads
-    /// over 2 ranks) the rank with fewer heads takes more MLP columns. Every rank gets at least
-    /// one block when there are enough.
-    public func balancedBlocks(_ blocks: Int, blockWeights: Int, otherWeights: [Int]) -> Range<Int> {
-        precondition(otherWeights.count == worldSize, "one weight count per rank")
-        let total = otherWeights.reduce(0, +) + blocks * blockWeights
-        var start = 0, before = 0
-        for part in 0..<worldSize {
-            before += otherWeights[part]
-            let reserved = blocks >= worldSize ? worldSize - part - 1 : 0
-            var end = blocks
-            if part < worldSize - 1 {
-                let target = Double(total) * Double(part + 1) / Double(worldSize)
-                let ideal = Int(((target - Double(before)) / Double(max(blockWeights, 1))).rounded())
-                end = min(max(ideal, start + (blocks >= worldSize ? 1 : 0)), blocks - reserved)
-            }
-            if part == rank { return start..<end }
-            start = end
-        }
-        preconditionFailure("rank \(rank) is outside the world of \(worldSize)")
-    }
-
     /// The attention heads this rank computes: contiguous runs of query heads, each rank with
     /// the KV heads its queries read. A KV head whose group of query heads is cut between two
     /// ranks is held by both (as one KV head over two ranks always is). The cuts are the ones

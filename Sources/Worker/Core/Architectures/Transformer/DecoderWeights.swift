@@ -174,7 +174,7 @@ struct DecoderWeightAdapter: Sendable {
     }
 
     /// This rank's MLP columns: gate/up rows and down columns split alike, on the down
-    /// projection's blocks, balanced against the ranks' attention weights (`shard.attentionWeights`).
+    /// projection's blocks, dealt evenly.
     func mlpColumns(layer: Int?) throws -> Range<Int> {
         guard shard.plan.isSharded else { return 0..<config.intermediateSize }
         let down = try checkpointName(.down, layer: layer)
@@ -182,8 +182,7 @@ struct DecoderWeightAdapter: Sendable {
             throw ModelLoadError.missingTensor(file: loader.store.path, tensor: down)
         }
         let block = descriptor.encoding.blockSize
-        let blocks = shard.plan.balancedBlocks(config.intermediateSize / block, blockWeights: 3 * block * config.hiddenSize,
-                                               otherWeights: shard.attentionWeights)
+        let blocks = shard.plan.units(of: config.intermediateSize / block)
         return blocks.lowerBound * block..<blocks.upperBound * block
     }
 
@@ -299,20 +298,11 @@ struct DecoderShard: Sendable {
     let vocabulary: Range<Int>
     let headDimension: Int
 
-    /// Per rank, the weights of its attention projections (Q and output rows and columns of its
-    /// query heads, K and V rows of its KV heads), which its MLP share is balanced against.
-    let attentionWeights: [Int]
-
     init(config: DecoderConfig, plan: TensorParallelPlan) throws {
         self.plan = plan
         attention = try plan.attentionHeads(queryHeads: config.headCount, kvHeads: config.kvHeadCount)
         vocabulary = plan.units(of: config.vocabSize)
         headDimension = config.headDimension
-        attentionWeights = try (0..<plan.worldSize).map { rank in
-            let heads = try TensorParallelPlan(rank: rank, worldSize: plan.worldSize)
-                .attentionHeads(queryHeads: config.headCount, kvHeads: config.kvHeadCount)
-            return 2 * (heads.queryHeads.count + heads.kvHeads.count) * config.headDimension * config.hiddenSize
-        }
     }
 
     var queryHeads: Int { attention.queryHeads.count }
