@@ -7,7 +7,9 @@
 #                                       the ranks meeting over TCP (--peers), the router attached
 #                                       from a host of its own; one core each (NETNS=0 leaves it out;
 #                                       it needs root)
-# Prints batch-1 decode and STREAMS-stream aggregate tok/s for each, and C/A, C/B, D/A, D/C.
+# Prints batch-1 decode and STREAMS-stream aggregate tok/s for each, and C/A, C/B, D/A, D/C;
+# and, against the read bandwidth of 1 and N cores (scripts/bench/readbw.c), the weight bytes
+# each layout reads per second, and the most C/A could be (N times A, or N cores' bandwidth).
 #
 #   scripts/bench/tensor-parallel.sh [MODEL]     (environment: N (2), RUNS (3), TOKENS (128),
 #                                                 STREAMS (16), NETNS (1), TESSEL_ARGS, PYTHON)
@@ -58,6 +60,14 @@ measure_hosts() {  # N workers on hosts 1 … N, the router on host 0, all over 
     python3 scripts/netns_hosts.py down "$HOSTS"
 }
 
+cc -O3 -march=native -pthread -o "$WORK/readbw" scripts/bench/readbw.c
+"$PYTHON" scripts/bench/serving.py weights "$MODEL" >"$WORK/weights.json"
+MODEL_BYTES="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["bytes"])' "$WORK/weights.json")"
+for threads in 1 "$N"; do
+    "$WORK/readbw" model "$MODEL_BYTES" "$threads" 100 >>"$WORK/bandwidth.jsonl"
+    "$WORK/readbw" dram $((1 << 30)) "$threads" 10 >>"$WORK/bandwidth.jsonl"
+done
+
 for ((run = 1; run <= RUNS; run++)); do
     echo "run $run/$RUNS" >&2
     measure A --workers 1 --worker-threads 1
@@ -68,6 +78,11 @@ done
 "$PYTHON" - "$WORK" "$N" <<'PY'
 import json, os, statistics, sys
 work, n = sys.argv[1], sys.argv[2]
+weight_bytes = json.load(open(f"{work}/weights.json"))["bytes"]
+bandwidth = [json.loads(l) for l in open(f"{work}/bandwidth.jsonl")]
+def read_gbps(threads):  # the faster working set's median pass (as serving.py reports it)
+    best = max((b for b in bandwidth if b["threads"] == threads), key=lambda b: b["best_gbps"])
+    return best["median_gbps"]
 layouts = [k for k in "ABCD" if os.path.exists(f"{work}/{k}")]
 runs = {k: [json.loads(l) for l in open(f"{work}/{k}")] for k in layouts}
 med = {k: {m: statistics.median(r[m] for r in v) for m in ("decode", "aggregate")} for k, v in runs.items()}
@@ -80,4 +95,14 @@ for top, bottom in [("C", "A"), ("C", "B"), ("D", "A"), ("D", "C")]:
     if top in med and bottom in med:
         print(f"{names[top]} / {names[bottom]:22} {med[top]['decode'] / med[bottom]['decode']:8.2f}x"
               f" {med[top]['aggregate'] / med[bottom]['aggregate']:15.2f}x")
+print()
+cores = {"A": 1, "B": int(n), "C": int(n), "D": int(n)}
+print(f"read bandwidth: 1 core {read_gbps(1):.1f} GB/s, {n} cores {read_gbps(int(n)):.1f} GB/s; "
+      f"{weight_bytes / 1e6:.1f} MB of weights read per decoded token")
+for k in layouts:
+    rate = med[k]["decode"] * weight_bytes / 1e9
+    print(f"{names[k]:26} reads {rate:5.1f} GB/s = {rate / read_gbps(cores[k]):4.2f} of {cores[k]} core(s)' bandwidth")
+if "A" in med:  # N cores compute at most N times what A does, and read at most N cores' bandwidth
+    ceiling = min(int(n) * med["A"]["decode"], read_gbps(int(n)) * 1e9 / weight_bytes)
+    print(f"decode ceiling on {n} cores: {ceiling:.0f} tok/s = {ceiling / med['A']['decode']:.2f}x A")
 PY
