@@ -302,8 +302,8 @@ final class Heartbeat: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var current: StepInFlight?
-    private var currentSince = ContinuousClock.now
-    private var lastBeat: ContinuousClock.Instant?
+    /// When `current` is next reported: one interval after it began, then after each beat.
+    private var nextBeatAt = ContinuousClock.now
     private var stopping = false
     private var finished = false
 
@@ -323,8 +323,7 @@ final class Heartbeat: @unchecked Sendable {
     func begin(_ step: StepInFlight) {
         condition.withLock {
             current = step
-            currentSince = .now
-            lastBeat = nil
+            nextBeatAt = .now + interval
         }
     }
 
@@ -351,8 +350,8 @@ final class Heartbeat: @unchecked Sendable {
                 _ = condition.wait(until: Date().addingTimeInterval(interval / .seconds(2)))
                 if stopping { return nil }
                 let now = ContinuousClock.now
-                if let current, now - (lastBeat ?? currentSince) >= interval {
-                    lastBeat = now
+                if let current, now >= nextBeatAt {
+                    nextBeatAt = now + interval
                     return current
                 }
             }
