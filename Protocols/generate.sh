@@ -9,8 +9,14 @@ plugin_dir=${PROTOC_GEN_SWIFT_DIR:-$HOME/.cache/tessel/protoc-gen-swift-$version
 command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 if [ ! -x "$plugin_dir/protoc-gen-swift" ]; then
   src=$(mktemp -d)
-  git clone -q https://github.com/apple/swift-protobuf "$src"
-  git -C "$src" checkout -q "$version"
+  # The checkout SwiftPM resolved (from its mirror) when it is that version; else GitHub.
+  checkout="$here/.build/checkouts/swift-protobuf"
+  if [ "$(git -C "$checkout" describe --tags 2>/dev/null)" = "$version" ]; then
+    cp -r "$checkout/." "$src"
+  else
+    git clone -q https://github.com/apple/swift-protobuf "$src"
+    git -C "$src" checkout -q "$version"
+  fi
   (cd "$src" && swift build -c release --product protoc-gen-swift)
   mkdir -p "$plugin_dir"
   cp "$src/.build/release/protoc-gen-swift" "$plugin_dir/"

@@ -8,9 +8,9 @@ private func prompt(_ count: Int, offset: Int = 0) -> [TokenID] {
 }
 
 private func makeScheduler(_ runner: ScriptedStepRunner, maxSequences: Int = 16, budget: Int = 512,
-                           prefixCaching: Bool = true) -> Scheduler {
+                           prefixCaching: Bool = true, decodeSteps: Int = 1) -> Scheduler {
     Scheduler(configuration: SchedulerConfiguration(maxSequences: maxSequences, maxBatchedTokens: budget,
-                                                    prefixCaching: prefixCaching),
+                                                    prefixCaching: prefixCaching, decodeSteps: decodeSteps),
               limits: SchedulerModelLimits(maxContextLength: runner.model.maxContextLength,
                                            kvBlockCount: runner.model.kvBlockCount, kvBlockSize: runner.model.kvBlockSize))
 }
@@ -429,6 +429,109 @@ struct SchedulerTests {
         let steps = try await runToCompletion(scheduler, runner)
         #expect(steps.first?.message.sequences.first?.sampling.topK == Int32.max)
         #expect(try await collectEvents(events).last == .finished(.length))
+    }
+
+    @Test("several decode passes per step give the tokens single steps give, never past max_tokens, in fewer steps")
+    func multiStepDecode() async throws {
+        var outputs: [[[TokenID]]] = []
+        var stepCounts: [Int] = []
+        for passes in [1, 4] {
+            let runner = ScriptedStepRunner()
+            let scheduler = makeScheduler(runner, decodeSteps: passes)
+            let (_, long) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(5), maxNewTokens: 10))
+            let (_, short) = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 3))
+            let steps = try await runToCompletion(scheduler, runner)
+            let events = [try await collectEvents(long), try await collectEvents(short)]
+            #expect(events.map(\.last) == [.finished(.length), .finished(.length)])
+            outputs.append(events.map(sampledTokens))
+            stepCounts.append(steps.count)
+            #expect(await scheduler.statistics.usedBlocks == 0)
+            let passesAsked = steps.map { $0.message.sequences.map { max(1, Int($0.decodeSteps)) } }
+            if passes == 4 {
+                // The prompts' step samples one token each; then 4 passes, capped by what is left.
+                #expect(passesAsked == [[1, 1], [4, 2], [4], [1]], "\(passesAsked)")
+                #expect(steps.map(\.decodePasses) == [1, 4, 4, 1])
+            }
+        }
+        #expect(outputs[0] == outputs[1])
+        #expect(outputs[0][0] == (5..<15).map(ScriptedStepRunner.token(atPosition:)))
+        #expect(stepCounts == [10, 4])
+    }
+
+    @Test("a stop token sampled by a middle decode pass ends the sequence there; the later passes' tokens are dropped")
+    func multiStepStopToken() async throws {
+        let runner = ScriptedStepRunner(eosAtPosition: 8)
+        let scheduler = makeScheduler(runner, decodeSteps: 8)
+        let (id, events) = try await scheduler.submit(
+            SequenceRequest(promptTokens: prompt(5), maxNewTokens: 50, stopTokenIDs: [ByteTokenizer.eos]))
+        let steps = try await runToCompletion(scheduler, runner)
+        #expect(steps.count == 2)
+        #expect(steps.last?.message.sequences.first?.decodeSteps == 8)
+        let collected = try await collectEvents(events)
+        #expect(sampledTokens(collected) == (5..<8).map(ScriptedStepRunner.token(atPosition:)) + [ByteTokenizer.eos])
+        #expect(collected.last == .finished(.stop))
+        #expect(await scheduler.statistics.usedBlocks == 0)
+        #expect(try await finishedOnNextStep(scheduler) == [id])
+    }
+
+    @Test("one decode pass per step while a sequence waits or prefills, or one follows a grammar")
+    func multiStepOnlyWhenAllDecode() async throws {
+        let runner = ScriptedStepRunner()
+        let scheduler = makeScheduler(runner, budget: 4, decodeSteps: 4)
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 20))
+        let first = try #require(await scheduler.planStep())
+        await scheduler.complete(first, result: try await runner.run(first.message))
+        // A long prompt arrives: its chunks share steps with the decode, one pass each.
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: prompt(10), maxNewTokens: 2))
+        var steps: [Tessel_Wire_Step] = []
+        while let step = await scheduler.planStep() {
+            steps.append(step.message)
+            await scheduler.complete(step, result: try await runner.run(step.message))
+        }
+        let prefilling = steps.filter { $0.sequences.contains { $0.sequenceID == 2 && $0.startPosition < 10 } }
+        #expect(prefilling.count >= 3)
+        #expect(prefilling.allSatisfy { $0.sequences.allSatisfy { $0.decodeSteps == 0 } })
+        #expect(steps.last?.sequences.map(\.sequenceID) == [1])
+        #expect(steps.contains { $0.sequences.map(\.decodeSteps) == [4] })
+
+        // While a sequence waits (here for a place among --max-num-seqs 1), one pass a step.
+        let full = makeScheduler(runner, maxSequences: 1, decodeSteps: 4)
+        _ = try await full.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 6))
+        _ = try await full.submit(SequenceRequest(promptTokens: prompt(3), maxNewTokens: 6))
+        let queued = try await runToCompletion(full, runner)
+        let firstOnly = queued.prefix { $0.message.sequences.allSatisfy { $0.sequenceID == 1 } }
+        #expect(firstOnly.count == 6 && firstOnly.allSatisfy { $0.decodePasses == 1 })
+        #expect(queued.count == 6 + 3)  // the second alone: its prompt's step, then 4 and 1 passes
+
+        let word: [TokenID] = Array("json".utf8).map(TokenID.init)
+        let constraint = OutputConstraint(description: "the word json") { SpellingConstraint(word: word) }
+        let constrained = makeScheduler(runner, decodeSteps: 4)
+        let (_, events) = try await constrained.submit(SequenceRequest(promptTokens: prompt(5), maxNewTokens: 50, constraint: constraint))
+        _ = try await constrained.submit(SequenceRequest(promptTokens: prompt(2), maxNewTokens: 8))
+        let constrainedRun = try await runToCompletion(constrained, runner)
+        #expect(try await collectEvents(events).compactMap { event -> TokenID? in
+            if case .token(let sampled) = event { return sampled.token }
+            return nil
+        } == word)
+        // Passes only once the constrained sequence is done.
+        let constrainedSteps = constrainedRun.prefix { $0.message.sequences.contains { $0.sequenceID == 1 } }
+        #expect(constrainedSteps.allSatisfy { $0.decodePasses == 1 })
+        #expect(constrainedRun.contains { $0.decodePasses > 1 })
+    }
+
+    @Test("the tokens later decode passes computed join the prefix cache")
+    func multiStepPrefixCache() async throws {
+        let runner = ScriptedStepRunner(blockSize: 4)
+        let scheduler = makeScheduler(runner, decodeSteps: 4)
+        let tokens = prompt(13)
+        let (_, events) = try await scheduler.submit(SequenceRequest(promptTokens: tokens, maxNewTokens: 8))
+        try await runToCompletion(scheduler, runner)
+        let generated = sampledTokens(try await collectEvents(events))
+        #expect(generated.count == 8)
+        // 13 + 7 tokens were computed (the last one sampled never is): 5 full blocks.
+        _ = try await scheduler.submit(SequenceRequest(promptTokens: tokens + generated, maxNewTokens: 1))
+        let steps = try await runToCompletion(scheduler, runner)
+        #expect(steps.first?.message.sequences.first?.startPosition == 20)
     }
 
     @Test("after a graceful stop the scheduler refuses new sequences")

@@ -110,6 +110,11 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
 
     static func token(atPosition position: Int) -> TokenID { TokenID(UInt8(ascii: "a")) + TokenID(position % 26) }
 
+    /// The script's token at `position` (unconstrained).
+    private func sampledToken(atPosition position: Int) -> TokenID {
+        eosAtPosition.map { position >= $0 } == true ? ByteTokenizer.eos : Self.token(atPosition: position)
+    }
+
     func run(_ step: Tessel_Wire_Step) async throws -> Tessel_Wire_StepResult {
         if let delay { try await Task.sleep(for: delay) }
         let index = try lock.withLock { () -> Int in
@@ -125,7 +130,7 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
             let end = Int(entry.startPosition) + entry.tokens.count
             if entry.wantPromptLogprobs {
                 for position in max(Int(entry.startPosition), 1)..<end {
-                    var prompt = Tessel_Wire_PromptLogprob()
+                    var prompt = Tessel_Wire_ScoredToken()
                     prompt.token = entry.tokens[position - Int(entry.startPosition)]
                     prompt.logprob = -Float(position)
                     var alternative = Tessel_Wire_TokenLogprob()
@@ -137,7 +142,14 @@ final class ScriptedStepRunner: StepRunner, @unchecked Sendable {
             }
             if entry.sample {
                 outcome.sampled = true
-                var token = eosAtPosition.map { end >= $0 } == true ? ByteTokenizer.eos : Self.token(atPosition: end)
+                // Further decode passes: each samples at the next position, as a worker does.
+                for position in end..<(end + max(0, Int(entry.decodeSteps) - 1)) {
+                    var following = Tessel_Wire_ScoredToken()
+                    following.token = sampledToken(atPosition: position + 1)
+                    following.logprob = -0.5
+                    outcome.followingTokens.append(following)
+                }
+                var token = sampledToken(atPosition: end)
                 if !entry.allowedTokens.isEmpty {
                     let mask = TokenMask(wireBytes: entry.allowedTokens)
                     token = (0..<TokenID(model.vocabSize)).first(where: mask.contains) ?? -1

@@ -27,7 +27,7 @@ final class ArithmeticExecutor: StepExecuting, @unchecked Sendable {
             let next = (sequence.tokens.last! + 1) % 100
             let prompt = sequence.wantPromptLogprobs
                 ? sequence.tokens.dropFirst().map {
-                    PromptTokenLogprob(chosen: TokenChoice(token: $0, logprob: -1), top: [TokenChoice(token: 0, logprob: -0.5)])
+                    ScoredToken(chosen: TokenChoice(token: $0, logprob: -1), top: [TokenChoice(token: 0, logprob: -0.5)])
                 }
                 : []
             return SequenceOutcome(

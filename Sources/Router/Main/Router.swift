@@ -122,6 +122,11 @@ struct Serve: AsyncParsableCommand {
     var maxNumBatchedTokens: Int = 512
 
     @Option(name: .long, help: ArgumentHelp(
+        "Decode passes the workers run per step while every running sequence is decoding and none waits (multi-step scheduling): the router's round trip is paid once per this many tokens, which reach clients this many at a time; a request arriving meanwhile waits for the step to end. 1 turns it off.",
+        valueName: "n"))
+    var numSchedulerSteps: Int = 8
+
+    @Option(name: .long, help: ArgumentHelp(
         "Seconds a step carrying prompt chunks should take, by the step cost learned from the workers: long prompts advance in chunks that fit, so requests arriving meanwhile are not held back; 0 turns it off.",
         valueName: "seconds"))
     var stepTimeTarget: Double = 0.2
@@ -212,6 +217,7 @@ struct Serve: AsyncParsableCommand {
         if let workerThreads, workerThreads < 1 { throw ValidationError("--worker-threads must be at least 1") }
         if !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
         if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1") }
+        if numSchedulerSteps < 1 { throw ValidationError("--num-scheduler-steps must be at least 1") }
         if let maxModelLen, maxModelLen < 1 { throw ValidationError("--max-model-len must be at least 1") }
         if let maxQueuedRequests, maxQueuedRequests < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
         if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be at least 1") }
@@ -372,7 +378,8 @@ struct Serve: AsyncParsableCommand {
             configuration: SchedulerConfiguration(maxSequences: maxNumSeqs, maxBatchedTokens: maxNumBatchedTokens,
                                                   prefixCaching: !noPrefixCaching,
                                                   targetStepSeconds: stepTimeTarget > 0 ? stepTimeTarget : nil,
-                                                  policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests),
+                                                  policy: schedulingPolicy, maxWaitingSequences: maxQueuedRequests,
+                                                  decodeSteps: numSchedulerSteps),
             limits: SchedulerModelLimits(maxContextLength: contextLength, kvBlockCount: info.kvBlockCount,
                                          kvBlockSize: info.kvBlockSize, groupWindows: info.kvGroupWindows),
             metrics: metrics)

@@ -6,7 +6,7 @@ public typealias WorkerMessage = Tessel_Wire_WorkerMessage
 
 /// The version both sides put in their handshake; bump it with any incompatible .proto change.
 public enum WireProtocol {
-    public static let version: UInt32 = 3
+    public static let version: UInt32 = 4
 }
 
 /// A frame that is not the protobuf envelope it should be.

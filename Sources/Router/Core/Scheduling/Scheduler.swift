@@ -30,11 +30,19 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     /// is refused with `queueFull` (each of a request's `n` choices counts, as in vLLM's engine;
     /// preempted sequences always go back). nil: no bound.
     public var maxWaitingSequences: Int?
+    /// Decode passes the workers run for one step when every running sequence is decoding and
+    /// none waits (`--num-scheduler-steps`, as vLLM's multi-step scheduling): each sampled token
+    /// is fed back on the workers, so the round trip through the router is paid once per this
+    /// many tokens. A request arriving meanwhile waits for the step to end; tokens reach clients
+    /// this many at a time.
+    public var decodeSteps: Int
 
     public init(maxSequences: Int = 64, maxBatchedTokens: Int = 512, prefixCaching: Bool = true,
                 targetStepSeconds: Double? = 0.2, minimumPrefillChunk: Int = 16, policy: SchedulingPolicy = .fcfs,
-                maxWaitingSequences: Int? = nil) {
+                maxWaitingSequences: Int? = nil, decodeSteps: Int = 1) {
         precondition(maxWaitingSequences.map { $0 > 0 } ?? true, "the waiting queue must hold at least one sequence")
+        precondition(decodeSteps >= 1, "a step runs at least one decode pass")
+        self.decodeSteps = decodeSteps
         self.maxWaitingSequences = maxWaitingSequences
         self.policy = policy
         self.maxSequences = maxSequences
@@ -182,6 +190,8 @@ public struct PlannedStep: Sendable {
     public var prefillTokenCount: Int
     /// Σ over computed tokens of the positions each attends to, in thousands (the step cost model's feature).
     public var attendedThousands: Double
+    /// The most decode passes an entry runs (1: an ordinary step).
+    public var decodePasses: Int = 1
     public var totalTokens: Int { entries.reduce(0) { $0 + $1.tokenCount } }
 }
 
@@ -439,6 +449,7 @@ public actor Scheduler {
         }
 
         guard !scheduled.isEmpty else { return nil }
+        let passes = decodePasses(scheduled)
         var message = Tessel_Wire_Step()
         message.stepID = nextStepID
         nextStepID += 1
@@ -448,28 +459,56 @@ public actor Scheduler {
         var decodes = 0
         var prefillTokens = 0
         var attended = 0.0
-        for (sequence, take) in scheduled {
+        for ((sequence, take), passes) in zip(scheduled, passes) {
             attended += StepCostModel.attended(start: sequence.computedTokens, tokens: take)
-            message.sequences.append(wireStep(for: sequence, take: take))
+            message.sequences.append(wireStep(for: sequence, take: take, decodeSteps: passes))
             entries.append((sequence.id, take))
             if take == 1, sequence.computedTokens >= sequence.promptCount { decodes += 1 } else { prefillTokens += take }
         }
         let step = PlannedStep(message: message, entries: entries, decodeCount: decodes, prefillTokenCount: prefillTokens,
-                               attendedThousands: attended)
+                               attendedThousands: attended, decodePasses: passes.max() ?? 1)
         inFlight = step
         stepsPlanned += 1
         return step
     }
 
-    private func wireStep(for sequence: ScheduledSequence, take: Int) -> Tessel_Wire_SequenceStep {
+    /// Decode passes for each of a step's entries: more than one only when every running
+    /// sequence is decoding and none waits (a longer step would hold them back), no sequence
+    /// follows a grammar (its mask is worked out here, a token at a time), and the blocks for
+    /// the further positions are free without preempting anyone. A sequence runs no more passes
+    /// than it has tokens left (`max_tokens`, the context).
+    private func decodePasses(_ scheduled: [(ScheduledSequence, Int)]) -> [Int] {
+        let single = Array(repeating: 1, count: scheduled.count)
+        guard configuration.decodeSteps > 1, waiting.isEmpty, scheduled.count == running.count else { return single }
+        for (sequence, take) in scheduled {
+            guard take == 1, sequence.tokens.count - sequence.computedTokens == 1,
+                  sequence.computedTokens >= sequence.promptCount, sequence.constraint == nil else { return single }
+        }
+        return scheduled.map { sequence, _ in
+            let passes = min(configuration.decodeSteps, sequence.request.maxNewTokens - sequence.generatedCount,
+                             limits.maxContextLength - sequence.tokens.count)
+            guard passes > 1 else { return 1 }
+            // Positions computedTokens ..< computedTokens + passes get keys and values.
+            let missing = (blockManager.blocksNeeded(forTokens: sequence.computedTokens + passes) - sequence.tableLength)
+                * limits.groupCount
+            if missing > 0 {
+                guard let blocks = blockManager.allocate(missing) else { return 1 }
+                sequence.blocks += blocks
+            }
+            return passes
+        }
+    }
+
+    private func wireStep(for sequence: ScheduledSequence, take: Int, decodeSteps: Int) -> Tessel_Wire_SequenceStep {
         let start = sequence.computedTokens
         var entry = Tessel_Wire_SequenceStep()
         entry.sequenceID = sequence.id
         entry.tokens = Array(sequence.tokens[start..<start + take])
         entry.startPosition = UInt32(start)
+        if decodeSteps > 1 { entry.decodeSteps = UInt32(decodeSteps) }
         // Only what the workers do not hold yet: new block ids, new generated tokens.
         let held = sequence.workerCopy
-        let blocksNeeded = max(blockManager.blocksNeeded(forTokens: start + take), held?.blocks ?? 0)
+        let blocksNeeded = max(blockManager.blocksNeeded(forTokens: start + take + decodeSteps - 1), held?.blocks ?? 0)
         entry.continues = held != nil
         let groups = limits.groupCount
         entry.blockTable = sequence.blocks[(held?.blocks ?? 0) * groups..<blocksNeeded * groups].map { UInt32($0) }
@@ -583,7 +622,9 @@ public actor Scheduler {
         let now = ContinuousClock.now
         inFlight = nil
         lastStepFailure = nil
-        costModel.observe(tokens: step.totalTokens, attended: step.attendedThousands, seconds: result.computeSeconds)
+        // A step of several decode passes counts as one of them (each costs about the same).
+        costModel.observe(tokens: step.totalTokens, attended: step.attendedThousands,
+                          seconds: result.computeSeconds / Double(step.decodePasses))
         var results: [UInt64: Tessel_Wire_SequenceResult] = [:]
         for entry in result.sequences { results[entry.sequenceID] = entry }
         for (position, entry) in step.entries.enumerated() {
@@ -603,16 +644,7 @@ public actor Scheduler {
             }
             let sent = step.message.sequences[position]
             let start = sequence.computedTokens
-            sequence.computedTokens += entry.tokenCount
-            var registered = sequence.registeredBlocks
-            for group in 0..<limits.groupCount {
-                registered = blockManager.registerFullBlocks(
-                    sequence.blocks, group: group, of: limits.groupCount, tokens: sequence.tokens,
-                    computedTokens: sequence.computedTokens, alreadyRegistered: sequence.registeredBlocks,
-                    parentChain: &sequence.registeredChains[group])
-            }
-            sequence.registeredBlocks = registered
-            releaseBlocksBehindWindow(sequence)
+            markComputed(sequence, tokens: entry.tokenCount)
             if sent.wantPromptLogprobs {
                 recordPromptLogprobs(sequence, chunkStart: start, chunkLength: entry.tokenCount,
                                      entries: outcome?.promptLogprobs ?? [])
@@ -623,37 +655,66 @@ public actor Scheduler {
                 sequence.continuation.finish(throwing: GenerationError.missingResult(sequenceID: sequence.id, stepID: step.message.stepID))
                 continue
             }
-            let wantsLogprobs = sequence.request.logprobs != nil
-            let sampled = SampledToken(
-                token: outcome.token,
-                logprob: wantsLogprobs ? outcome.logprob : nil,
-                topLogprobs: wantsLogprobs
-                    ? outcome.topLogprobs.prefix(sequence.request.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
-                    : [])
-            if let constraint = sequence.constraint, !constraint.accept(outcome.token) {
-                // The worker sampled outside the mask it was sent: a bug, not the client's.
-                retire(sequence)
-                sequence.continuation.finish(throwing: GenerationError.sequenceRefused(
-                    "the workers sampled token \(outcome.token), which the structured-output grammar does not allow here"))
-                continue
-            }
-            sequence.tokens.append(outcome.token)
-            sequence.generatedCount += 1
-            if let previous = sequence.lastTokenAt {
-                metrics.nextToken(afterSeconds: (now - previous).timeInterval)
-            } else {
-                metrics.firstToken(afterSeconds: (now - sequence.arrivedAt).timeInterval, promptTokens: sequence.promptCount)
-            }
-            sequence.lastTokenAt = now
-            sequence.continuation.yield(.token(sampled))
-            if let reason = finishReason(of: sequence, last: outcome.token) {
-                metrics.finished(reason, afterSeconds: (now - sequence.arrivedAt).timeInterval)
-                retire(sequence)
-                sequence.continuation.yield(.finished(reason))
-                sequence.continuation.finish()
+            // The first pass's token, then those of the further decode passes: each of these
+            // was computed by the pass after the one that sampled it.
+            guard deliver(outcome.token, logprob: outcome.logprob, top: outcome.topLogprobs, to: sequence, at: now) else { continue }
+            for following in outcome.followingTokens.prefix(max(0, Int(sent.decodeSteps) - 1)) {
+                markComputed(sequence, tokens: 1)
+                guard deliver(following.token, logprob: following.logprob, top: following.topLogprobs, to: sequence, at: now)
+                else { break }
             }
         }
         return refusals
+    }
+
+    /// `tokens` more of `sequence`'s tokens have their KV in the cache: full blocks join the
+    /// prefix cache, and blocks a sliding window has passed go back.
+    private func markComputed(_ sequence: ScheduledSequence, tokens: Int) {
+        sequence.computedTokens += tokens
+        var registered = sequence.registeredBlocks
+        for group in 0..<limits.groupCount {
+            registered = blockManager.registerFullBlocks(
+                sequence.blocks, group: group, of: limits.groupCount, tokens: sequence.tokens,
+                computedTokens: sequence.computedTokens, alreadyRegistered: sequence.registeredBlocks,
+                parentChain: &sequence.registeredChains[group])
+        }
+        sequence.registeredBlocks = registered
+        releaseBlocksBehindWindow(sequence)
+    }
+
+    /// Hands a sampled token to its sequence's client and ends the sequence when it is its last.
+    /// False when the sequence ended (finished, or the token broke its grammar).
+    private func deliver(_ token: TokenID, logprob: Float, top: [Tessel_Wire_TokenLogprob],
+                         to sequence: ScheduledSequence, at now: ContinuousClock.Instant) -> Bool {
+        let wantsLogprobs = sequence.request.logprobs != nil
+        let sampled = SampledToken(
+            token: token,
+            logprob: wantsLogprobs ? logprob : nil,
+            topLogprobs: wantsLogprobs
+                ? top.prefix(sequence.request.logprobs ?? 0).map { TokenLogprob(token: $0.token, logprob: $0.logprob) }
+                : [])
+        if let constraint = sequence.constraint, !constraint.accept(token) {
+            // The worker sampled outside the mask it was sent: a bug, not the client's.
+            retire(sequence)
+            sequence.continuation.finish(throwing: GenerationError.sequenceRefused(
+                "the workers sampled token \(token), which the structured-output grammar does not allow here"))
+            return false
+        }
+        sequence.tokens.append(token)
+        sequence.generatedCount += 1
+        if let previous = sequence.lastTokenAt {
+            metrics.nextToken(afterSeconds: (now - previous).timeInterval)
+        } else {
+            metrics.firstToken(afterSeconds: (now - sequence.arrivedAt).timeInterval, promptTokens: sequence.promptCount)
+        }
+        sequence.lastTokenAt = now
+        sequence.continuation.yield(.token(sampled))
+        guard let reason = finishReason(of: sequence, last: token) else { return true }
+        metrics.finished(reason, afterSeconds: (now - sequence.arrivedAt).timeInterval)
+        retire(sequence)
+        sequence.continuation.yield(.finished(reason))
+        sequence.continuation.finish()
+        return false
     }
 
     /// Fails every sequence of the step in flight (the workers could not run it).
@@ -682,7 +743,7 @@ public actor Scheduler {
     }
 
     private func recordPromptLogprobs(_ sequence: ScheduledSequence, chunkStart: Int, chunkLength: Int,
-                                      entries: [Tessel_Wire_PromptLogprob]) {
+                                      entries: [Tessel_Wire_ScoredToken]) {
         if sequence.promptLogprobs == nil {
             sequence.promptLogprobs = sequence.request.promptTokens.map { PromptTokenLogprob(token: $0, logprob: nil) }
         }

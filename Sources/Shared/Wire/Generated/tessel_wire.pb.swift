@@ -378,6 +378,15 @@ public nonisolated struct Tessel_Wire_SequenceStep: @unchecked Sendable {
     set {_uniqueStorage()._continues = newValue}
   }
 
+  /// Decode passes to run in this step (0 or 1: one). With more, `tokens` is the one decode
+  /// token and `sample` is set: each token sampled goes back in as the next pass's input (at the
+  /// next position, and among the generated tokens the penalties see) until this many are
+  /// sampled; block_table covers them all. Never with allowed_tokens or prompt logprobs.
+  public var decodeSteps: UInt32 {
+    get {_storage._decodeSteps}
+    set {_uniqueStorage()._decodeSteps = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -434,18 +443,22 @@ public nonisolated struct Tessel_Wire_SequenceResult: Sendable {
 
   /// One entry per token of the step's `tokens` after the first position of the sequence:
   /// logprob of tokens[i] given tokens before it, with its top alternatives.
-  public var promptLogprobs: [Tessel_Wire_PromptLogprob] = []
+  public var promptLogprobs: [Tessel_Wire_ScoredToken] = []
 
   /// Set when the worker could not run this sequence (its fields do not fit the model); the
   /// sequence took no part in the step and the others ran as if it were not there.
   public var error: String = String()
+
+  /// With decode_steps > 1: the tokens sampled by the passes after the first, in order.
+  public var followingTokens: [Tessel_Wire_ScoredToken] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Tessel_Wire_PromptLogprob: Sendable {
+/// A token with its logprob and its top alternatives: a prompt token scored, or a token sampled.
+public nonisolated struct Tessel_Wire_ScoredToken: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -1079,7 +1092,7 @@ nonisolated extension Tessel_Wire_TokenBias: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStep"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0\u{3}prompt_tokens\0\u{1}continues\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}tokens\0\u{3}start_position\0\u{3}block_table\0\u{1}sampling\0\u{1}sample\0\u{3}want_prompt_logprobs\0\u{3}sample_index\0\u{3}generated_tokens\0\u{3}allowed_tokens\0\u{3}prompt_tokens\0\u{1}continues\0\u{3}decode_steps\0")
 
   fileprivate class _StorageClass {
     var _sequenceID: UInt64 = 0
@@ -1094,6 +1107,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
     var _allowedTokens: Data = Data()
     var _promptTokens: [Int32] = []
     var _continues: Bool = false
+    var _decodeSteps: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1116,6 +1130,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       _allowedTokens = source._allowedTokens
       _promptTokens = source._promptTokens
       _continues = source._continues
+      _decodeSteps = source._decodeSteps
     }
   }
 
@@ -1146,6 +1161,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         case 10: try { try decoder.decodeSingularBytesField(value: &_storage._allowedTokens) }()
         case 11: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._continues) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._decodeSteps) }()
         default: break
         }
       }
@@ -1194,6 +1210,9 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
       if _storage._continues != false {
         try visitor.visitSingularBoolField(value: _storage._continues, fieldNumber: 12)
       }
+      if _storage._decodeSteps != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._decodeSteps, fieldNumber: 13)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1215,6 +1234,7 @@ nonisolated extension Tessel_Wire_SequenceStep: SwiftProtobuf.Message, SwiftProt
         if _storage._allowedTokens != rhs_storage._allowedTokens {return false}
         if _storage._promptTokens != rhs_storage._promptTokens {return false}
         if _storage._continues != rhs_storage._continues {return false}
+        if _storage._decodeSteps != rhs_storage._decodeSteps {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1301,7 +1321,7 @@ nonisolated extension Tessel_Wire_TokenLogprob: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}sampled\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0\u{3}prompt_logprobs\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}sampled\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0\u{3}prompt_logprobs\0\u{1}error\0\u{3}following_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1316,6 +1336,7 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topLogprobs) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.promptLogprobs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.followingTokens) }()
       default: break
       }
     }
@@ -1343,6 +1364,9 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 7)
     }
+    if !self.followingTokens.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.followingTokens, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1354,13 +1378,14 @@ nonisolated extension Tessel_Wire_SequenceResult: SwiftProtobuf.Message, SwiftPr
     if lhs.topLogprobs != rhs.topLogprobs {return false}
     if lhs.promptLogprobs != rhs.promptLogprobs {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.followingTokens != rhs.followingTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Tessel_Wire_PromptLogprob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PromptLogprob"
+nonisolated extension Tessel_Wire_ScoredToken: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScoredToken"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
@@ -1390,7 +1415,7 @@ nonisolated extension Tessel_Wire_PromptLogprob: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Tessel_Wire_PromptLogprob, rhs: Tessel_Wire_PromptLogprob) -> Bool {
+  public static func ==(lhs: Tessel_Wire_ScoredToken, rhs: Tessel_Wire_ScoredToken) -> Bool {
     if lhs.token != rhs.token {return false}
     if lhs.logprob != rhs.logprob {return false}
     if lhs.topLogprobs != rhs.topLogprobs {return false}

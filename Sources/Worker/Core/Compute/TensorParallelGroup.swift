@@ -98,6 +98,14 @@ public final class TensorParallelGroup: @unchecked Sendable {
         pool.progress.advance()
     }
 
+    /// In place: every rank ends with rank 0's `values`, as an allreduce to which the other ranks
+    /// give zeros (exact: x + 0 is x). For a handful of values, where one collective's latency is
+    /// all it costs.
+    func broadcastFromRankZero(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        if rank != 0 { values.update(repeating: 0, count: count) }
+        allReduce(values, count: count)
+    }
+
     /// Rank 0 gets every rank's columns side by side (see `Communicator.gatherColumns`).
     func gatherColumns(_ part: UnsafePointer<Float>, rows: Int, columns: [Int], into whole: UnsafeMutablePointer<Float>) {
         let pool = self.pool

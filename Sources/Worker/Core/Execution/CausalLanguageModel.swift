@@ -54,6 +54,10 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// every rank calls it and rank 0 gets the whole vocabulary's.
     func logits(hidden: UnsafePointer<Float>, rows: Int, into logits: UnsafeMutablePointer<Float>)
 
+    /// In a tensor-parallel group every rank ends with rank 0's `values` (the tokens a decode
+    /// pass sampled, which the next pass's embedding needs on every rank); alone, nothing to do.
+    func shareFromRankZero(_ values: UnsafeMutablePointer<Float>, count: Int)
+
     /// The first failed collective of a tensor-parallel group (then the step's results are
     /// garbage and the group is broken for good); nil when the model runs alone.
     var collectiveFailure: CollectiveError? { get }
@@ -72,6 +76,7 @@ extension CausalLanguageModel {
     public var cacheGroups: KVCacheGroups {
         KVCacheGroups(layerWindows: Array(repeating: 0, count: cacheShape.layers))
     }
+    public func shareFromRankZero(_ values: UnsafeMutablePointer<Float>, count: Int) {}
     public var collectiveFailure: CollectiveError? { nil }
     public var groupID: UInt64 { 0 }
     public func checkGroup() {}

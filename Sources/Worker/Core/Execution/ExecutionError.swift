@@ -8,6 +8,7 @@ public enum ExecutionError: Error, CustomStringConvertible, Equatable {
     case blockOutOfRange(id: UInt64, index: Int, block: Int32, blockCount: Int)
     case invalidSampling(id: UInt64, detail: String)
     case missingPromptContext(id: UInt64, position: Int)
+    case invalidDecodeSteps(id: UInt64, steps: Int, detail: String)
 
     public var description: String {
         switch self {
@@ -29,6 +30,8 @@ public enum ExecutionError: Error, CustomStringConvertible, Equatable {
             "sequence \(id): invalid sampling parameters: \(detail)"
         case .missingPromptContext(let id, let position):
             "sequence \(id): prompt logprobs from position \(position) need the previous chunk of this sequence to have asked for prompt logprobs too"
+        case .invalidDecodeSteps(let id, let steps, let detail):
+            "sequence \(id): \(steps) decode steps: \(detail)"
         }
     }
 }

@@ -16,6 +16,9 @@ public final class ModelExecutor: @unchecked Sendable {
     private let hidden: FloatBuffer
     private let gathered: FloatBuffer
     private let logitRows: FloatBuffer
+    /// The tokens one decode pass sampled, shared from rank 0 before the next (one per sequence;
+    /// reused across steps).
+    private var sampledTokens: [Float] = []
     /// Per-step token buffers, reused across steps (they grow only when a step is larger).
     private var chunkTokens: [Int32] = []
     private var chunkPositions: [Int32] = []
@@ -143,8 +146,53 @@ public final class ModelExecutor: @unchecked Sendable {
         }, consume: { sequence, index, logits in
             consume(valid[sequence], index: index, logits: logits, outcome: &results[sequence])
         })
+        decodeFollowing(valid, outcomes: &results)
         for (slot, index) in runnable.enumerated() { outcomes[index] = results[slot] }
         return outcomes
+    }
+
+    /// The passes after the first of sequences with `decodeSteps > 1`: each runs on the token its
+    /// previous pass sampled (rank 0's, shared with the group's other ranks, which sample none),
+    /// one position on, until the sequence has sampled `decodeSteps` tokens.
+    private func decodeFollowing(_ work: [SequenceWork], outcomes: inout [SequenceOutcome]) {
+        var members = work.indices.filter { work[$0].decodeSteps > 1 }
+        guard !members.isEmpty else { return }
+        var items = members.map { work[$0] }
+        // Rank 0's last sampled token of each member (the other ranks' stay 0 until shared).
+        var last = members.map { outcomes[$0].sampled?.token ?? 0 }
+        var passes = 1
+        while !members.isEmpty {
+            sampledTokens.removeAll(keepingCapacity: true)
+            for token in last { sampledTokens.append(Float(token)) }
+            sampledTokens.withUnsafeMutableBufferPointer { model.shareFromRankZero($0.baseAddress!, count: $0.count) }
+            for slot in items.indices {
+                let token = Int32(sampledTokens[slot])
+                items[slot].startPosition += 1
+                items[slot].tokens[0] = token
+                items[slot].generatedTokens.append(token)
+            }
+            var passOutcomes = items.map { SequenceOutcome(id: $0.id) }
+            run(items, wants: { _, _ in true }, consume: { sequence, index, logits in
+                consume(items[sequence], index: index, logits: logits, outcome: &passOutcomes[sequence])
+            })
+            passes += 1
+            var kept = 0
+            for slot in items.indices {
+                let member = members[slot]
+                if let sampled = passOutcomes[slot].sampled {
+                    outcomes[member].following.append(ScoredToken(chosen: sampled, top: passOutcomes[slot].topLogprobs))
+                    last[slot] = sampled.token
+                }
+                guard items[slot].decodeSteps > passes else { continue }
+                members[kept] = member
+                items[kept] = items[slot]
+                last[kept] = last[slot]
+                kept += 1
+            }
+            members.removeLast(members.count - kept)
+            items.removeLast(items.count - kept)
+            last.removeLast(last.count - kept)
+        }
     }
 
     /// Runs one step like `execute` (filling the cache) and returns each sequence's logits at its
@@ -180,9 +228,9 @@ public final class ModelExecutor: @unchecked Sendable {
         outcome.topLogprobs = sampler.topChoices(logits, count: item.topLogprobs, logSumExp: logSumExp)
     }
 
-    private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> PromptTokenLogprob {
+    private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> ScoredToken {
         let logSumExp = sampler.logSumExp(logits)
-        return PromptTokenLogprob(chosen: TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp),
+        return ScoredToken(chosen: TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp),
                                   top: sampler.topChoices(logits, count: top, logSumExp: logSumExp))
     }
 
@@ -299,8 +347,10 @@ public final class ModelExecutor: @unchecked Sendable {
         for (index, token) in item.tokens.enumerated() where token < 0 || Int(token) >= vocabSize {
             throw ExecutionError.tokenOutOfRange(id: item.id, index: index, token: token, vocabSize: vocabSize)
         }
-        // A start position near Int.max must be refused, not overflow.
-        let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count)
+        try validateDecodeSteps(item)
+        // A start position near Int.max must be refused, not overflow; every decode pass
+        // writes one more position.
+        let (end, overflow) = item.startPosition.addingReportingOverflow(item.tokens.count + item.decodeSteps - 1)
         guard !overflow, end <= info.maxContextLength else {
             throw ExecutionError.contextOverflow(id: item.id, endPosition: overflow ? Int.max : end,
                                                  maxContext: info.maxContextLength)
@@ -320,6 +370,15 @@ public final class ModelExecutor: @unchecked Sendable {
                 throw ExecutionError.missingPromptContext(id: item.id, position: item.startPosition)
             }
         }
+    }
+
+    private func validateDecodeSteps(_ item: SequenceWork) throws {
+        func fail(_ detail: String) -> ExecutionError { .invalidDecodeSteps(id: item.id, steps: item.decodeSteps, detail: detail) }
+        guard item.decodeSteps >= 1 else { throw fail("it must be at least 1") }
+        guard item.decodeSteps > 1 else { return }
+        guard item.tokens.count == 1, item.sample else { throw fail("only a decode (one token, sampled) runs several passes") }
+        guard item.allowedTokens == nil else { throw fail("an allowed-token mask holds for one pass only") }
+        guard !item.wantPromptLogprobs else { throw fail("prompt logprobs are not asked of a decode") }
     }
 
     private func validateSampling(_ item: SequenceWork) throws {

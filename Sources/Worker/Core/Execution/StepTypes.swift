@@ -22,11 +22,16 @@ public struct SequenceWork: Sendable {
     public var generatedTokens: [Int32]
     /// The prompt, for the repetition penalty (which counts prompt tokens as seen, as vLLM does).
     public var promptTokens: [Int32]
+    /// Decode passes in this step: after the first, each sampled token is the next pass's one
+    /// input token (one position on), until this many are sampled. More than one only for a
+    /// decode (one token, sampled, no mask, no prompt logprobs), its block table covering them all.
+    public var decodeSteps: Int
 
     public init(id: UInt64, tokens: [Int32], startPosition: Int, blockTable: [Int32],
                 sampling: SamplingParameters = .greedy, topLogprobs: Int = 0, wantLogprobs: Bool = false,
                 allowedTokens: TokenMask? = nil, sample: Bool = true, wantPromptLogprobs: Bool = false,
-                sampleIndex: Int = 0, generatedTokens: [Int32] = [], promptTokens: [Int32] = []) {
+                sampleIndex: Int = 0, generatedTokens: [Int32] = [], promptTokens: [Int32] = [], decodeSteps: Int = 1) {
+        self.decodeSteps = decodeSteps
         self.id = id
         self.tokens = tokens
         self.startPosition = startPosition
@@ -53,7 +58,9 @@ public struct TokenChoice: Sendable, Equatable {
     }
 }
 
-public struct PromptTokenLogprob: Sendable, Equatable {
+/// A token with its logprob and the most likely alternatives at its position: a prompt token
+/// scored (prompt logprobs), or a token sampled by a later decode pass of a step.
+public struct ScoredToken: Sendable, Equatable {
     public var chosen: TokenChoice
     public var top: [TokenChoice]
 
@@ -71,13 +78,17 @@ public struct SequenceOutcome: Sendable, Equatable {
     /// The most likely alternatives at the sampled position, when logprobs were asked for.
     public var topLogprobs: [TokenChoice]
     /// For `tokens[1...]` when `startPosition == 0`, else for all tokens given the cache.
-    public var promptLogprobs: [PromptTokenLogprob]
+    public var promptLogprobs: [ScoredToken]
+    /// With `decodeSteps > 1`: the tokens the passes after the first sampled, in order (their
+    /// logprob 0 unless the sampling config wants logprobs, as `sampled`'s).
+    public var following: [ScoredToken]
     /// Why the sequence could not run (it was left out of the step; the others ran).
     public var error: String?
 
     public init(id: UInt64, sampled: TokenChoice? = nil, topLogprobs: [TokenChoice] = [],
-                promptLogprobs: [PromptTokenLogprob] = [], error: String? = nil) {
+                promptLogprobs: [ScoredToken] = [], following: [ScoredToken] = [], error: String? = nil) {
         self.id = id
+        self.following = following
         self.error = error
         self.sampled = sampled
         self.topLogprobs = topLogprobs

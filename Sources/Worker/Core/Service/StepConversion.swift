@@ -43,7 +43,8 @@ public enum StepConversion {
                 wantPromptLogprobs: sequence.wantPromptLogprobs,
                 sampleIndex: Int(sequence.sampleIndex),
                 generatedTokens: held.generatedTokens,
-                promptTokens: held.promptTokens)
+                promptTokens: held.promptTokens,
+                decodeSteps: max(1, Int(sequence.decodeSteps)))
         }
     }
 
@@ -64,16 +65,19 @@ public enum StepConversion {
                 sequence.logprob = sampled.logprob
             }
             sequence.topLogprobs = outcome.topLogprobs.map(tokenLogprob)
-            sequence.promptLogprobs = outcome.promptLogprobs.map { prompt in
-                var entry = Tessel_Wire_PromptLogprob()
-                entry.token = prompt.chosen.token
-                entry.logprob = prompt.chosen.logprob
-                entry.topLogprobs = prompt.top.map(tokenLogprob)
-                return entry
-            }
+            sequence.promptLogprobs = outcome.promptLogprobs.map(scoredToken)
+            sequence.followingTokens = outcome.following.map(scoredToken)
             return sequence
         }
         return result
+    }
+
+    private static func scoredToken(_ scored: ScoredToken) -> Tessel_Wire_ScoredToken {
+        var entry = Tessel_Wire_ScoredToken()
+        entry.token = scored.chosen.token
+        entry.logprob = scored.chosen.logprob
+        entry.topLogprobs = scored.top.map(tokenLogprob)
+        return entry
     }
 
     private static func tokenLogprob(_ choice: TokenChoice) -> Tessel_Wire_TokenLogprob {

@@ -235,6 +235,10 @@ public final class DecoderModel: CausalLanguageModel, @unchecked Sendable {
                                  capacity: engine.maxRows, threads: engine.pool.threadCount)
     }
 
+    public func shareFromRankZero(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        group?.broadcastFromRankZero(values, count: count)
+    }
+
     public var collectiveFailure: CollectiveError? { group?.failure }
     public var groupID: UInt64 { group?.groupID ?? 0 }
     public func checkGroup() { group?.checkPeers() }
