@@ -1,6 +1,7 @@
 """Tensor parallelism through the API: `router --workers N` spawns N ranks that split the model
 (attention by KV group, MLP by columns, the vocabulary by rows) and meet in shared memory.
 Exact activations (`--activations f32`) make every split equal to one worker up to rounding."""
+import json
 import os
 import pathlib
 import signal
@@ -74,7 +75,9 @@ def served_again(base, body, timeout=90):
 
 @pytest.fixture(scope="module")
 def single_worker_answers(model_path):
-    with serving("--model", str(model_path), "--workers", "1", "--activations", "f32") as router:
+    # One decode pass per step here; the groups below run the default 8 (multi-step scheduling).
+    with serving("--model", str(model_path), "--workers", "1", "--activations", "f32",
+                 "--num-scheduler-steps", "1") as router:
         name = model_name(router)
         return [completion(router, name, prompt) for prompt in PROMPTS]
 
@@ -90,10 +93,47 @@ def test_default_model_over_n_workers_equals_one_worker(model_path, single_worke
             assert_close(ours["logprobs"]["token_logprobs"], reference["logprobs"]["token_logprobs"], prompt)
 
 
+def sampled_answers(router):
+    """Seeded sampling with penalties and logprobs, a stop string, n = 2 and a stream: what
+    multi-step scheduling must not change."""
+    name = model_name(router)
+    seeded = completion(router, name, "Once upon a time", max_tokens=40, temperature=0.9, top_p=0.95, seed=11,
+                        frequency_penalty=0.6, presence_penalty=0.3, logprobs=2)
+    stopped = completion(router, name, "Count: 1, 2, 3,", max_tokens=60, stop=[" 9"])
+    body = {"model": name, "prompt": "The sea", "max_tokens": 30, "temperature": 0.7, "seed": 3, "n": 2}
+    pair = requests.post(router.base + "/v1/completions", json=body, timeout=120).json()["choices"]
+    streamed = requests.post(router.base + "/v1/completions", json={**body, "n": 1, "stream": True}, timeout=120)
+    chunks = [line for line in streamed.text.splitlines() if line.startswith("data: {")]
+    return {
+        "seeded": (seeded["text"], seeded["logprobs"]["token_logprobs"], seeded["logprobs"]["top_logprobs"]),
+        "stopped": (stopped["text"], stopped["finish_reason"]),
+        "pair": [(c["text"], c["finish_reason"]) for c in pair],
+        "stream_chunks": len(chunks),
+        "streamed": "".join(json.loads(c[6:])["choices"][0]["text"] for c in chunks),
+    }
+
+
+def test_multi_step_scheduling_samples_what_one_pass_per_step_does(model_path):
+    """8 decode passes a step over 2 ranks (the sampled tokens shared from rank 0) against one
+    pass a step on one worker: same seeded samples, logprobs, stop, and a chunk per token."""
+    answers = []
+    for args in (["--workers", "1", "--num-scheduler-steps", "1"], ["--workers", "2", "--num-scheduler-steps", "8"]):
+        with serving("--model", str(model_path), "--activations", "f32", *args) as router:
+            answers.append(sampled_answers(router))
+    one, multi = answers
+    assert multi["seeded"][0] == one["seeded"][0]
+    assert_close(multi["seeded"][1], one["seeded"][1], "seeded")
+    assert [sorted(t) for t in multi["seeded"][2]] == [sorted(t) for t in one["seeded"][2]]
+    assert multi["stopped"] == one["stopped"] and one["stopped"][1] == "stop", one["stopped"]
+    assert not multi["stopped"][0].endswith(" 9")
+    assert multi["pair"] == one["pair"]
+    assert multi["streamed"] == one["streamed"]
+    assert multi["stream_chunks"] == one["stream_chunks"] >= 25
+
+
 def assert_matches_transformers(router, reference_path):
     """Every case of a `*.expected.json` (scripts/fixtures): prompt logprobs within 2e-3 of
     transformers' fp32 log-softmax (echo + logprobs) and the greedy continuation's text equal."""
-    import json
     reference = json.loads(reference_path.read_text())
     name = model_name(router)
     for case in reference["cases"]:
