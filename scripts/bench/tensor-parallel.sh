@@ -12,7 +12,9 @@
 # each layout reads per second, and the most C/A could be (N times A, or N cores' bandwidth).
 #
 #   scripts/bench/tensor-parallel.sh [MODEL]     (environment: N (2), RUNS (3), TOKENS (128),
-#                                                 STREAMS (16), NETNS (1), TESSEL_ARGS, PYTHON)
+#                                                 STREAMS (16), NETNS (1), TESSEL_ARGS (router and
+#                                                 workers), ROUTER_ARGS (the router only, e.g.
+#                                                 --num-scheduler-steps 1), PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL="${1:-$HOME/.cache/tessel/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -30,7 +32,7 @@ trap 'rm -rf "$WORK"; [[ "$NETNS" == 1 ]] && python3 scripts/netns_hosts.py down
 measure() {  # label, router flags… → appends a JSON line to $WORK/label
     local label="$1"; shift
     local port=$((20000 + RANDOM % 20000))
-    "$ROUTER" --model "$MODEL" --port "$port" ${TESSEL_ARGS:-} "$@" >"$WORK/$label.log" 2>&1 &
+    "$ROUTER" --model "$MODEL" --port "$port" ${TESSEL_ARGS:-} ${ROUTER_ARGS:-} "$@" >"$WORK/$label.log" 2>&1 &
     local pid=$!
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
     "$PYTHON" scripts/bench/tensor_parallel.py "http://127.0.0.1:$port" "$TOKENS" "$STREAMS" >>"$WORK/$label"
@@ -51,7 +53,7 @@ measure_hosts() {  # N workers on hosts 1 … N, the router on host 0, all over 
         pids+=($!)
     done
     python3 scripts/netns_hosts.py exec "$HOSTS" 0 -- "$ROUTER" --model "$MODEL" --host "${addresses[0]}" --port 8000 \
-        --worker-endpoints "$endpoints" >"$WORK/D.log" 2>&1 &
+        --worker-endpoints "$endpoints" ${ROUTER_ARGS:-} >"$WORK/D.log" 2>&1 &
     local router=$!
     for _ in $(seq 600); do curl -sf "http://${addresses[0]}:8000/health" >/dev/null && break; sleep 0.2; done
     "$PYTHON" scripts/bench/tensor_parallel.py "http://${addresses[0]}:8000" "$TOKENS" "$STREAMS" >>"$WORK/D"
