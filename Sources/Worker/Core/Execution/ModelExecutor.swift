@@ -16,8 +16,8 @@ public final class ModelExecutor: @unchecked Sendable {
     private let hidden: FloatBuffer
     private let gathered: FloatBuffer
     private let logitRows: FloatBuffer
-    /// The tokens one decode pass sampled, shared from rank 0 before the next (one per sequence;
-    /// reused across steps).
+    /// The tokens one decode pass sampled, shared from rank 0 before the next (one per sequence,
+    /// as floats: exact for every id below 2^24; reused across steps).
     private var sampledTokens: [Float] = []
     /// Per-step token buffers, reused across steps (they grow only when a step is larger).
     private var chunkTokens: [Int32] = []
@@ -231,7 +231,7 @@ public final class ModelExecutor: @unchecked Sendable {
     private func promptLogprob(_ logits: UnsafePointer<Float>, next token: Int32, top: Int) -> ScoredToken {
         let logSumExp = sampler.logSumExp(logits)
         return ScoredToken(chosen: TokenChoice(token: token, logprob: logits[Int(token)] - logSumExp),
-                                  top: sampler.topChoices(logits, count: top, logSumExp: logSumExp))
+                           top: sampler.topChoices(logits, count: top, logSumExp: logSumExp))
     }
 
     /// A later prompt chunk's first token, scored with the hidden state the previous chunk left.
