@@ -191,7 +191,7 @@ public struct PlannedStep: Sendable {
     /// Σ over computed tokens of the positions each attends to, in thousands (the step cost model's feature).
     public var attendedThousands: Double
     /// The most decode passes an entry runs (1: an ordinary step).
-    public var decodePasses: Int = 1
+    public var decodePasses: Int { message.sequences.map { max(1, Int($0.decodeSteps)) }.max() ?? 1 }
     public var totalTokens: Int { entries.reduce(0) { $0 + $1.tokenCount } }
 }
 
@@ -367,13 +367,7 @@ public actor Scheduler {
         /// queue order first) if the cache is full; false if `sequence` itself had to go.
         func place(_ sequence: ScheduledSequence, _ take: Int) -> Bool {
             while true {
-                let missing = (blockManager.blocksNeeded(forTokens: sequence.computedTokens + take) - sequence.tableLength)
-                    * limits.groupCount
-                if missing <= 0 { return true }
-                if let blocks = blockManager.allocate(missing) {
-                    sequence.blocks += blocks
-                    return true
-                }
+                if extendBlocks(of: sequence, toCover: sequence.computedTokens + take) { return true }
                 let victim = preemptionVictim()
                 preempt(victim)
                 preempted = true
@@ -405,15 +399,11 @@ public actor Scheduler {
             }
             let start = sequence.computedTokens
             let take = chunk(sequence.tokens.count - start, from: start)
-            let missing = (blockManager.blocksNeeded(forTokens: start + take) - sequence.tableLength) * limits.groupCount
-            if missing > 0 {
-                guard let blocks = blockManager.allocate(missing) else {
-                    blockManager.free(sequence.heldBlocks)
-                    sequence.blocks = []
-                    sequence.computedTokens = 0
-                    break
-                }
-                sequence.blocks += blocks
+            guard extendBlocks(of: sequence, toCover: start + take) else {
+                blockManager.free(sequence.heldBlocks)
+                sequence.blocks = []
+                sequence.computedTokens = 0
+                break
             }
             prefixCacheHitTokens += sequence.computedTokens
             if looksUp, configuration.prefixCaching { prefixCacheQueriedTokens += sequence.tokens.count }
@@ -466,7 +456,7 @@ public actor Scheduler {
             if take == 1, sequence.computedTokens >= sequence.promptCount { decodes += 1 } else { prefillTokens += take }
         }
         let step = PlannedStep(message: message, entries: entries, decodeCount: decodes, prefillTokenCount: prefillTokens,
-                               attendedThousands: attended, decodePasses: passes.max() ?? 1)
+                               attendedThousands: attended)
         inFlight = step
         stepsPlanned += 1
         return step
@@ -487,16 +477,20 @@ public actor Scheduler {
         return scheduled.map { sequence, _ in
             let passes = min(configuration.decodeSteps, sequence.request.maxNewTokens - sequence.generatedCount,
                              limits.maxContextLength - sequence.tokens.count)
-            guard passes > 1 else { return 1 }
             // Positions computedTokens ..< computedTokens + passes get keys and values.
-            let missing = (blockManager.blocksNeeded(forTokens: sequence.computedTokens + passes) - sequence.tableLength)
-                * limits.groupCount
-            if missing > 0 {
-                guard let blocks = blockManager.allocate(missing) else { return 1 }
-                sequence.blocks += blocks
-            }
+            guard passes > 1, extendBlocks(of: sequence, toCover: sequence.computedTokens + passes) else { return 1 }
             return passes
         }
+    }
+
+    /// Gives `sequence` the blocks (in every group) its table lacks for positions `0 ..< tokens`;
+    /// false, taking none, when the cache has too few free.
+    private func extendBlocks(of sequence: ScheduledSequence, toCover tokens: Int) -> Bool {
+        let missing = (blockManager.blocksNeeded(forTokens: tokens) - sequence.tableLength) * limits.groupCount
+        guard missing > 0 else { return true }
+        guard let blocks = blockManager.allocate(missing) else { return false }
+        sequence.blocks += blocks
+        return true
     }
 
     private func wireStep(for sequence: ScheduledSequence, take: Int, decodeSteps: Int) -> Tessel_Wire_SequenceStep {

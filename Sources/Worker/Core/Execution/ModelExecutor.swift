@@ -157,41 +157,33 @@ public final class ModelExecutor: @unchecked Sendable {
     private func decodeFollowing(_ work: [SequenceWork], outcomes: inout [SequenceOutcome]) {
         var members = work.indices.filter { work[$0].decodeSteps > 1 }
         guard !members.isEmpty else { return }
+        // Each member's one token is the one it sampled last (rank 0's; the others' stay 0 until
+        // shared), and its decodeSteps counts the passes it still owes, this one included.
         var items = members.map { work[$0] }
-        // Rank 0's last sampled token of each member (the other ranks' stay 0 until shared).
-        var last = members.map { outcomes[$0].sampled?.token ?? 0 }
-        var passes = 1
+        for (slot, member) in members.enumerated() { items[slot].tokens[0] = outcomes[member].sampled?.token ?? 0 }
         while !members.isEmpty {
             sampledTokens.removeAll(keepingCapacity: true)
-            for token in last { sampledTokens.append(Float(token)) }
+            for item in items { sampledTokens.append(Float(item.tokens[0])) }
             sampledTokens.withUnsafeMutableBufferPointer { model.shareFromRankZero($0.baseAddress!, count: $0.count) }
             for slot in items.indices {
                 let token = Int32(sampledTokens[slot])
                 items[slot].startPosition += 1
                 items[slot].tokens[0] = token
                 items[slot].generatedTokens.append(token)
+                items[slot].decodeSteps -= 1
             }
             var passOutcomes = items.map { SequenceOutcome(id: $0.id) }
             run(items, wants: { _, _ in true }, consume: { sequence, index, logits in
                 consume(items[sequence], index: index, logits: logits, outcome: &passOutcomes[sequence])
             })
-            passes += 1
-            var kept = 0
-            for slot in items.indices {
-                let member = members[slot]
-                if let sampled = passOutcomes[slot].sampled {
-                    outcomes[member].following.append(ScoredToken(chosen: sampled, top: passOutcomes[slot].topLogprobs))
-                    last[slot] = sampled.token
-                }
-                guard items[slot].decodeSteps > passes else { continue }
-                members[kept] = member
-                items[kept] = items[slot]
-                last[kept] = last[slot]
-                kept += 1
+            for (slot, member) in members.enumerated() {
+                guard let sampled = passOutcomes[slot].sampled else { continue }
+                outcomes[member].following.append(ScoredToken(chosen: sampled, top: passOutcomes[slot].topLogprobs))
+                items[slot].tokens[0] = sampled.token
             }
-            members.removeLast(members.count - kept)
-            items.removeLast(items.count - kept)
-            last.removeLast(last.count - kept)
+            let owing = items.indices.filter { items[$0].decodeSteps > 1 }
+            members = owing.map { members[$0] }
+            items = owing.map { items[$0] }
         }
     }
 
